@@ -1,0 +1,130 @@
+"""The whole Freight exception tree.
+
+FreightError            .error_name is the wire vocabulary; the message names the thing
+├── NotFound            invalid_resource
+├── InvalidRequest      bad input
+│   ├── MissingArgument       missing_argument
+│   ├── InvalidRef            invalid_ref
+│   ├── InvalidEnvironment    invalid_environment
+│   ├── DeployFinished        invalid_resource (cancel of a deploy that already ended)
+│   └── InvalidConfig         invalid_resource
+│       ├── InvalidProvider   invalid_provider
+│       ├── InvalidCheck      invalid_check
+│       ├── InvalidNotifier   invalid_notifier
+│       └── CatalogueError    invalid_resource (names the file and the field)
+├── AppLocked           locked
+├── CheckFailed         check_failed
+├── Conflict            conflict
+├── Unauthorized        unauthorized
+└── ExternalError       something outside Freight failed; ends a deploy as failed with a reason
+    ├── VcsError              git failed
+    ├── CommandFailed         the provider's command exited non-zero
+    ├── DeployTimeout         total or no-output time limit exceeded
+    ├── DeployCancelled       the deploy was cancelled while running
+    └── IntegrationError      a check or notifier could not talk to its service
+
+HTTP status codes live in the API's single exception handler, not here.
+"""
+
+from __future__ import annotations
+
+
+class FreightError(Exception):
+    error_name = "freight_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(FreightError):
+    error_name = "invalid_resource"
+
+
+class InvalidRequest(FreightError):
+    error_name = "invalid_request"
+
+
+class MissingArgument(InvalidRequest):
+    error_name = "missing_argument"
+
+
+class InvalidRef(InvalidRequest):
+    error_name = "invalid_ref"
+
+
+class InvalidEnvironment(InvalidRequest):
+    error_name = "invalid_environment"
+
+
+class DeployFinished(InvalidRequest):
+    error_name = "invalid_resource"
+
+
+class InvalidConfig(InvalidRequest):
+    error_name = "invalid_resource"
+
+
+class InvalidProvider(InvalidConfig):
+    error_name = "invalid_provider"
+
+
+class InvalidCheck(InvalidConfig):
+    error_name = "invalid_check"
+
+
+class InvalidNotifier(InvalidConfig):
+    error_name = "invalid_notifier"
+
+
+class CatalogueError(InvalidConfig):
+    """A catalogue file is invalid; the message names the file, the field and the problem."""
+
+    def __init__(self, message: str, *, path: str, field: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.field = field
+
+
+class AppLocked(FreightError):
+    error_name = "locked"
+
+
+class CheckFailed(FreightError):
+    error_name = "check_failed"
+
+
+class Conflict(FreightError):
+    error_name = "conflict"
+
+
+class Unauthorized(FreightError):
+    error_name = "unauthorized"
+
+
+class ExternalError(FreightError):
+    error_name = "external_error"
+
+
+class VcsError(ExternalError):
+    error_name = "vcs_error"
+
+
+class CommandFailed(ExternalError):
+    error_name = "command_failed"
+
+    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class DeployTimeout(ExternalError):
+    error_name = "timeout"
+
+
+class DeployCancelled(ExternalError):
+    error_name = "cancelled"
+
+
+class IntegrationError(ExternalError):
+    error_name = "integration_error"

@@ -1,0 +1,56 @@
+"""Every setting of Freight, its environment variable (FREIGHT_ + name) and its default."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FREIGHT_", extra="ignore")
+
+    home: Path = Field(default=Path(".freight"), description="Data directory for embedded mode.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    workspace_root: Path | None = Field(default=None, description="Mirrors and checkouts.")
+    catalogue_dir: Path = Field(default=Path("deployments"), description="App YAML files.")
+    public_url: str = "http://127.0.0.1:5000"
+    api_key: SecretStr | None = None
+    prefect_api_url: str = "http://127.0.0.1:4200/api"
+
+    deploy_timeout: float = Field(default=3600, gt=0, description="Total seconds a deploy may run.")
+    read_timeout: float = Field(default=600, gt=0, description="Seconds without output allowed.")
+    cancel_grace: float = Field(default=10, ge=0, description="SIGTERM to SIGKILL, in seconds.")
+    heartbeat_interval: float = Field(default=5, gt=0)
+    runner_lost_after: float = Field(default=30, gt=0, description="Heartbeat age that means lost.")
+    log_flush_interval: float = Field(default=0.2, gt=0, description="Seconds between log writes.")
+    queue_poll_interval: float = Field(default=0.5, gt=0)
+    notify_timeout: float = Field(default=10, gt=0)
+
+    deploy_deployment: str = Field(
+        default="deploy/deploy", description="Prefect deployment that runs one deploy."
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'freight.db').resolve()}"
+        if self.workspace_root is None:
+            self.workspace_root = self.home / "workspaces"
+        return self
+
+    @property
+    def workspaces(self) -> Path:
+        assert self.workspace_root is not None
+        return self.workspace_root.resolve()
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in a log."""
+        return [s.get_secret_value() for s in (self.api_key,) if s and s.get_secret_value()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
