@@ -1,0 +1,97 @@
+"""Engine and sessions for the Freight database (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from freight.db.models import (
+    App,
+    AppSource,
+    Base,
+    Deploy,
+    DeployStatus,
+    Lock,
+    LogChunk,
+    Notification,
+    Repository,
+    User,
+    utcnow,
+)
+
+__all__ = [
+    "App",
+    "AppSource",
+    "Base",
+    "Deploy",
+    "DeployStatus",
+    "Lock",
+    "LogChunk",
+    "Notification",
+    "Repository",
+    "User",
+    "get_engine",
+    "make_engine",
+    "session_scope",
+    "utcnow",
+]
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    _sqlite_write_transactions(engine)
+    return engine
+
+
+def _sqlite_write_transactions(engine: Engine) -> None:
+    """Make every SQLite transaction take the write lock at BEGIN.
+
+    With pysqlite's deferred BEGIN, a transaction that reads and then writes fails at once with
+    "database is locked" when another writer got in between, instead of waiting its turn; the
+    deploy numbering and the queue claim both read-then-write.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """One engine (and pool) per database URL in a process."""
+    return make_engine(url)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any error."""
+    session = sessionmaker(engine, expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,205 @@
+"""SQLAlchemy models of the Freight domain (DESIGN §3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always hands back aware datetimes, also on SQLite (which keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DeployStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (DeployStatus.FINISHED, DeployStatus.FAILED, DeployStatus.CANCELLED)
+
+
+class AppSource(StrEnum):
+    API = "api"
+    CATALOGUE = "catalogue"
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Repository(Base):
+    __tablename__ = "repository"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(400), unique=True)
+    vcs: Mapped[str] = mapped_column(String(20), default="git")
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class App(Base):
+    __tablename__ = "app"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id"))
+    # The whole AppSpec as JSON: checked by the catalogue models on the way in and out.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[AppSource] = mapped_column(String(20), default=AppSource.API)
+    source_file: Mapped[str | None] = mapped_column(String(400))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    repository: Mapped[Repository] = relationship(lazy="joined")
+
+
+class User(Base):
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Deploy(Base):
+    __tablename__ = "deploy"
+    __table_args__ = (
+        UniqueConstraint("app_id", "environment", "number", name="uq_deploy_number"),
+        # The queue's core invariant lives in the database: one running deploy per app/env.
+        Index(
+            "uq_deploy_one_in_progress",
+            "app_id",
+            "environment",
+            unique=True,
+            sqlite_where=text("status = 'in_progress'"),
+            postgresql_where=text("status = 'in_progress'"),
+        ),
+        Index("ix_deploy_queue", "app_id", "environment", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)
+    ref: Mapped[str] = mapped_column(String(200))
+    sha: Mapped[str | None] = mapped_column(String(40))
+    prev_sha: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[DeployStatus] = mapped_column(String(20), default=DeployStatus.PENDING)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The environment's effective config at creation; editing the app never changes this deploy.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    workspace: Mapped[str | None] = mapped_column(String(400))
+    log_size: Mapped[int] = mapped_column(Integer, default=0)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_started: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    date_finished: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    app: Mapped[App] = relationship(lazy="joined")
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+    @property
+    def name(self) -> str:
+        return f"{self.app.name}/{self.environment}#{self.number}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.date_started is None:
+            return None
+        end = self.date_finished or utcnow()
+        return (end - self.date_started).total_seconds()
+
+
+class LogChunk(Base):
+    __tablename__ = "log_chunk"
+    __table_args__ = (UniqueConstraint("deploy_id", "offset", name="uq_log_chunk_offset"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    # Offsets and sizes count characters, as the Freight API's log paging does.
+    offset: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lock(Base):
+    __tablename__ = "lock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    # None locks every environment of the app.
+    environment: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(200))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_by: Mapped[str | None] = mapped_column(String(200))
+    date_released: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    app: Mapped[App] = relationship(lazy="joined")
+
+
+class Notification(Base):
+    """Outbox of deploy events: each (deploy, event) is delivered once, in order."""
+
+    __tablename__ = "notification"
+    __table_args__ = (UniqueConstraint("deploy_id", "event", name="uq_notification_event"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(20))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_delivered: Mapped[datetime | None] = mapped_column(UTCDateTime)

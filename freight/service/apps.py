@@ -1,0 +1,89 @@
+"""Apps and their repositories: lookup, typed config, and syncing the catalogue into the DB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from freight.catalogue import AppSpec, EnvironmentConfig
+from freight.db import App, AppSource, Repository
+from freight.errors import NotFound
+
+
+def find_app(session: Session, name: str) -> App | None:
+    return session.scalar(select(App).where(App.name == name))
+
+
+def get_app(session: Session, name: str) -> App:
+    app = find_app(session, name)
+    if app is None:
+        raise NotFound(f"App '{name}' not found")
+    return app
+
+
+def spec_of(app: App) -> AppSpec:
+    return AppSpec.model_validate(app.config)
+
+
+def environment_of(app: App, environment: str) -> EnvironmentConfig:
+    return spec_of(app).environment(environment)
+
+
+def get_or_create_repository(session: Session, url: str) -> Repository:
+    repository = session.scalar(select(Repository).where(Repository.url == url))
+    if repository is None:
+        repository = Repository(url=url)
+        session.add(repository)
+        session.flush()
+    return repository
+
+
+def save_app(
+    session: Session, spec: AppSpec, *, source: AppSource, source_file: str | None = None
+) -> App:
+    """Create or replace the app described by spec."""
+    repository = get_or_create_repository(session, spec.repository)
+    app = find_app(session, spec.name)
+    if app is None:
+        app = App(name=spec.name, config={}, repository_id=repository.id)
+        session.add(app)
+    app.repository_id = repository.id
+    app.repository = repository
+    app.config = spec.model_dump(mode="json")
+    app.source = source
+    app.source_file = source_file
+    session.flush()
+    return app
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    # Catalogue apps whose file is gone: kept, because their deploy history must survive.
+    orphaned: list[str] = field(default_factory=list)
+
+
+def sync_catalogue(session: Session, entries: list[tuple[AppSpec, str]]) -> SyncReport:
+    """Apply a fully validated catalogue (spec, file) list in the caller's transaction."""
+    report = SyncReport()
+    for spec, path in entries:
+        existing = find_app(session, spec.name)
+        if existing is None:
+            report.created.append(spec.name)
+        elif existing.config == spec.model_dump(mode="json") and existing.source_file == path:
+            report.unchanged.append(spec.name)
+            continue
+        else:
+            report.updated.append(spec.name)
+        save_app(session, spec, source=AppSource.CATALOGUE, source_file=path)
+    names = {spec.name for spec, _ in entries}
+    report.orphaned = sorted(
+        app.name
+        for app in session.scalars(select(App).where(App.source == AppSource.CATALOGUE))
+        if app.name not in names
+    )
+    return report

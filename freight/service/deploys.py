@@ -1,0 +1,155 @@
+"""Creating, finding and cancelling deploys."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from freight import vcs
+from freight.db import App, Deploy, DeployStatus, User, utcnow
+from freight.errors import DeployFinished, InvalidRef, InvalidRequest, MissingArgument, NotFound
+from freight.service import apps, logs, notifications, releases
+
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Concurrent creators of one app/env race for the same number; the loser retries.
+NUMBER_ATTEMPTS = 100
+
+
+def get_or_create_user(session: Session, name: str) -> User:
+    for _ in range(3):
+        user = session.scalar(select(User).where(User.name == name))
+        if user is not None:
+            return user
+        try:
+            with session.begin_nested():
+                user = User(name=name)
+                session.add(user)
+            return user
+        except IntegrityError:
+            continue
+    raise InvalidRequest(f"Could not create user '{name}'")
+
+
+def resolve_sha(session: Session, *, app: App, environment: str, ref: str, workspace_root: Path) -> str:
+    """Resolve a ref to a commit sha: `:current`, `:previous`, or a git branch, tag or sha."""
+    if ref in (":current", ":previous"):
+        finder = releases.current_sha if ref == ":current" else releases.previous_sha
+        sha = finder(session, app.id, environment)
+        if sha is None:
+            raise InvalidRef(f"Ref '{ref}' has no commit: no earlier deploy of {app.name}/{environment}")
+        return sha
+    url = app.repository.url
+    # A fetch can take long; end the read transaction first so it holds no database lock meanwhile.
+    session.commit()
+    mirror = vcs.update_mirror(workspace_root, url)
+    try:
+        return vcs.resolve_ref(mirror, ref)
+    except InvalidRef:
+        raise InvalidRef(f"Unknown ref '{ref}' for app {app.name}") from None
+
+
+def create_deploy(
+    session: Session,
+    *,
+    app: str,
+    environment: str,
+    ref: str | None = None,
+    user: str,
+    workspace_root: Path,
+    params: Mapping[str, str] | None = None,
+    force: bool = False,
+    flow_run_id: str | None = None,
+) -> Deploy:
+    """Create a pending deploy with its number, resolved sha and config snapshot."""
+    if not user:
+        raise MissingArgument("A deploy needs a user")
+    params = dict(params or {})
+    for key, value in params.items():
+        if not PARAM_NAME.match(key) or not isinstance(value, str):
+            raise InvalidRequest(f"Invalid param '{key}': names are identifiers, values strings")
+    app_row = apps.get_app(session, app)
+    config = apps.environment_of(app_row, environment)
+    ref = ref or config.default_ref
+    sha = resolve_sha(session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root)
+    user_row = get_or_create_user(session, user)
+    for _ in range(NUMBER_ATTEMPTS):
+        number = 1 + (
+            session.scalar(
+                select(func.max(Deploy.number)).where(
+                    Deploy.app_id == app_row.id, Deploy.environment == environment
+                )
+            )
+            or 0
+        )
+        deploy = Deploy(
+            app_id=app_row.id,
+            app=app_row,
+            environment=environment,
+            number=number,
+            ref=ref,
+            sha=sha,
+            prev_sha=releases.current_sha(session, app_row.id, environment),
+            status=DeployStatus.PENDING,
+            user_id=user_row.id,
+            user=user_row,
+            params=params,
+            force=force,
+            config=config.model_dump(mode="json"),
+            flow_run_id=flow_run_id,
+        )
+        try:
+            with session.begin_nested():
+                session.add(deploy)
+        except IntegrityError:
+            continue
+        notifications.enqueue(session, deploy, "queued")
+        return deploy
+    raise InvalidRequest(f"Could not number a deploy of {app}/{environment}: too much contention")
+
+
+def get_deploy(session: Session, deploy_id: int) -> Deploy:
+    deploy = session.get(Deploy, deploy_id)
+    if deploy is None:
+        raise NotFound(f"Deploy {deploy_id} not found")
+    return deploy
+
+
+def get_deploy_by_number(session: Session, *, app: str, environment: str, number: int) -> Deploy:
+    deploy = session.scalar(
+        select(Deploy)
+        .join(App)
+        .where(App.name == app, Deploy.environment == environment, Deploy.number == number)
+    )
+    if deploy is None:
+        raise NotFound(f"Deploy {app}/{environment}#{number} not found")
+    return deploy
+
+
+def cancel_deploy(session: Session, deploy: Deploy, *, by: str) -> Deploy:
+    """A pending deploy leaves the queue now; a running one is asked to stop (its runner obeys)."""
+    if DeployStatus(deploy.status).is_final:
+        raise DeployFinished(f"Deploy {deploy.name} already ended ({deploy.status})")
+    deploy.cancelled_by = by
+    if deploy.status == DeployStatus.PENDING:
+        mark_ended(session, deploy, DeployStatus.CANCELLED, f"Cancelled by {by} while queued")
+    elif deploy.cancel_requested_at is None:
+        deploy.cancel_requested_at = utcnow()
+        logs.append(session, deploy, f">> Cancel requested by {by}")
+    session.flush()
+    return deploy
+
+
+def mark_ended(session: Session, deploy: Deploy, status: DeployStatus, reason: str | None) -> None:
+    """Record a final status once, with its reason in the log and the notification outbox."""
+    deploy.status = status
+    deploy.reason = reason
+    deploy.date_finished = utcnow()
+    if reason:
+        logs.append(session, deploy, f">> {reason}")
+    notifications.enqueue(session, deploy, str(status))
+    session.flush()

@@ -1,0 +1,100 @@
+"""The notification outbox: deploy events recorded in order, each delivered once to every notifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from freight import notifiers
+from freight.db import Deploy, Notification, session_scope, utcnow
+from freight.errors import FreightError
+from freight.notifiers import DeployEvent
+from freight.plugins import PluginConfig
+
+EVENTS = ("queued", "started", "finished", "failed", "cancelled")
+RETRY_DELAYS = (0.5, 2.0, 5.0)
+
+
+def enqueue(session: Session, deploy: Deploy, event: str) -> None:
+    assert event in EVENTS, event
+    session.flush()
+    session.add(Notification(deploy_id=deploy.id, event=event))
+    session.flush()
+
+
+def event_of(deploy: Deploy, event: str, *, public_url: str) -> DeployEvent:
+    return DeployEvent(
+        event=event,
+        deploy_id=deploy.id,
+        app=deploy.app.name,
+        environment=deploy.environment,
+        number=deploy.number,
+        ref=deploy.ref,
+        sha=deploy.sha,
+        status=str(deploy.status),
+        user=deploy.user.name if deploy.user else "",
+        duration=deploy.duration,
+        link=f"{public_url.rstrip('/')}/deploys/{deploy.app.name}/{deploy.environment}/{deploy.number}/",
+        reason=deploy.reason,
+    )
+
+
+def undelivered(session: Session, deploy_id: int) -> list[Notification]:
+    return list(
+        session.scalars(
+            select(Notification)
+            .where(Notification.deploy_id == deploy_id, Notification.date_delivered.is_(None))
+            .order_by(Notification.id)
+        )
+    )
+
+
+def deliver(
+    engine: Engine,
+    deploy_id: int,
+    *,
+    client: httpx.Client,
+    public_url: str,
+    output: Callable[[str], None],
+    retry_delays: tuple[float, ...] = RETRY_DELAYS,
+) -> list[str]:
+    """Send every undelivered event of the deploy, oldest first; returns the events sent.
+
+    No transaction is held while talking to notifiers (SQLite would stay write-locked meanwhile).
+    A notifier that keeps failing is logged and skipped: notifications never fail a deploy.
+    """
+    with session_scope(engine) as session:
+        deploy = session.get_one(Deploy, deploy_id)
+        configs = [notifiers.registry.parse(data) for data in deploy.config.get("notifiers", [])]
+        outbox = [(n.id, event_of(deploy, n.event, public_url=public_url)) for n in undelivered(session, deploy_id)]
+    for notification_id, event in outbox:
+        for config in configs:
+            _send_with_retries(config, event, client, output, retry_delays)
+        with session_scope(engine) as session:
+            session.get_one(Notification, notification_id).date_delivered = utcnow()
+    return [event.event for _, event in outbox]
+
+
+def _send_with_retries(
+    config: PluginConfig,
+    event: DeployEvent,
+    client: httpx.Client,
+    output: Callable[[str], None],
+    retry_delays: tuple[float, ...],
+) -> None:
+    notifier = notifiers.registry.get(config.type)
+    for attempt, delay in enumerate((0.0, *retry_delays)):
+        time.sleep(delay)
+        try:
+            notifier.send(config, event, client)
+            return
+        except FreightError as exc:
+            last = attempt == len(retry_delays)
+            output(
+                f">> Notifier {config.type} failed on '{event.event}': {exc.message}"
+                + (" (giving up)" if last else ", retrying")
+            )

@@ -1,0 +1,100 @@
+"""The deploy queue: FIFO per app/env, one in progress at a time (a unique index guards that)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from freight.db import Deploy, DeployStatus, utcnow
+from freight.service.orchestration import Orchestrator
+
+log = logging.getLogger(__name__)
+
+
+def running(session: Session, app_id: int, environment: str) -> Deploy | None:
+    return session.scalar(
+        select(Deploy).where(
+            Deploy.app_id == app_id,
+            Deploy.environment == environment,
+            Deploy.status == DeployStatus.IN_PROGRESS,
+        )
+    )
+
+
+def pending(session: Session, app_id: int, environment: str) -> list[Deploy]:
+    """The queue of one app/env, head first."""
+    return list(
+        session.scalars(
+            select(Deploy)
+            .where(
+                Deploy.app_id == app_id,
+                Deploy.environment == environment,
+                Deploy.status == DeployStatus.PENDING,
+            )
+            .order_by(Deploy.id)
+        )
+    )
+
+
+def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None:
+    """Move the head of the queue to in_progress, unless something already runs there."""
+    if running(session, app_id, environment) is not None:
+        return None
+    queue = pending(session, app_id, environment)
+    if not queue:
+        return None
+    head = queue[0]
+    try:
+        with session.begin_nested():
+            head.status = DeployStatus.IN_PROGRESS
+            # The reaper measures silence from here until the runner's own heartbeat starts.
+            head.heartbeat_at = utcnow()
+    except IntegrityError:
+        session.refresh(head)
+        return None
+    return head
+
+
+def advance(
+    session: Session, orchestrator: Orchestrator, app_id: int, environment: str
+) -> Deploy | None:
+    """Hand the head of the queue to the orchestrator if the app/env is free."""
+    savepoint = session.begin_nested()
+    head = claim_next(session, app_id, environment)
+    if head is None:
+        savepoint.rollback()
+        return None
+    if head.flow_run_id is None:  # runs started in Prefect already have their run, waiting
+        try:
+            head.flow_run_id = orchestrator.submit(head)
+        except Exception:
+            # The deploy stays queued; the maintenance flow hands it over again later.
+            log.exception("Could not hand %s to the orchestrator", head.name)
+            savepoint.rollback()
+            return None
+    savepoint.commit()
+    return head
+
+
+def advance_all(session: Session, orchestrator: Orchestrator) -> list[Deploy]:
+    """Hand over the head of every queue whose app/env is free (recovery after outages)."""
+    other = aliased(Deploy)
+    busy = exists().where(
+        other.app_id == Deploy.app_id,
+        other.environment == Deploy.environment,
+        other.status == DeployStatus.IN_PROGRESS,
+    )
+    keys = session.execute(
+        select(Deploy.app_id, Deploy.environment)
+        .where(Deploy.status == DeployStatus.PENDING, ~busy)
+        .distinct()
+    ).all()
+    started = []
+    for app_id, environment in keys:
+        deploy = advance(session, orchestrator, app_id, environment)
+        if deploy is not None:
+            started.append(deploy)
+    return started

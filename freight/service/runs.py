@@ -1,0 +1,296 @@
+"""Running one deploy, step by step, inside whatever process executes it (a Prefect flow run).
+
+Each public method of `DeployRun` is one step of the deploy flow; the flow only sequences them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from sqlalchemy import Engine
+
+from freight import checks, providers, vcs
+from freight.catalogue import EnvironmentConfig
+from freight.checks import CheckContext
+from freight.db import Deploy, DeployStatus, session_scope, utcnow
+from freight.errors import DeployCancelled, FreightError, InvalidRequest
+from freight.providers import DeployContext, ProviderRuntime
+from freight.runner import Masker
+from freight.service import deploys, locks, logs, notifications, queue
+from freight.service.orchestration import Orchestrator
+from freight.settings import Settings
+
+# Environment variables a deploy command inherits from the worker; the rest is not its business.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "SSH_AUTH_SOCK", "TMPDIR")
+
+
+def register(
+    engine: Engine,
+    settings: Settings,
+    *,
+    app: str,
+    environment: str,
+    ref: str | None,
+    user: str,
+    params: Mapping[str, str] | None,
+    force: bool,
+    run_id: str,
+) -> int:
+    """Record a deploy started from the orchestrator's side (a Prefect UI run, a schedule)."""
+    with session_scope(engine) as session:
+        deploy = deploys.create_deploy(
+            session,
+            app=app,
+            environment=environment,
+            ref=ref,
+            user=user,
+            params=params,
+            force=force,
+            workspace_root=settings.workspaces,
+            flow_run_id=run_id,
+        )
+        return deploy.id
+
+
+class DeployRun:
+    """One deploy being executed: its log, heartbeat, cancel flag and the steps of the flow."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        deploy_id: int,
+        *,
+        run_id: str,
+        echo: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.deploy_id = deploy_id
+        self.run_id = run_id
+        self._echo = echo
+        self._mask = Masker(settings.secret_values())
+        self._cancel = threading.Event()
+        self._stop = threading.Event()
+        self._writer: logs.LogWriter | None = None
+        self._monitor: threading.Thread | None = None
+        with session_scope(engine) as session:
+            deploy = deploys.get_deploy(session, deploy_id)
+            if deploy.flow_run_id not in (None, run_id):
+                raise InvalidRequest(f"Deploy {deploy.name} belongs to run {deploy.flow_run_id}")
+            self.name = deploy.name
+            self.app = deploy.app.name
+            self.environment = deploy.environment
+            self.config = EnvironmentConfig.model_validate(deploy.config)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def __enter__(self) -> DeployRun:
+        self._writer = logs.LogWriter(
+            self.engine,
+            self.deploy_id,
+            flush_interval=self.settings.log_flush_interval,
+            on_error=lambda exc: self._echo(f"Could not write log chunk: {exc}"),
+        )
+        self._monitor = threading.Thread(target=self._watch, name=f"monitor-{self.deploy_id}", daemon=True)
+        self._monitor.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._monitor:
+            self._monitor.join()
+        if self._writer:
+            self._writer.close()
+
+    def output(self, line: str) -> None:
+        line = self._mask(line)
+        if self._writer:
+            self._writer.write(line)
+        self._echo(line)
+
+    def request_cancel(self, by: str) -> None:
+        """Cancel from inside the run's process (e.g. the orchestrator sent SIGTERM)."""
+        with session_scope(self.engine) as session:
+            deploy = session.get_one(Deploy, self.deploy_id)
+            if deploy.cancel_requested_at is None:
+                deploy.cancel_requested_at = utcnow()
+                deploy.cancelled_by = by
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _watch(self) -> None:
+        """Beat the heartbeat and notice cancel requests made from elsewhere (API, CLI)."""
+        last_beat = 0.0
+        poll = self.settings.queue_poll_interval
+        while not self._stop.wait(0 if last_beat == 0.0 else poll):
+            now = utcnow()
+            try:
+                with session_scope(self.engine) as session:
+                    deploy = session.get_one(Deploy, self.deploy_id)
+                    if deploy.cancel_requested_at is not None or deploy.status == DeployStatus.CANCELLED:
+                        self._cancel.set()
+                    if now.timestamp() - last_beat >= self.settings.heartbeat_interval:
+                        deploy.heartbeat_at = now
+                        last_beat = now.timestamp()
+            except Exception as exc:  # a database hiccup must not kill the watcher
+                self._echo(f"Heartbeat failed: {exc}")
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def wait_for_turn(self, orchestrator: Orchestrator) -> bool:
+        """Wait until this deploy holds its app/env; False if it was cancelled while queued."""
+        announced: str | None = None
+        while True:
+            with session_scope(self.engine) as session:
+                deploy = deploys.get_deploy(session, self.deploy_id)
+                if deploy.status == DeployStatus.IN_PROGRESS:
+                    return True
+                if deploy.status != DeployStatus.PENDING:
+                    return False
+                queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
+                blocker = queue.running(session, deploy.app_id, deploy.environment)
+                ahead = blocker.name if blocker and blocker.id != self.deploy_id else None
+            if ahead and ahead != announced:
+                self.output(f">> Waiting for {ahead} to finish")
+                announced = ahead
+            if self._stop.wait(self.settings.queue_poll_interval):
+                return False
+
+    def start(self) -> None:
+        with session_scope(self.engine) as session:
+            deploy = deploys.get_deploy(session, self.deploy_id)
+            deploy.date_started = utcnow()
+            deploy.flow_run_id = self.run_id
+            notifications.enqueue(session, deploy, "started")
+            user = deploy.user.name if deploy.user else "unknown"
+            line = f">> Deploying {deploy.name}: {deploy.ref} ({deploy.sha}) by {user}"
+        self.output(line)
+
+    def check_lock(self) -> None:
+        self._raise_if_cancelled()
+        with session_scope(self.engine) as session:
+            locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+
+    def run_checks(self) -> None:
+        self._raise_if_cancelled()
+        deploy = self._snapshot()
+        if deploy.force and self.config.checks:
+            self.output(">> Checks skipped: deploy forced")
+            return
+        for data in self.config.checks:
+            config = checks.registry.parse(data)
+            self.output(f">> Running check {config.type}")
+            checks.registry.get(config.type).check(
+                config,
+                CheckContext(app=self.app, environment=self.environment, sha=deploy.sha or "", output=self.output),
+            )
+
+    def prepare_workspace(self) -> Path:
+        self._raise_if_cancelled()
+        deploy = self._snapshot()
+        dest = self.settings.workspaces / "checkouts" / f"{self.deploy_id}"
+        with session_scope(self.engine) as session:
+            session.get_one(Deploy, self.deploy_id).workspace = str(dest)
+        mirror = vcs.update_mirror(self.settings.workspaces, deploy.app.repository.url)
+        vcs.add_worktree(mirror, deploy.sha or "", dest)
+        self.output(f">> Checked out {deploy.sha} into {dest}")
+        return dest
+
+    def run_provider(self) -> None:
+        self._raise_if_cancelled()
+        deploy = self._snapshot()
+        config = providers.registry.parse(self.config.provider)
+        assert deploy.workspace and deploy.sha
+        context = DeployContext(
+            deploy_id=deploy.id,
+            app=self.app,
+            environment=self.environment,
+            number=deploy.number,
+            ref=deploy.ref,
+            sha=deploy.sha,
+            prev_sha=deploy.prev_sha,
+            user=deploy.user.name if deploy.user else "",
+            workspace=Path(deploy.workspace),
+            params=deploy.params,
+        )
+        runtime = ProviderRuntime(
+            output=self.output,
+            should_cancel=self._cancel.is_set,
+            timeout=self.settings.deploy_timeout,
+            read_timeout=self.settings.read_timeout,
+            grace=self.settings.cancel_grace,
+            base_env={k: os.environ[k] for k in INHERITED_ENV if k in os.environ},
+        )
+        providers.registry.get(config.type).run(config, context, runtime)
+
+    def cleanup_workspace(self) -> None:
+        with session_scope(self.engine) as session:
+            deploy = session.get_one(Deploy, self.deploy_id)
+            workspace, deploy.workspace = deploy.workspace, None
+            url = deploy.app.repository.url
+        if workspace:
+            vcs.remove_worktree(vcs.mirror_path(self.settings.workspaces, url), Path(workspace))
+            self.output(">> Workspace removed")
+
+    def finish(self, error: BaseException | None) -> DeployStatus:
+        """Record the outcome: finished, cancelled, or failed with the error as the reason."""
+        self._flush()
+        with session_scope(self.engine) as session:
+            deploy = deploys.get_deploy(session, self.deploy_id)
+            if DeployStatus(deploy.status).is_final:
+                return DeployStatus(deploy.status)
+            if error is None:
+                status, reason = DeployStatus.FINISHED, None
+            elif isinstance(error, DeployCancelled) or self.cancelled:
+                by = deploy.cancelled_by or "unknown"
+                status, reason = DeployStatus.CANCELLED, f"Cancelled by {by}"
+            elif isinstance(error, FreightError):
+                status, reason = DeployStatus.FAILED, error.message
+            else:
+                status, reason = DeployStatus.FAILED, f"Internal error: {type(error).__name__}: {error}"
+            deploys.mark_ended(session, deploy, status, reason)
+            duration = deploy.duration or 0.0
+        self.output(f">> Deploy {status} after {duration:.1f}s")
+        return status
+
+    def notify(self, client: httpx.Client) -> list[str]:
+        return notifications.deliver(
+            self.engine,
+            self.deploy_id,
+            client=client,
+            public_url=self.settings.public_url,
+            output=self.output,
+        )
+
+    def hand_over(self, orchestrator: Orchestrator) -> None:
+        """Start the next deploy of this app/env, now that this one is over."""
+        with session_scope(self.engine) as session:
+            deploy = deploys.get_deploy(session, self.deploy_id)
+            queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _snapshot(self) -> Deploy:
+        with session_scope(self.engine) as session:
+            return deploys.get_deploy(session, self.deploy_id)
+
+    def _flush(self) -> None:
+        # The final status line must come after everything the command printed.
+        if self._writer:
+            self._writer.flush()
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise DeployCancelled("Deploy cancelled")
+

@@ -1,0 +1,309 @@
+"""Git mirrors, ref resolution and per-deploy checkouts.
+
+Plain paths and URLs in, shas out: nothing here knows about apps or deploys. Every clone of a
+repository shares one bare mirror under ``<workspace_root>/mirrors``; each deploy gets its own
+detached worktree of that mirror. Whatever writes to a mirror (fetch, worktree add/remove/prune)
+runs under the mirror's lock, which is an flock on a sibling ``.lock`` file so it serialises
+threads and processes alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from freight.errors import InvalidRef, VcsError
+
+__all__ = [
+    "Commit",
+    "add_worktree",
+    "commits_between",
+    "list_remote_branch",
+    "mirror_lock",
+    "mirror_path",
+    "remove_worktree",
+    "resolve_ref",
+    "update_mirror",
+]
+
+_HEX_SHA = re.compile(r"[0-9a-fA-F]{4,64}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_STDERR_LIMIT = 2000
+
+# Variables that would point git at some other repository or index than the one we name, e.g.
+# when Freight itself runs from inside a git hook.
+_REPO_ENV_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+)
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    author_name: str
+    author_email: str
+    date: datetime
+    subject: str
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV_VARS}
+    # A deploy has nobody to answer a password prompt; fail instead of hanging. An empty
+    # GIT_ASKPASS also stops git falling back to core.askPass or SSH_ASKPASS.
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_ASKPASS"] = ""
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _redact(text: str) -> str:
+    # URLs may carry tokens and these messages end up in deploy logs.
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def _git(
+    subcommand: str,
+    *args: str,
+    git_dir: Path | None = None,
+    timeout: float | None = None,
+    expected: tuple[int, ...] = (0,),
+) -> subprocess.CompletedProcess[str]:
+    """Run one git command; an exit status outside ``expected`` raises VcsError."""
+    # Auto-gc must run in the foreground: a detached gc would outlive the mirror lock and the
+    # timeout, racing the next fetch or worktree add.
+    argv = ["git", "-c", "gc.autoDetach=false"]
+    if git_dir is not None:
+        argv += ["--git-dir", str(git_dir)]
+    argv += [subcommand, *args]
+    try:
+        # Own session: no controlling terminal for ssh to prompt on, and on timeout the whole
+        # group (git-remote-https, ssh, ...) can be killed, not just git, so the pipes close.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_git_env(),
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise VcsError(f"git {subcommand} could not be started: {exc}") from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(proc)
+        raise VcsError(f"git {subcommand} timed out after {timeout:g}s") from exc
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if proc.returncode not in expected:
+        detail = _redact(stderr.strip())[-_STDERR_LIMIT:]
+        error = subprocess.CalledProcessError(
+            proc.returncode, [_redact(arg) for arg in argv], stdout, _redact(stderr)
+        )
+        raise VcsError(f"git {subcommand} failed (exit {proc.returncode}): {detail}") from error
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _slug(url: str) -> str:
+    rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", url)
+    authority, _, path = rest.partition("/")
+    # Drop user:token@ so credentials never appear in a directory name.
+    host = authority.rpartition("@")[2]
+    name = re.sub(r"(\.git)?/*$", "", f"{host}/{path}")
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", name).lower()[-60:]
+    return slug.strip("-.") or "repo"
+
+
+def mirror_path(workspace_root: Path, url: str) -> Path:
+    """Where the bare mirror of ``url`` lives; the hash keeps similar-looking URLs apart."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return workspace_root / "mirrors" / f"{_slug(url)}-{digest}.git"
+
+
+@contextlib.contextmanager
+def _locked(mirror: Path) -> Iterator[None]:
+    lock_path = mirror.with_name(mirror.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh open file description per call: flock then excludes other threads of this
+    # process as well as other processes, which a shared descriptor would not.
+    with open(lock_path, "a+b") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            # Unlock explicitly rather than on close: a child forked meanwhile shares the
+            # description and would otherwise keep the lock until it exits.
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def mirror_lock(workspace_root: Path, url: str) -> contextlib.AbstractContextManager[None]:
+    """The lock every write to the mirror of ``url`` takes.
+
+    It is not reentrant: do not call update_mirror, add_worktree or remove_worktree for the same
+    mirror while holding it.
+    """
+    return _locked(mirror_path(workspace_root, url))
+
+
+def update_mirror(workspace_root: Path, url: str, *, timeout: float = 600) -> Path:
+    """Clone ``url`` as a bare mirror, or fetch into the existing one; returns the mirror path."""
+    mirror = mirror_path(workspace_root, url)
+    with _locked(mirror):
+        if mirror.exists():
+            _git("fetch", "--prune", "origin", git_dir=mirror, timeout=timeout)
+        else:
+            _clone_mirror(url, mirror, timeout)
+    return mirror
+
+
+def _clone_mirror(url: str, mirror: Path, timeout: float) -> None:
+    # Holding the lock, any temporary clone of this mirror left behind was abandoned by a
+    # process that died mid-clone.
+    for stale in mirror.parent.glob(f".{mirror.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{mirror.name}.", suffix=".tmp", dir=mirror.parent))
+    try:
+        # Cloned beside the final path and renamed in one step, so a clone that fails or times
+        # out never leaves a half-populated mirror where update_mirror would fetch into it.
+        staged = tmp / mirror.name
+        _git("clone", "--mirror", "--end-of-options", url, str(staged), timeout=timeout)
+        staged.rename(mirror)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_ref(mirror: Path, ref: str) -> str:
+    """The full commit sha of a branch, tag (peeled), full sha or unambiguous short sha."""
+    if not _acceptable_ref(ref):
+        raise InvalidRef(f"Unknown ref '{ref}'")
+    result = _git(
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        f"{ref}^{{commit}}",
+        git_dir=mirror,
+        # 1 is rev-parse's quiet "no such commit"; other failures mean a broken mirror.
+        expected=(0, 1),
+    )
+    if result.returncode == 1:
+        raise InvalidRef(f"Unknown ref '{ref}'")
+    return result.stdout.strip()
+
+
+def _acceptable_ref(ref: str) -> bool:
+    if not ref or ref.startswith("-"):
+        return False
+    if any(ch.isspace() or not ch.isprintable() for ch in ref):
+        return False
+    if _HEX_SHA.fullmatch(ref):
+        return True
+    return _git("check-ref-format", "--allow-onelevel", ref, expected=(0, 1)).returncode == 0
+
+
+def _require_full_sha(sha: str) -> None:
+    if not _FULL_SHA.fullmatch(sha):
+        raise InvalidRef(f"Unknown ref '{sha}': expected a full commit sha")
+
+
+def add_worktree(mirror: Path, sha: str, dest: Path) -> Path:
+    """Check ``sha`` out, detached, into ``dest``, which must not exist yet; returns ``dest``."""
+    _require_full_sha(sha)
+    dest = Path(os.path.abspath(dest))
+    if dest.exists() or dest.is_symlink():
+        raise VcsError(f"git worktree add refused: {dest} already exists")
+    # The worktree's metadata is written into the mirror, so it must not race a fetch or another
+    # worktree add/prune.
+    with _locked(mirror):
+        _git("worktree", "add", "--detach", str(dest), sha, git_dir=mirror)
+    return dest
+
+
+def remove_worktree(mirror: Path, dest: Path) -> None:
+    """Delete the checkout at ``dest`` and forget it in the mirror; fine if it is already gone."""
+    dest = Path(os.path.abspath(dest))
+    with _locked(mirror):
+        if dest.exists() or dest.is_symlink():
+            try:
+                _git("worktree", "remove", "--force", "--force", str(dest), git_dir=mirror)
+            except VcsError:
+                # e.g. its metadata was already pruned, or it holds submodules git won't delete.
+                _rmtree(dest)
+        if mirror.exists():
+            _git("worktree", "prune", git_dir=mirror)
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def prune_worktrees(mirror: Path) -> None:
+    """Forget checkouts that were deleted without git knowing (after a crash)."""
+    with _locked(mirror):
+        _git("worktree", "prune", git_dir=mirror)
+
+
+def commits_between(
+    mirror: Path, old_sha: str | None, new_sha: str, *, limit: int = 100
+) -> list[Commit]:
+    """Commits reachable from ``new_sha`` but not ``old_sha``, newest first, at most ``limit``."""
+    revs = [new_sha] if old_sha is None else [new_sha, f"^{old_sha}"]
+    # Unit separators between fields, the subject last: none of these fields holds a newline,
+    # and splitting at most four times keeps any separator inside a subject intact.
+    result = _git(
+        "log",
+        f"--max-count={limit}",
+        "--no-show-signature",
+        "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s",
+        "--end-of-options",
+        *revs,
+        git_dir=mirror,
+    )
+    commits = []
+    for line in result.stdout.splitlines():
+        sha, name, email, date, subject = line.split("\x1f", 4)
+        commits.append(Commit(sha, name, email, datetime.fromisoformat(date), subject))
+    return commits
+
+
+def list_remote_branch(url: str, branch: str, *, timeout: float = 60) -> str | None:
+    """The sha ``branch`` points at on the remote, or None if the remote has no such branch."""
+    refname = f"refs/heads/{branch}"
+    result = _git("ls-remote", "--heads", "--end-of-options", url, refname, timeout=timeout)
+    # ls-remote matches patterns against the tail of ref names (and as globs), so keep only the
+    # exact ref.
+    for line in result.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == refname:
+            return sha
+    return None
