@@ -45,7 +45,9 @@ class Registry(Generic[K]):
     def parse(self, data: object) -> PluginConfig:
         """Validate one config mapping against the model of the kind it names."""
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise self.error(f"Each {self.family} needs a 'type' (one of: {', '.join(self.names())})")
+            raise self.error(
+                f"Each {self.family} needs a 'type' (one of: {', '.join(self.names())})"
+            )
         return self.config_model(data["type"]).model_validate(data)
 
     def _lookup(self, name: str) -> tuple[type[PluginConfig], K]:

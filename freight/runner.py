@@ -8,11 +8,15 @@ deploy started may outlive it.
 from __future__ import annotations
 
 import contextlib
+import enum
+import fcntl
 import os
 import queue
 import select
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -97,6 +101,12 @@ def run_process(
     raise CommandFailed(message, returncode=returncode)
 
 
+class _Mark(enum.Enum):
+    EOF = enum.auto()
+    # The reader has queued everything that was in the pipe when it was asked to catch up.
+    CAUGHT_UP = enum.auto()
+
+
 class _Run:
     """One child process group, its output pipe and the thread that reads it."""
 
@@ -107,8 +117,11 @@ class _Run:
         self._pgid = 0
         self._fd = -1
         self._reader: threading.Thread | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=_QUEUE_LINES)
+        self._lines: queue.Queue[str | _Mark] = queue.Queue(maxsize=_QUEUE_LINES)
         self._stop_reading = threading.Event()
+        self._catch_up_requested = threading.Event()
+        # The unfinished last line; only the reader thread touches it.
+        self._partial = bytearray()
         self._eof = False
         self._group_stopped = False
         # Written by the reader on every chunk (a partial line is output too) and by the
@@ -225,13 +238,26 @@ class _Run:
         raise error
 
     def _finish(self, deadline: float) -> None:
-        # What the leader printed before exiting belongs before anything Freight says next.
-        self._deliver_available(self._output)
-        self.stop_group(self._output)
+        if _group_alive(self._pgid):
+            # Everything the leader wrote is in the pipe by now: pass it on before saying that
+            # the rest of the group is being stopped, so that the log keeps its order.
+            self._catch_up(deadline)
+            self.stop_group(self._output)
         while not self._eof:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._deliver_next(min(_EOF_WAIT, remaining), self._output):
                 return
+
+    def _catch_up(self, deadline: float) -> None:
+        self._catch_up_requested.set()
+        while not self._eof and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                item = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if item is _Mark.CAUGHT_UP:
+                return
+            self._deliver(item, self._output)
 
     def _wait_group_gone(self, deadline: float, say: Callable[[str], None]) -> bool:
         while _group_alive(self._pgid):
@@ -246,63 +272,84 @@ class _Run:
     def _deliver_next(self, wait: float, say: Callable[[str], None]) -> bool:
         """Deliver the next line if one arrives within `wait` seconds; False if none did."""
         try:
-            line = self._lines.get(timeout=wait)
+            item = self._lines.get(timeout=wait)
         except queue.Empty:
             return False
-        self._deliver(line, say)
+        self._deliver(item, say)
         return True
 
     def _deliver_available(self, say: Callable[[str], None]) -> None:
         while not self._eof:
             try:
-                line = self._lines.get_nowait()
+                item = self._lines.get_nowait()
             except queue.Empty:
                 return
-            self._deliver(line, say)
+            self._deliver(item, say)
 
-    def _deliver(self, line: str | None, say: Callable[[str], None]) -> None:
-        if line is None:
+    def _deliver(self, item: str | _Mark, say: Callable[[str], None]) -> None:
+        if item is _Mark.EOF:
             self._eof = True
-            return
-        say(line)
-        self._last_activity = time.monotonic()
+        elif isinstance(item, str):
+            say(item)
+            self._last_activity = time.monotonic()
 
     def _read(self) -> None:
         # Runs in the reader thread. Polling with a timeout instead of a blocking read lets
         # close() stop it even while a process outside the group keeps the pipe open.
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        pending = bytearray()
         try:
             while not self._stop_reading.is_set():
+                if self._catch_up_requested.is_set():
+                    self._catch_up_requested.clear()
+                    if not self._take_exactly(_bytes_in_pipe(self._fd)):
+                        return
+                    if not self._put(_Mark.CAUGHT_UP):
+                        return
                 if not poller.poll(_TICK * 1000):
                     continue
                 chunk = os.read(self._fd, _CHUNK)
                 if not chunk:
-                    if pending:
-                        self._put(pending.decode("utf-8", errors="replace"))
+                    if self._partial:
+                        self._put(self._partial.decode("utf-8", errors="replace"))
                     return
-                self._last_activity = time.monotonic()
-                *complete, rest = chunk.split(b"\n")
-                if not complete:
-                    pending += rest
-                    continue
-                # Only the new chunk is split, so a very long line costs linear time.
-                complete[0] = bytes(pending) + complete[0]
-                pending = bytearray(rest)
-                for line in complete:
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if not self._put(line.decode("utf-8", errors="replace")):
-                        return
+                if not self._take(chunk):
+                    return
         finally:
-            self._put(None)
+            self._put(_Mark.EOF)
 
-    def _put(self, line: str | None) -> bool:
-        """Queue a line, waiting for room; False if reading was stopped meanwhile."""
+    def _take_exactly(self, size: int) -> bool:
+        while size > 0:
+            chunk = os.read(self._fd, min(size, _CHUNK))
+            if not chunk:
+                break
+            size -= len(chunk)
+            if not self._take(chunk):
+                return False
+        return True
+
+    def _take(self, chunk: bytes) -> bool:
+        """Queue the lines `chunk` completes; False if reading was stopped meanwhile."""
+        self._last_activity = time.monotonic()
+        *complete, rest = chunk.split(b"\n")
+        if not complete:
+            self._partial += rest
+            return True
+        # Only the new chunk is split, so a very long line costs linear time.
+        complete[0] = bytes(self._partial) + complete[0]
+        self._partial = bytearray(rest)
+        for line in complete:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not self._put(line.decode("utf-8", errors="replace")):
+                return False
+        return True
+
+    def _put(self, item: str | _Mark) -> bool:
+        """Queue an item, waiting for room; False if reading was stopped meanwhile."""
         while not self._stop_reading.is_set():
             try:
-                self._lines.put(line, timeout=_TICK)
+                self._lines.put(item, timeout=_TICK)
             except queue.Full:
                 continue
             return True
@@ -330,6 +377,10 @@ def _group_alive(pgid: int) -> bool:
         if len(fields) >= 3 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
             return True
     return False
+
+
+def _bytes_in_pipe(fd: int) -> int:
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0])
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, Field
 
 from freight.errors import IntegrationError
 from freight.notifiers import registry
@@ -16,7 +16,7 @@ from freight.plugins import PluginConfig
 class WebhookConfig(PluginConfig):
     type: Literal["webhook"] = "webhook"
     url: AnyHttpUrl
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 def payload(event: DeployEvent) -> dict[str, object]:

@@ -35,13 +35,17 @@ def get_or_create_user(session: Session, name: str) -> User:
     raise InvalidRequest(f"Could not create user '{name}'")
 
 
-def resolve_sha(session: Session, *, app: App, environment: str, ref: str, workspace_root: Path) -> str:
+def resolve_sha(
+    session: Session, *, app: App, environment: str, ref: str, workspace_root: Path
+) -> str:
     """Resolve a ref to a commit sha: `:current`, `:previous`, or a git branch, tag or sha."""
     if ref in (":current", ":previous"):
         finder = releases.current_sha if ref == ":current" else releases.previous_sha
         sha = finder(session, app.id, environment)
         if sha is None:
-            raise InvalidRef(f"Ref '{ref}' has no commit: no earlier deploy of {app.name}/{environment}")
+            raise InvalidRef(
+                f"Ref '{ref}' has no commit: no earlier deploy of {app.name}/{environment}"
+            )
         return sha
     url = app.repository.url
     # A fetch can take long; end the read transaction first so it holds no database lock meanwhile.
@@ -75,7 +79,9 @@ def create_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
-    sha = resolve_sha(session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root)
+    sha = resolve_sha(
+        session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
+    )
     user_row = get_or_create_user(session, user)
     for _ in range(NUMBER_ATTEMPTS):
         number = 1 + (

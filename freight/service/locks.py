@@ -30,5 +30,9 @@ def assert_unlocked(session: Session, deploy: Deploy) -> None:
     user = deploy.user.name if deploy.user else None
     for lock in active_locks(session, deploy.app_id, deploy.environment):
         if lock.owner != user:
-            scope = deploy.app.name if lock.environment is None else f"{deploy.app.name}/{lock.environment}"
+            scope = (
+                deploy.app.name
+                if lock.environment is None
+                else f"{deploy.app.name}/{lock.environment}"
+            )
             raise AppLocked(f"{scope} is locked by {lock.owner}: {lock.reason}")

@@ -18,7 +18,9 @@ def _write_chunk(session: Session, deploy_id: int, text: str) -> None:
     size = session.scalar(select(Deploy.log_size).where(Deploy.id == deploy_id).with_for_update())
     offset = size or 0
     session.add(LogChunk(deploy_id=deploy_id, offset=offset, size=len(text), text=text))
-    session.execute(update(Deploy).where(Deploy.id == deploy_id).values(log_size=offset + len(text)))
+    session.execute(
+        update(Deploy).where(Deploy.id == deploy_id).values(log_size=offset + len(text))
+    )
 
 
 def append(session: Session, deploy: Deploy, line: str) -> None:
@@ -40,7 +42,9 @@ class LogPage:
     chunks: list[Chunk]
 
 
-def read_log(session: Session, deploy_id: int, *, offset: int = 0, limit: int | None = None) -> LogPage:
+def read_log(
+    session: Session, deploy_id: int, *, offset: int = 0, limit: int | None = None
+) -> LogPage:
     """Chunks from offset; offset -1 tails: the chunks holding the last `limit` characters."""
     query = select(LogChunk).where(LogChunk.deploy_id == deploy_id).order_by(LogChunk.offset)
     if offset == -1:

@@ -1,4 +1,4 @@
-"""Housekeeping: fail deploys whose runner is gone, remove stray workspaces, restart stuck queues."""
+"""Housekeeping: fail deploys whose runner is gone, remove stray checkouts, restart queues."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def reap_lost_runs(
     with session_scope(engine) as session:
         candidates = [
             (d.id, d.flow_run_id, d.heartbeat_at is None or d.heartbeat_at < cutoff)
-            for d in session.scalars(select(Deploy).where(Deploy.status == DeployStatus.IN_PROGRESS))
+            for d in session.scalars(
+                select(Deploy).where(Deploy.status == DeployStatus.IN_PROGRESS)
+            )
         ]
     reaped = []
     for deploy_id, run_id, silent in candidates:

@@ -1,4 +1,4 @@
-"""The notification outbox: deploy events recorded in order, each delivered once to every notifier."""
+"""The notification outbox: deploy events kept in order, each delivered once to each notifier."""
 
 from __future__ import annotations
 
@@ -70,7 +70,10 @@ def deliver(
     with session_scope(engine) as session:
         deploy = session.get_one(Deploy, deploy_id)
         configs = [notifiers.registry.parse(data) for data in deploy.config.get("notifiers", [])]
-        outbox = [(n.id, event_of(deploy, n.event, public_url=public_url)) for n in undelivered(session, deploy_id)]
+        outbox = [
+            (n.id, event_of(deploy, n.event, public_url=public_url))
+            for n in undelivered(session, deploy_id)
+        ]
     for notification_id, event in outbox:
         for config in configs:
             _send_with_retries(config, event, client, output, retry_delays)

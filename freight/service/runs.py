@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -97,7 +98,9 @@ class DeployRun:
             flush_interval=self.settings.log_flush_interval,
             on_error=lambda exc: self._echo(f"Could not write log chunk: {exc}"),
         )
-        self._monitor = threading.Thread(target=self._watch, name=f"monitor-{self.deploy_id}", daemon=True)
+        self._monitor = threading.Thread(
+            target=self._watch, name=f"monitor-{self.deploy_id}", daemon=True
+        )
         self._monitor.start()
         return self
 
@@ -138,7 +141,10 @@ class DeployRun:
             try:
                 with session_scope(self.engine) as session:
                     deploy = session.get_one(Deploy, self.deploy_id)
-                    if deploy.cancel_requested_at is not None or deploy.status == DeployStatus.CANCELLED:
+                    if (
+                        deploy.cancel_requested_at is not None
+                        or deploy.status == DeployStatus.CANCELLED
+                    ):
                         self._cancel.set()
                     if now.timestamp() - last_beat >= self.settings.heartbeat_interval:
                         deploy.heartbeat_at = now
@@ -193,7 +199,12 @@ class DeployRun:
             self.output(f">> Running check {config.type}")
             checks.registry.get(config.type).check(
                 config,
-                CheckContext(app=self.app, environment=self.environment, sha=deploy.sha or "", output=self.output),
+                CheckContext(
+                    app=self.app,
+                    environment=self.environment,
+                    sha=deploy.sha or "",
+                    output=self.output,
+                ),
             )
 
     def prepare_workspace(self) -> Path:
@@ -258,7 +269,10 @@ class DeployRun:
             elif isinstance(error, FreightError):
                 status, reason = DeployStatus.FAILED, error.message
             else:
-                status, reason = DeployStatus.FAILED, f"Internal error: {type(error).__name__}: {error}"
+                status, reason = (
+                    DeployStatus.FAILED,
+                    f"Internal error: {type(error).__name__}: {error}",
+                )
             deploys.mark_ended(session, deploy, status, reason)
             duration = deploy.duration or 0.0
         self.output(f">> Deploy {status} after {duration:.1f}s")
@@ -294,3 +308,47 @@ class DeployRun:
         if self._cancel.is_set():
             raise DeployCancelled("Deploy cancelled")
 
+
+Step = Callable[[DeployRun], object]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The six steps of a deploy; the flow passes its Prefect tasks, tests the plain methods."""
+
+    check_lock: Step = DeployRun.check_lock
+    check_github_status: Step = DeployRun.run_checks
+    prepare_workspace: Step = DeployRun.prepare_workspace
+    run_provider: Step = DeployRun.run_provider
+    cleanup_workspace: Step = DeployRun.cleanup_workspace
+    notify: Callable[[DeployRun, httpx.Client], object] = DeployRun.notify
+
+
+def execute(
+    run: DeployRun, orchestrator: Orchestrator, client: httpx.Client, steps: Steps | None = None
+) -> DeployStatus:
+    """The deploy lifecycle: wait for the slot, run the steps, always clean up, record, hand on."""
+    steps = steps or Steps()
+    with run:
+        if run.wait_for_turn(orchestrator):
+            run.start()
+            steps.notify(run, client)
+            error: BaseException | None = None
+            try:
+                steps.check_lock(run)
+                steps.check_github_status(run)
+                steps.prepare_workspace(run)
+                steps.run_provider(run)
+            except BaseException as exc:  # signals too: the workspace and the record come first
+                error = exc
+            finally:
+                steps.cleanup_workspace(run)
+            status = run.finish(error)
+            if error is not None and not isinstance(error, Exception):
+                run.hand_over(orchestrator)
+                raise error
+        else:
+            status = run.finish(DeployCancelled("Deploy cancelled while queued"))
+        steps.notify(run, client)
+        run.hand_over(orchestrator)
+    return status

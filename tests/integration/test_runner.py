@@ -116,7 +116,11 @@ def test_line_is_delivered_while_the_command_still_runs(tmp_path: Path) -> None:
 
 
 def test_ten_thousand_fast_lines_arrive_once_and_in_order(tmp_path: Path) -> None:
-    script = "import sys\nfor i in range(10000):\n    sys.stdout.write(f'line {i:05d} ' + 'x' * 60 + '\\n')"
+    script = (
+        "import sys\n"
+        "for i in range(10000):\n"
+        "    sys.stdout.write(f'line {i:05d} ' + 'x' * 60 + '\\n')"
+    )
     lines: list[str] = []
     run([sys.executable, "-c", script], lines, tmp_path)
     assert lines == [f"line {i:05d} " + "x" * 60 for i in range(10000)]
@@ -311,12 +315,26 @@ def sigusr1_raises() -> Iterator[None]:
 
 @pytest.mark.usefixtures("sigusr1_raises")
 def test_exception_from_signal_handler_still_stops_the_group(tmp_path: Path) -> None:
+    flag = tmp_path / "seen"
     lines: list[str] = []
-    # The command signals the test process itself, while run_process waits for output.
+
+    def output(line: str) -> None:
+        lines.append(line)
+        if line == "started":
+            flag.touch()
+
+    # Once its output has been seen, the command signals the test process itself, which by
+    # then is waiting for more output inside run_process.
     with pytest.raises(Interrupted):
-        run("echo $$; sleep 600 & echo started; kill -USR1 $PPID; sleep 600", lines, tmp_path)
+        run(
+            f"echo $$; sleep 600 & echo started; while [ ! -e {flag} ]; do sleep 0.01; done; "
+            "kill -USR1 $PPID; sleep 600",
+            [],
+            tmp_path,
+            output=output,
+        )
     pgid = int(lines[0])
-    assert f">> Sent SIGTERM to process group {pgid}" in lines
+    assert lines[1:] == ["started", f">> Sent SIGTERM to process group {pgid}"]
     assert live_group_pids(pgid) == []
 
 

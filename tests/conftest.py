@@ -1,0 +1,75 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), settings, real git repositories, apps."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy import Engine
+
+from freight.db import make_engine
+from freight.db.migrate import upgrade
+from freight.settings import Settings
+from tests.factories import GitRepo
+
+PG_SERVER = os.environ.get("FREIGHT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+
+
+def _pg_admin() -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'freight.db'}"
+        return
+    try:
+        admin = _pg_admin()
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required under CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    name = f"freight_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        workspace_root=tmp_path / "workspaces",
+        public_url="http://freight.test",
+        api_key="s3cr3t-api-key",
+        heartbeat_interval=0.5,
+        queue_poll_interval=0.1,
+        log_flush_interval=0.1,
+        cancel_grace=1,
+    )
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> GitRepo:
+    return GitRepo.create(tmp_path / "origin")

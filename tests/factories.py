@@ -1,0 +1,104 @@
+"""Factories for test data: real git repositories and apps with unique names."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from freight.catalogue import AppSpec
+from freight.db import App, AppSource, Deploy
+from freight.service import apps
+from freight.service.orchestration import RunState
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Ana Dev",
+    "GIT_AUTHOR_EMAIL": "ana@example.com",
+    "GIT_COMMITTER_NAME": "Ana Dev",
+    "GIT_COMMITTER_EMAIL": "ana@example.com",
+}
+_names = itertools.count(1)
+
+
+@dataclass
+class GitRepo:
+    path: Path
+
+    @classmethod
+    def create(cls, path: Path) -> GitRepo:
+        path.mkdir(parents=True)
+        repo = cls(path)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("first commit", {"README": "hello\n"})
+        return repo
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=self.path, env=GIT_ENV, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    def commit(self, message: str, files: dict[str, str] | None = None) -> str:
+        for name, content in (files or {"change.txt": message}).items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def url(self) -> str:
+        return str(self.path)
+
+
+def unique_name(prefix: str = "app") -> str:
+    return f"{prefix}{next(_names)}"
+
+
+def make_app(
+    session: Session,
+    repo: GitRepo,
+    *,
+    command: str = "echo deployed {app} {environment} {sha}",
+    name: str | None = None,
+    environments: tuple[str, ...] = ("staging", "production"),
+    **extra: Any,
+) -> App:
+    spec = AppSpec.model_validate(
+        {
+            "name": name or unique_name(),
+            "repository": repo.url,
+            "provider": {"type": "shell", "command": command, **extra.pop("provider", {})},
+            "environments": {env: {"default_ref": "main"} for env in environments},
+            **extra,
+        }
+    )
+    return apps.save_app(session, spec, source=AppSource.API)
+
+
+class RecordingOrchestrator:
+    """Stands in for Prefect where a test checks the service layer alone: it records hand-overs."""
+
+    def __init__(self) -> None:
+        self.submitted: list[int] = []
+        self.crashed: list[str] = []
+        self.states: dict[str, RunState] = {}
+
+    def submit(self, deploy: Deploy) -> str:
+        self.submitted.append(deploy.id)
+        run_id = f"run-{deploy.id}"
+        self.states[run_id] = RunState.WAITING
+        return run_id
+
+    def run_state(self, run_id: str) -> RunState:
+        return self.states.get(run_id, RunState.MISSING)
+
+    def mark_crashed(self, run_id: str, message: str) -> None:
+        self.crashed.append(run_id)
+        self.states[run_id] = RunState.ENDED
