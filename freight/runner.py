@@ -41,8 +41,10 @@ _EOF_WAIT: Final = 1.0
 
 
 class Masker:
-    """Replaces each configured secret value (ignore empty / whitespace-only ones) in text with
-    '********'. Longest secrets first."""
+    """Replaces each configured secret value in text with '********', longest secrets first.
+
+    Empty and whitespace-only values are ignored: masking them would mangle every line.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first: a secret that contains a shorter one must be masked whole, otherwise
@@ -322,6 +324,7 @@ class _Run:
         while size > 0:
             chunk = os.read(self._fd, min(size, _CHUNK))
             if not chunk:
+                # Counted bytes cannot vanish, but never spin if the kernel says otherwise.
                 break
             size -= len(chunk)
             if not self._take(chunk):

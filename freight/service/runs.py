@@ -194,8 +194,7 @@ class DeployRun:
         if deploy.force and self.config.checks:
             self.output(">> Checks skipped: deploy forced")
             return
-        for data in self.config.checks:
-            config = checks.registry.parse(data)
+        for config in self.config.checks:
             self.output(f">> Running check {config.type}")
             checks.registry.get(config.type).check(
                 config,
@@ -221,7 +220,7 @@ class DeployRun:
     def run_provider(self) -> None:
         self._raise_if_cancelled()
         deploy = self._snapshot()
-        config = providers.registry.parse(self.config.provider)
+        config = self.config.provider
         assert deploy.workspace and deploy.sha
         context = DeployContext(
             deploy_id=deploy.id,

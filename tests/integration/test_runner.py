@@ -255,12 +255,15 @@ def test_cancel_kills_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
 def test_background_leftover_is_stopped_after_normal_exit(tmp_path: Path) -> None:
     lines: list[str] = []
     started = time.monotonic()
-    run('echo $$; sleep 600 & echo "child $!"', lines, tmp_path, timeout=10, read_timeout=10)
+    run('echo $$; sleep 600 & echo "child $!"; seq 3000', lines, tmp_path, timeout=10)
     elapsed = time.monotonic() - started
     pgid = int(lines[0])
     child = int(lines[1].removeprefix("child "))
     assert child != pgid
-    assert lines[2:] == [f">> Sent SIGTERM to process group {pgid}"]
+    # Everything the command printed comes before Freight says it stops the leftovers.
+    assert lines[2:] == [str(i) for i in range(1, 3001)] + [
+        f">> Sent SIGTERM to process group {pgid}"
+    ]
     assert live_group_pids(pgid) == []
     # The sleep held the pipe open: waiting for EOF would have run into the 10 s limits.
     assert elapsed < 5

@@ -1,0 +1,291 @@
+"""Whole deploys run in-process (no Prefect): real git checkouts, real process groups, both DBs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select, update
+
+from freight import vcs
+from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
+from freight.service import deploys, logs, maintenance, queue, runs
+from freight.service.orchestration import RunState
+from freight.settings import Settings
+from tests.doubles import RecordingServer, recording_server
+from tests.factories import GitRepo, RecordingOrchestrator, make_app
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def live_pids_with(marker: str) -> list[int]:
+    """Processes (not zombies) whose environment carries the marker."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f"FREIGHT_PARAM_MARKER={marker}".encode() not in (proc / "environ").read_bytes():
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def log_text(engine: Engine, deploy_id: int) -> str:
+    with session_scope(engine) as session:
+        return "".join(c.text for c in logs.read_log(session, deploy_id).chunks)
+
+
+class Harness:
+    def __init__(self, engine: Engine, settings: Settings, origin: GitRepo, hook: RecordingServer):
+        self.engine, self.settings, self.origin, self.hook = engine, settings, origin, hook
+        self.orchestrator = RecordingOrchestrator()
+
+    def app(self, command: str, **extra: object) -> str:
+        with session_scope(self.engine) as session:
+            notifiers = [{"type": "webhook", "url": self.hook.url + "/hook"}]
+            return make_app(
+                session, self.origin, command=command, notifiers=notifiers, **extra
+            ).name
+
+    def create(self, app: str, *, ref: str | None = None, user: str = "ana", **params: str) -> int:
+        with session_scope(self.engine) as session:
+            deploy = deploys.create_deploy(
+                session,
+                app=app,
+                environment="staging",
+                ref=ref,
+                user=user,
+                params=params,
+                workspace_root=self.settings.workspaces,
+            )
+            queue.advance(session, self.orchestrator, deploy.app_id, "staging")
+            return deploy.id
+
+    def execute(self, deploy_id: int) -> DeployStatus:
+        run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=f"run-{deploy_id}")
+        with httpx.Client(timeout=5) as client:
+            return runs.execute(run, self.orchestrator, client)
+
+    def deploy(self, deploy_id: int) -> Deploy:
+        with session_scope(self.engine) as session:
+            return deploys.get_deploy(session, deploy_id)
+
+
+@pytest.fixture
+def harness(engine: Engine, settings: Settings, origin: GitRepo) -> Iterator[Harness]:
+    with recording_server() as hook:
+        yield Harness(engine, settings, origin, hook)
+
+
+def test_successful_deploy_passes_variables_safely_and_cleans_up(
+    harness: Harness, tmp_path: Path
+) -> None:
+    hostile = f"$(touch {tmp_path}/m1) `touch {tmp_path}/m2`; touch {tmp_path}/m3 '\""
+    app = harness.app(
+        'echo "vars {app} {environment} {ref} {number} {prev_sha}|{params[greeting]}"; '
+        'echo "env $FREIGHT_APP $FREIGHT_ENVIRONMENT $FREIGHT_SHA $FREIGHT_NUMBER $FREIGHT_PARAM_GREETING"; '
+        'echo "sha {sha}"; pwd; cat README; echo s3cr3t-api-key'
+    )
+    deploy_id = harness.create(app, greeting=hostile)
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+
+    deploy = harness.deploy(deploy_id)
+    text = log_text(harness.engine, deploy_id)
+    assert f"vars {app} staging main 1 |{hostile}\n" in text
+    assert f"env {app} staging {deploy.sha} 1 {hostile}\n" in text
+    assert f"sha {deploy.sha}\n" in text
+    assert f"{harness.settings.workspaces}/checkouts/{deploy_id}\nhello\n" in text
+    assert "s3cr3t-api-key" not in text and "********" in text
+    assert text.startswith(f">> Deploying {app}/staging#1: main ({deploy.sha}) by ana\n")
+    assert not list(tmp_path.glob("m?"))
+    assert deploy.status == DeployStatus.FINISHED and deploy.date_finished is not None
+    assert not (harness.settings.workspaces / "checkouts" / str(deploy_id)).exists()
+    mirror = vcs.mirror_path(harness.settings.workspaces, harness.origin.url)
+    assert harness.origin.git("-C", str(mirror), "worktree", "list").count("\n") == 0
+    events = [r.json() for r in harness.hook.requests]
+    assert [e["event"] for e in events] == ["queued", "started", "finished"]
+    assert events[-1] | {"duration": None} == {
+        "event": "finished",
+        "name": f"{app}/staging#1",
+        "app": app,
+        "env": "staging",
+        "number": 1,
+        "ref": "main",
+        "sha": deploy.sha,
+        "status": "finished",
+        "user": "ana",
+        "duration": None,
+        "link": f"http://freight.test/deploys/{app}/staging/1/",
+        "reason": None,
+    }
+    assert events[-1]["duration"] > 0
+
+
+def test_failing_command_fails_the_deploy_and_removes_the_workspace(harness: Harness) -> None:
+    deploy_id = harness.create(harness.app("echo about to fail; exit 3"))
+    assert harness.execute(deploy_id) == DeployStatus.FAILED
+    deploy = harness.deploy(deploy_id)
+    assert deploy.reason == "Command exited with status 3"
+    text = log_text(harness.engine, deploy_id)
+    assert "about to fail\n>> Command exited with status 3\n" in text
+    assert not (harness.settings.workspaces / "checkouts" / str(deploy_id)).exists()
+    assert [r.json()["event"] for r in harness.hook.requests][-1] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("provider", "line"),
+    [
+        ({"timeout": 1}, ">> Process exceeded time limit of 1s"),
+        ({"read_timeout": 1}, ">> Process produced no output for 1s"),
+    ],
+)
+def test_time_limits_fail_the_deploy_and_kill_the_group(
+    harness: Harness, provider: dict[str, float], line: str
+) -> None:
+    marker = uuid.uuid4().hex
+    deploy_id = harness.create(
+        harness.app("echo started; sleep 30 & sleep 30", provider=provider), marker=marker
+    )
+    assert harness.execute(deploy_id) == DeployStatus.FAILED
+    assert line in log_text(harness.engine, deploy_id)
+    assert harness.deploy(deploy_id).reason == line.removeprefix(">> ")
+    assert live_pids_with(marker) == []
+
+
+def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(harness: Harness) -> None:
+    marker = uuid.uuid4().hex
+    app = harness.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
+    deploy_id = harness.create(app, marker=marker)
+    outcome: list[DeployStatus] = []
+    thread = threading.Thread(target=lambda: outcome.append(harness.execute(deploy_id)))
+    thread.start()
+    wait_for(lambda: "waiting\n" in log_text(harness.engine, deploy_id), what="command output")
+    wait_for(lambda: len(live_pids_with(marker)) >= 2, what="grandchild")
+    with session_scope(harness.engine) as session:
+        deploys.cancel_deploy(session, deploys.get_deploy(session, deploy_id), by="bob")
+    thread.join(timeout=20)
+    assert outcome == [DeployStatus.CANCELLED]
+    assert live_pids_with(marker) == []
+    text = log_text(harness.engine, deploy_id)
+    assert ">> Cancel requested by bob\n" in text
+    assert ">> Sent SIGTERM to process group" in text and ">> Sent SIGKILL to process group" in text
+    assert harness.deploy(deploy_id).reason == "Cancelled by bob"
+    assert not (harness.settings.workspaces / "checkouts" / str(deploy_id)).exists()
+    assert [r.json()["event"] for r in harness.hook.requests] == ["queued", "started", "cancelled"]
+
+
+def test_ten_thousand_lines_arrive_once_in_order_with_contiguous_offsets(harness: Harness) -> None:
+    deploy_id = harness.create(harness.app("seq 1 10000"))
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    with session_scope(harness.engine) as session:
+        chunks = list(
+            session.scalars(
+                select(LogChunk).where(LogChunk.deploy_id == deploy_id).order_by(LogChunk.offset)
+            )
+        )
+    offset = 0
+    for chunk in chunks:
+        assert chunk.offset == offset and chunk.size == len(chunk.text)
+        offset += chunk.size
+    lines = "".join(c.text for c in chunks).splitlines()
+    numbers = [line for line in lines if not line.startswith(">> ")]
+    assert numbers == [str(n) for n in range(1, 10001)]
+
+
+def test_a_line_is_readable_before_the_command_ends(harness: Harness, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    app = harness.app(
+        "echo first; for i in 1 2 3; do sleep 0.2; echo slow $i; done; "
+        "while [ ! -f {params[gate]} ]; do sleep 0.05; done; echo last"
+    )
+    deploy_id = harness.create(app, gate=str(gate))
+    thread = threading.Thread(target=harness.execute, args=(deploy_id,))
+    thread.start()
+    wait_for(lambda: "slow 3\n" in log_text(harness.engine, deploy_id), what="slow lines")
+    assert "\nlast\n" not in log_text(harness.engine, deploy_id)
+    gate.write_text("open")
+    thread.join(timeout=10)
+    assert "first\nslow 1\nslow 2\nslow 3\nlast\n" in log_text(harness.engine, deploy_id)
+
+
+def test_lock_refuses_others_and_lets_its_owner_deploy(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    blocked = harness.create(app, user="bob")
+    with session_scope(harness.engine) as session:
+        app_id = harness.deploy(blocked).app_id
+        session.add(Lock(app_id=app_id, environment="staging", reason="migration", owner="ana"))
+    assert harness.execute(blocked) == DeployStatus.FAILED
+    assert harness.deploy(blocked).reason == f"{app}/staging is locked by ana: migration"
+    owner = harness.create(app, user="ana")
+    assert harness.execute(owner) == DeployStatus.FINISHED
+
+
+def test_finished_deploy_hands_the_slot_to_the_next_in_queue(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    first, second = harness.create(app), harness.create(app)
+    assert harness.orchestrator.submitted == [first]
+    assert harness.execute(first) == DeployStatus.FINISHED
+    assert harness.orchestrator.submitted == [first, second]
+    assert harness.deploy(second).status == DeployStatus.IN_PROGRESS
+
+
+def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    lost, queued = harness.create(app), harness.create(app)
+    run = runs.DeployRun(harness.engine, harness.settings, lost, run_id=f"run-{lost}")
+    workspace = run.prepare_workspace()
+    assert workspace.is_dir()
+    harness.orchestrator.states[f"run-{lost}"] = RunState.RUNNING
+    with session_scope(harness.engine) as session:
+        session.execute(
+            update(Deploy)
+            .where(Deploy.id == lost)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+        )
+    report = maintenance.run_maintenance(
+        harness.engine,
+        harness.orchestrator,
+        workspace_root=harness.settings.workspaces,
+        lost_after=30,
+    )
+    assert report.reaped == [f"{app}/staging#1"]
+    deploy = harness.deploy(lost)
+    assert deploy.status == DeployStatus.FAILED and deploy.reason.startswith("Runner lost")
+    assert not workspace.exists()
+    assert harness.orchestrator.crashed == [f"run-{lost}"]
+    assert harness.deploy(queued).status == DeployStatus.IN_PROGRESS
+
+
+def test_reaper_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None:
+    deploy_id = harness.create(harness.app("echo ok"))
+    with session_scope(harness.engine) as session:
+        session.execute(
+            update(Deploy)
+            .where(Deploy.id == deploy_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+        )
+    report = maintenance.run_maintenance(
+        harness.engine,
+        harness.orchestrator,
+        workspace_root=harness.settings.workspaces,
+        lost_after=30,
+    )
+    assert report.reaped == []
+    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
