@@ -69,7 +69,8 @@ class LogWriter:
     """Collects output lines from any thread and writes them as one chunk per flush interval.
 
     Batching keeps the database load flat for a command that prints thousands of lines a second,
-    while the interval bounds how late a line becomes readable.
+    while the interval bounds how late a line becomes readable. `also` gets each written chunk
+    (e.g. for the orchestrator's own run log, which also prefers few large records).
     """
 
     def __init__(
@@ -79,11 +80,13 @@ class LogWriter:
         *,
         flush_interval: float,
         on_error: Callable[[Exception], None] | None = None,
+        also: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
         self._deploy_id = deploy_id
         self._interval = flush_interval
         self._on_error = on_error
+        self._also = also
         self._pending: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -107,6 +110,8 @@ class LogWriter:
             with self._lock:
                 self._pending.insert(0, text)
             raise
+        if self._also:
+            self._also(text.removesuffix("\n"))
 
     def close(self) -> None:
         self._closed.set()

@@ -97,6 +97,7 @@ class DeployRun:
             self.deploy_id,
             flush_interval=self.settings.log_flush_interval,
             on_error=lambda exc: self._echo(f"Could not write log chunk: {exc}"),
+            also=self._echo,
         )
         self._monitor = threading.Thread(
             target=self._watch, name=f"monitor-{self.deploy_id}", daemon=True
@@ -117,7 +118,6 @@ class DeployRun:
         line = self._mask(line)
         if self._writer:
             self._writer.write(line)
-        self._echo(line)
 
     def request_cancel(self, by: str) -> None:
         """Cancel from inside the run's process (e.g. the orchestrator sent SIGTERM)."""
@@ -262,8 +262,10 @@ class DeployRun:
                 return DeployStatus(deploy.status)
             if error is None:
                 status, reason = DeployStatus.FINISHED, None
-            elif isinstance(error, DeployCancelled) or self.cancelled:
-                by = deploy.cancelled_by or "unknown"
+            elif self.cancelled or not isinstance(error, Exception):
+                # A signal to the runner (KeyboardInterrupt, Prefect's TerminationSignal) is how
+                # the orchestrator cancels; the command was already stopped on the way out.
+                by = deploy.cancelled_by or "Prefect"
                 status, reason = DeployStatus.CANCELLED, f"Cancelled by {by}"
             elif isinstance(error, FreightError):
                 status, reason = DeployStatus.FAILED, error.message
@@ -328,11 +330,11 @@ def execute(
 ) -> DeployStatus:
     """The deploy lifecycle: wait for the slot, run the steps, always clean up, record, hand on."""
     steps = steps or Steps()
+    error: BaseException | None = None
     with run:
         if run.wait_for_turn(orchestrator):
             run.start()
             steps.notify(run, client)
-            error: BaseException | None = None
             try:
                 steps.check_lock(run)
                 steps.check_github_status(run)
@@ -343,11 +345,10 @@ def execute(
             finally:
                 steps.cleanup_workspace(run)
             status = run.finish(error)
-            if error is not None and not isinstance(error, Exception):
-                run.hand_over(orchestrator)
-                raise error
         else:
             status = run.finish(DeployCancelled("Deploy cancelled while queued"))
         steps.notify(run, client)
         run.hand_over(orchestrator)
+    if error is not None and not isinstance(error, Exception):
+        raise error
     return status

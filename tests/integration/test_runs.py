@@ -100,7 +100,8 @@ def test_successful_deploy_passes_variables_safely_and_cleans_up(
     hostile = f"$(touch {tmp_path}/m1) `touch {tmp_path}/m2`; touch {tmp_path}/m3 '\""
     app = harness.app(
         'echo "vars {app} {environment} {ref} {number} {prev_sha}|{params[greeting]}"; '
-        'echo "env $FREIGHT_APP $FREIGHT_ENVIRONMENT $FREIGHT_SHA $FREIGHT_NUMBER $FREIGHT_PARAM_GREETING"; '
+        'echo "env $FREIGHT_APP $FREIGHT_ENVIRONMENT $FREIGHT_SHA $FREIGHT_NUMBER '
+        '$FREIGHT_PARAM_GREETING"; '
         'echo "sha {sha}"; pwd; cat README; echo s3cr3t-api-key'
     )
     deploy_id = harness.create(app, greeting=hostile)

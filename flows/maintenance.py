@@ -1,0 +1,33 @@
+"""The maintenance flow (interval schedule): reap lost runs, remove stray checkouts."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from freight.db import get_engine
+from freight.orchestrator import PrefectOrchestrator
+from freight.service import maintenance as housekeeping
+from freight.settings import get_settings
+
+
+@flow(name="maintenance", persist_result=False)
+def maintenance() -> None:
+    settings = get_settings()
+    logger = get_run_logger()
+    with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
+        report = housekeeping.run_maintenance(
+            get_engine(settings.database_url),
+            orchestrator,
+            workspace_root=settings.workspaces,
+            lost_after=settings.runner_lost_after,
+        )
+    for name in report.reaped:
+        logger.warning("Runner of %s lost: deploy failed, run marked Crashed", name)
+    for path in report.removed_workspaces:
+        logger.info("Removed stray checkout %s", path)
+    for name in report.handed_over:
+        logger.info("Handed %s over to a worker", name)
+
+
+if __name__ == "__main__":
+    maintenance()

@@ -1,0 +1,83 @@
+"""Prefect as Freight's execution engine: the one module of freight/ that imports prefect."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
+from freight.db import Deploy
+from freight.service.orchestration import RunState
+
+_STATES = {
+    StateType.SCHEDULED: RunState.WAITING,
+    StateType.PENDING: RunState.WAITING,
+    StateType.PAUSED: RunState.WAITING,
+    StateType.RUNNING: RunState.RUNNING,
+    StateType.CANCELLING: RunState.RUNNING,
+    StateType.COMPLETED: RunState.ENDED,
+    StateType.FAILED: RunState.ENDED,
+    StateType.CANCELLED: RunState.ENDED,
+    StateType.CRASHED: RunState.ENDED,
+}
+
+
+def run_tags(app: str, environment: str) -> list[str]:
+    return [f"app:{app}", f"env:{environment}"]
+
+
+class PrefectOrchestrator:
+    """Hands deploys to the Prefect deployment that runs them, and reads their runs' states."""
+
+    def __init__(self, deployment: str) -> None:
+        self.deployment = deployment
+        self._client: SyncPrefectClient | None = None
+        self._deployment_id: UUID | None = None
+
+    def __enter__(self) -> PrefectOrchestrator:
+        self._client = get_client(sync_client=True)
+        self._client.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            self._client.__exit__(kind, exc, tb)
+            self._client = None
+
+    @property
+    def client(self) -> SyncPrefectClient:
+        assert self._client is not None, "use PrefectOrchestrator as a context manager"
+        return self._client
+
+    def submit(self, deploy: Deploy) -> str:
+        if self._deployment_id is None:
+            self._deployment_id = self.client.read_deployment_by_name(self.deployment).id
+        run = self.client.create_flow_run_from_deployment(
+            self._deployment_id,
+            parameters={"deploy_id": deploy.id},
+            name=deploy.name,
+            tags=run_tags(deploy.app.name, deploy.environment),
+        )
+        return str(run.id)
+
+    def run_state(self, run_id: str) -> RunState:
+        try:
+            run = self.client.read_flow_run(UUID(run_id))
+        except (ObjectNotFound, ValueError):
+            return RunState.MISSING
+        return _STATES[run.state.type] if run.state else RunState.WAITING
+
+    def mark_crashed(self, run_id: str, message: str) -> None:
+        self.client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+    def label_run(self, run_id: str, *, name: str, app: str, environment: str) -> None:
+        """Name and tag a run that started before Freight knew its deploy (Prefect's Run button)."""
+        run = self.client.read_flow_run(UUID(run_id))
+        tags = sorted({*run.tags, *run_tags(app, environment)})
+        self.client.update_flow_run(UUID(run_id), name=name, tags=tags)
