@@ -206,8 +206,11 @@ def load_file(path: Path) -> AppSpec:
     return app.model_copy(update={"repository": _resolve_repository(path, app.repository)})
 
 
-def load_dir(directory: Path) -> list[AppSpec]:
-    """Load every `*.yaml`/`*.yml` file, sorted by file name; the first bad file raises."""
+def load_dir(directory: Path) -> list[tuple[AppSpec, Path]]:
+    """Load every `*.yaml`/`*.yml` file, sorted by file name, with the file each came from.
+
+    All or nothing: the first bad file raises, so a caller never applies half a catalogue.
+    """
     if not directory.is_dir():
         raise CatalogueError(f"{directory}: catalogue directory not found", path=str(directory))
     files = sorted(
@@ -219,7 +222,7 @@ def load_dir(directory: Path) -> list[AppSpec]:
         ),
         key=lambda path: path.name,
     )
-    apps: list[AppSpec] = []
+    apps: list[tuple[AppSpec, Path]] = []
     owners: dict[str, Path] = {}
     for path in files:
         app = load_file(path)
@@ -230,7 +233,7 @@ def load_dir(directory: Path) -> list[AppSpec]:
                 field="name",
             )
         owners[app.name] = path
-        apps.append(app)
+        apps.append((app, path))
     return apps
 
 

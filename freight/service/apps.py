@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -67,10 +68,11 @@ class SyncReport:
     orphaned: list[str] = field(default_factory=list)
 
 
-def sync_catalogue(session: Session, entries: list[tuple[AppSpec, str]]) -> SyncReport:
+def sync_catalogue(session: Session, entries: list[tuple[AppSpec, Path]]) -> SyncReport:
     """Apply a fully validated catalogue (spec, file) list in the caller's transaction."""
     report = SyncReport()
-    for spec, path in entries:
+    for spec, file in entries:
+        path = str(file)
         existing = find_app(session, spec.name)
         if existing is None:
             report.created.append(spec.name)

@@ -364,7 +364,10 @@ def test_load_dir_reads_yaml_and_yml_sorted_by_file_name(tmp_path: Path) -> None
     write(tmp_path, "README.md", "not an app")
     write(tmp_path, ".#a.yaml", "editor lock file")
 
-    assert [app.name for app in load_dir(tmp_path)] == ["zulu", "alpha"]
+    assert [(app.name, path.name) for app, path in load_dir(tmp_path)] == [
+        ("zulu", "a.yaml"),
+        ("alpha", "b.yml"),
+    ]
 
 
 def test_load_dir_of_empty_directory(tmp_path: Path) -> None:

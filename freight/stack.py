@@ -1,0 +1,206 @@
+"""The local topology of `make up` (and of the end-to-end tests): Prefect server, work pool,
+deployments from prefect.yaml and one process worker, supervised together.
+
+Everything started here is stopped by `Stack.stop()`, including flow-run processes and the deploy
+commands they spawned, which Prefect starts in sessions of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from freight.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORK_POOL = "freight"
+
+# Prefect settings `make up` runs with, and why.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # behind a firewall: no phoning home
+    "DO_NOT_TRACK": "1",
+    # Leases survive a server restart on disk instead of living in one process's memory.
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+        "prefect.server.concurrency.lease_storage.filesystem"
+    ),
+    # The worker polls for new runs every 10 s by default: most of a deploy's start latency.
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    # Run logs reach the Prefect UI every 2 s by default; deploy logs should feel live.
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    # Services Freight does not use; each costs memory and database writes on a small machine.
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+}
+
+
+def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every Prefect process of the stack (server, CLI, worker, flow runs)."""
+    api = urlparse(settings.prefect_api_url)
+    home = settings.home.resolve()
+    env = {**(os.environ if base is None else base), **PREFECT_DEFAULTS}
+    env.update(
+        {
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_API_URL": settings.prefect_api_url,
+            "PREFECT_SERVER_API_HOST": api.hostname or "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(api.port or 4200),
+            # Flow runs read Freight's settings from here; absolute, since they run elsewhere.
+            "FREIGHT_HOME": str(home),
+            "FREIGHT_DATABASE_URL": settings.database_url,
+            "FREIGHT_WORKSPACE_ROOT": str(settings.workspaces),
+            "FREIGHT_PREFECT_API_URL": settings.prefect_api_url,
+            "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
+        }
+    )
+    return env
+
+
+def prefect_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "prefect"), *args]
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def ui_url(self) -> str:
+        return self.settings.prefect_api_url.removesuffix("/api")
+
+    def start_process(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def run(self, *argv: str) -> None:
+        result = subprocess.run(
+            argv, env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{result.stdout}{result.stderr}")
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        server = self.processes["server"]
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"Prefect server exited; see {self.log_dir / 'server.log'}")
+            try:
+                if (
+                    httpx.get(f"{self.settings.prefect_api_url}/health", timeout=2).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"Prefect server not healthy after {timeout}s")
+
+    def stop(self, grace: float = 20) -> None:
+        """Stop flow runs and worker first (they need the server to report), then the server."""
+        first = [name for name in self.processes if name != "server"]
+        _terminate([self.processes[n] for n in first], grace)
+        _terminate([self.processes[n] for n in self.processes if n == "server"], grace)
+        self.processes.clear()
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    """The given pids and every process below them, from /proc."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _signal_all(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
+    tree = _descendants({p.pid for p in processes if p.poll() is None})
+    _signal_all(tree, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        # New flow runs may have been spawned meanwhile; they are stopped too.
+        tree |= _descendants({p.pid for p in processes if p.poll() is None})
+        if not any(_alive(pid) for pid in tree):
+            break
+        time.sleep(0.1)
+    _signal_all({pid for pid in tree if _alive(pid)}, signal.SIGKILL)
+    for process in processes:
+        process.wait()
+
+
+@contextmanager
+def running_stack(settings: Settings, *, prefect_file: Path | None = None) -> Iterator[Stack]:
+    """Start server, work pool, deployments and worker; stop all of it on exit."""
+    log_dir = settings.home.resolve() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings=settings, env=prefect_env(settings), log_dir=log_dir)
+    try:
+        stack.start_process("server", prefect_command("server", "start"))
+        stack.wait_healthy()
+        stack.run(
+            *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+        )
+        stack.run(
+            *prefect_command(
+                "deploy",
+                "--all",
+                "--no-prompt",
+                "--prefect-file",
+                str(prefect_file or PROJECT_ROOT / "prefect.yaml"),
+            )
+        )
+        stack.start_process(
+            "worker", prefect_command("worker", "start", "--pool", WORK_POOL, "--type", "process")
+        )
+        yield stack
+    finally:
+        stack.stop()
