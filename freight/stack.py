@@ -178,11 +178,13 @@ def _terminate(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
 
 
 @contextmanager
-def running_stack(settings: Settings, *, prefect_file: Path | None = None) -> Iterator[Stack]:
+def running_stack(
+    settings: Settings, *, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
     """Start server, work pool, deployments and worker; stop all of it on exit."""
     log_dir = settings.home.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(settings=settings, env=prefect_env(settings), log_dir=log_dir)
+    stack = Stack(settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir)
     try:
         stack.start_process("server", prefect_command("server", "start"))
         stack.wait_healthy()
@@ -195,7 +197,7 @@ def running_stack(settings: Settings, *, prefect_file: Path | None = None) -> It
                 "--all",
                 "--no-prompt",
                 "--prefect-file",
-                str(prefect_file or PROJECT_ROOT / "prefect.yaml"),
+                str(PROJECT_ROOT / "prefect.yaml"),
             )
         )
         stack.start_process(

@@ -1,0 +1,313 @@
+"""Deploys through the real topology of `make up`: Prefect server, process worker, deployments from
+prefect.yaml, flow-run processes. Runs once on SQLite and once on PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy import Engine, select
+
+from freight.db import Deploy, DeployStatus, get_engine, session_scope
+from freight.db.migrate import upgrade
+from freight.orchestrator import PrefectOrchestrator
+from freight.service import deploys, logs, queue
+from freight.settings import Settings
+from freight.stack import Stack, prefect_command, running_stack
+from tests.conftest import DATABASES, database
+from tests.factories import GitRepo, make_app
+
+pytestmark = pytest.mark.prefect
+
+STEP_NAMES = {
+    "check-lock",
+    "check-github-status",
+    "prepare-workspace",
+    "run-provider",
+    "cleanup-workspace",
+    "notify",
+}
+
+
+QUEUE_DEPTH = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Env:
+    stack: Stack
+    settings: Settings
+    engine: Engine
+    orchestrator: PrefectOrchestrator
+    tmp: Path
+
+    def repo(self) -> GitRepo:
+        return GitRepo.create(self.tmp / uuid.uuid4().hex)
+
+    def app(self, command: str) -> str:
+        with session_scope(self.engine) as session:
+            return make_app(session, self.repo(), command=command).name
+
+    def create(self, app: str, env: str = "staging", **params: str) -> int:
+        with session_scope(self.engine) as session:
+            deploy = deploys.create_deploy(
+                session,
+                app=app,
+                environment=env,
+                user="ana",
+                params=params,
+                workspace_root=self.settings.workspaces,
+            )
+            deploy_id = deploy.id
+            app_id = deploy.app_id
+        with session_scope(self.engine) as session:
+            queue.advance(session, self.orchestrator, app_id, env)
+        return deploy_id
+
+    def deploy(self, deploy_id: int) -> Deploy:
+        with session_scope(self.engine) as session:
+            return deploys.get_deploy(session, deploy_id)
+
+    def log(self, deploy_id: int) -> str:
+        with session_scope(self.engine) as session:
+            return "".join(c.text for c in logs.read_log(session, deploy_id).chunks)
+
+    def wait_status(self, deploy_id: int, *statuses: DeployStatus, timeout: float = 90) -> Deploy:
+        wait_for(
+            lambda: self.deploy(deploy_id).status in statuses,
+            timeout,
+            f"deploy {deploy_id} to become {'/'.join(statuses)}",
+            self.diagnostics,
+        )
+        return self.deploy(deploy_id)
+
+    def run_state(self, run_id: str) -> StateType | None:
+        state = self.orchestrator.client.read_flow_run(UUID(run_id)).state
+        return state.type if state else None
+
+    def diagnostics(self) -> str:
+        return (self.stack.log_dir / "worker.log").read_text()[-4000:]
+
+
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnostics()}")
+        time.sleep(0.1)
+
+
+def live_pids_with(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (proc / "environ").read_bytes():
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("stack")
+    with database(request.param, tmp) as url:
+        settings = Settings(
+            home=tmp / "home",
+            database_url=url,
+            prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+        )
+        upgrade(url)
+        tuning = {
+            "FREIGHT_HEARTBEAT_INTERVAL": "1",
+            "FREIGHT_CANCEL_GRACE": "2",
+            "FREIGHT_RUNNER_LOST_AFTER": "10",
+            "FREIGHT_QUEUE_POLL_INTERVAL": "0.2",
+        }
+        with (
+            running_stack(settings, extra_env=tuning) as stack,
+            temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
+            PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+        ):
+            yield Env(stack, settings, get_engine(url), orchestrator, tmp)
+
+
+def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env) -> None:
+    # The first deploy (by ana) runs long enough for the Prefect-started one to queue behind it.
+    app = env.app('echo deploying {sha}; if [ "$FREIGHT_USER" = ana ]; then sleep 12; fi')
+    first = env.create(app)
+    result = subprocess.run(
+        [
+            *prefect_command("deployment", "run", "deploy/deploy"),
+            "--param",
+            f"app={app}",
+            "--param",
+            "env=staging",
+        ],
+        env=env.stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout)
+    assert run_id, result.stdout
+
+    def registered() -> int | None:
+        with session_scope(env.engine) as session:
+            return session.scalar(select(Deploy.id).where(Deploy.flow_run_id == run_id[1]))
+
+    wait_for(registered, 60, "the Prefect-started run to register", env.diagnostics)
+    second = registered()
+    assert second is not None
+    done = env.wait_status(second, DeployStatus.FINISHED, DeployStatus.FAILED)
+    assert done.status == DeployStatus.FINISHED, env.log(second)
+    assert done.number == 2 and done.user and done.user.name == "prefect"
+    before = env.deploy(first)
+    assert before.status == DeployStatus.FINISHED
+    assert before.date_finished and done.date_started and done.date_started >= before.date_finished
+    assert f">> Waiting for {app}/staging#1 to finish" in env.log(second)
+    assert "deploying " + (done.sha or "?") in env.log(second)
+
+    client = env.orchestrator.client
+    wait_for(lambda: env.run_state(run_id[1]) == StateType.COMPLETED, 30, "Completed state")
+    flow_run = client.read_flow_run(UUID(run_id[1]))
+    assert flow_run.name == f"{app}/staging#2"
+    assert {f"app:{app}", "env:staging"} <= set(flow_run.tags)
+    tasks = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+    )
+    assert {t.name.rsplit("-", 1)[0] for t in tasks} == STEP_NAMES
+    assert all(t.state and t.state.type == StateType.COMPLETED for t in tasks)
+
+
+def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:
+    # Each hand-over costs a flow-run process start, so this drains a short queue; the 20-deep
+    # concurrent case is covered by tests/integration/test_queue.py with in-process runners.
+    app = env.app("echo {number}; sleep 1")
+    ids: list[int] = []
+    barrier = threading.Barrier(QUEUE_DEPTH)
+
+    def create() -> None:
+        barrier.wait()
+        ids.append(env.create(app))
+
+    threads = [threading.Thread(target=create) for _ in range(QUEUE_DEPTH)]
+    for thread in threads:
+        thread.start()
+    production = env.create(app, "production")
+    for thread in threads:
+        thread.join()
+    for deploy_id in [*ids, production]:
+        done = env.wait_status(deploy_id, DeployStatus.FINISHED, DeployStatus.FAILED, timeout=300)
+        assert done.status == DeployStatus.FINISHED, env.log(deploy_id)
+
+    staged = sorted((env.deploy(i) for i in ids), key=lambda d: d.number)
+    assert [d.number for d in staged] == list(range(1, QUEUE_DEPTH + 1))
+    assert sorted(staged, key=lambda d: d.id) == staged  # numbered in creation order
+    for earlier, later in itertools.pairwise(staged):
+        assert earlier.date_finished and later.date_started
+        assert later.date_started >= earlier.date_finished, (earlier.name, later.name)
+    other = env.deploy(production)
+    assert any(
+        d.date_started < other.date_finished and other.date_started < d.date_finished  # type: ignore[operator]
+        for d in staged
+    ), "production should run while staging's queue drains"
+
+
+def test_cancel_queued_and_running_deploys_from_freight(env: Env) -> None:
+    marker = uuid.uuid4().hex
+    app = env.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
+    running_id = env.create(app, marker=marker)
+    queued_id = env.create(app)
+    with session_scope(env.engine) as session:
+        deploys.cancel_deploy(session, deploys.get_deploy(session, queued_id), by="bob")
+    queued = env.deploy(queued_id)
+    assert queued.status == DeployStatus.CANCELLED and queued.flow_run_id is None
+
+    wait_for(lambda: "waiting\n" in env.log(running_id), 60, "command output", env.diagnostics)
+    with session_scope(env.engine) as session:
+        deploys.cancel_deploy(session, deploys.get_deploy(session, running_id), by="bob")
+    deploy = env.wait_status(running_id, DeployStatus.CANCELLED, timeout=30)
+    assert deploy.reason == "Cancelled by bob"
+    assert live_pids_with(f"FREIGHT_PARAM_MARKER={marker}") == []
+    assert deploy.flow_run_id
+    wait_for(lambda: env.run_state(deploy.flow_run_id) == StateType.CANCELLED, 30, "Cancelled")
+
+
+def test_cancel_from_prefect_stops_the_command_and_records_cancelled(env: Env) -> None:
+    marker = uuid.uuid4().hex
+    app = env.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
+    deploy_id = env.create(app, marker=marker)
+    wait_for(lambda: "waiting\n" in env.log(deploy_id), 60, "command output", env.diagnostics)
+    run_id = env.deploy(deploy_id).flow_run_id
+    assert run_id
+    subprocess.run(
+        [*prefect_command("flow-run", "cancel", run_id)],
+        env=env.stack.env,
+        check=True,
+        capture_output=True,
+    )
+    deploy = env.wait_status(deploy_id, DeployStatus.CANCELLED, DeployStatus.FAILED, timeout=40)
+    assert deploy.status == DeployStatus.CANCELLED, env.log(deploy_id)
+    assert deploy.reason == "Cancelled by Prefect"
+    assert live_pids_with(f"FREIGHT_PARAM_MARKER={marker}") == []
+    assert not (env.settings.workspaces / "checkouts" / str(deploy_id)).exists()
+    wait_for(lambda: env.run_state(run_id) == StateType.CANCELLED, 40, "Cancelled state")
+
+
+def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env) -> None:
+    marker = uuid.uuid4().hex
+    app = env.app('echo started; if [ -n "$FREIGHT_PARAM_MARKER" ]; then sleep 600; fi')
+    lost_id = env.create(app, marker=marker)
+    next_id = env.create(app)
+    wait_for(lambda: "started\n" in env.log(lost_id), 60, "command output", env.diagnostics)
+    run_id = env.deploy(lost_id).flow_run_id
+    assert run_id
+    runners = [
+        pid
+        for pid in live_pids_with(f"PREFECT__FLOW_RUN_ID={run_id}")
+        if b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(runners) == 1
+    killed_at = time.monotonic()
+    os.kill(runners[0], signal.SIGKILL)
+    try:
+        lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)
+        assert time.monotonic() - killed_at < 60
+        assert lost.reason and lost.reason.startswith("Runner lost")
+        assert not (env.settings.workspaces / "checkouts" / str(lost_id)).exists()
+        assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
+        assert env.run_state(run_id) == StateType.CRASHED
+    finally:
+        for pid in live_pids_with(f"FREIGHT_PARAM_MARKER={marker}"):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,73 @@
+"""Many runners at once: the queue holds one deploy per app/env, in creation order (both DBs)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+
+import httpx
+from sqlalchemy import Engine
+
+from freight.db import DeployStatus, session_scope
+from freight.service import deploys, runs
+from freight.settings import Settings
+from tests.factories import GitRepo, RecordingOrchestrator, make_app
+
+
+def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
+    engine: Engine, settings: Settings, origin: GitRepo
+) -> None:
+    """Each thread plays a deploy started from Prefect: register, then wait for its turn."""
+    with session_scope(engine) as session:
+        app = make_app(session, origin, command="echo {number}; sleep 0.2").name
+    orchestrator = RecordingOrchestrator()
+    barrier = threading.Barrier(21)
+    results: dict[int, DeployStatus] = {}
+    errors: list[BaseException] = []
+
+    def runner(environment: str) -> None:
+        try:
+            barrier.wait()
+            run_id = str(uuid.uuid4())
+            deploy_id = runs.register(
+                engine,
+                settings,
+                app=app,
+                environment=environment,
+                ref=None,
+                user="ana",
+                params=None,
+                force=False,
+                run_id=run_id,
+            )
+            run = runs.DeployRun(engine, settings, deploy_id, run_id=run_id)
+            with httpx.Client() as client:
+                results[deploy_id] = runs.execute(run, orchestrator, client)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=runner, args=("staging",)) for _ in range(20)]
+    threads.append(threading.Thread(target=runner, args=("production",)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert set(results.values()) == {DeployStatus.FINISHED}
+    assert orchestrator.submitted == []  # every deploy already had its run: nothing handed over
+
+    with session_scope(engine) as session:
+        done = [deploys.get_deploy(session, deploy_id) for deploy_id in results]
+    staging = sorted((d for d in done if d.environment == "staging"), key=lambda d: d.number)
+    [production] = [d for d in done if d.environment == "production"]
+    assert [d.number for d in staging] == list(range(1, 21))
+    assert [d.id for d in staging] == sorted(d.id for d in staging)
+    for earlier, later in itertools.pairwise(staging):
+        assert earlier.date_finished and later.date_started
+        assert later.date_started >= earlier.date_finished, (earlier.name, later.name)
+    assert production.number == 1
+    assert any(
+        d.date_started < production.date_finished and production.date_started < d.date_finished  # type: ignore[operator]
+        for d in staging
+    ), "production ran while staging's queue drained"
