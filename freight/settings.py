@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(default=0.2, gt=0, description="Seconds between log writes.")
     queue_poll_interval: float = Field(default=0.5, gt=0)
     notify_timeout: float = Field(default=10, gt=0)
+    notify_retry_delays: tuple[float, ...] = Field(
+        default=(0.5, 2.0, 5.0), description="Back-off between attempts of a failing notifier."
+    )
 
     deploy_deployment: str = Field(
         default="deploy/deploy", description="Prefect deployment that runs one deploy."

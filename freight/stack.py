@@ -184,7 +184,9 @@ def running_stack(
     """Start server, work pool, deployments and worker; stop all of it on exit."""
     log_dir = settings.home.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir)
+    stack = Stack(
+        settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir
+    )
     try:
         stack.start_process("server", prefect_command("server", "start"))
         stack.wait_healthy()

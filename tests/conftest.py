@@ -84,6 +84,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         queue_poll_interval=0.1,
         log_flush_interval=0.1,
         cancel_grace=1,
+        notify_retry_delays=(0.05, 0.05),
     )
 
 

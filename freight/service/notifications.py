@@ -16,7 +16,6 @@ from freight.notifiers import DeployEvent
 from freight.plugins import PluginConfig
 
 EVENTS = ("queued", "started", "finished", "failed", "cancelled")
-RETRY_DELAYS = (0.5, 2.0, 5.0)
 
 
 def enqueue(session: Session, deploy: Deploy, event: str) -> None:
@@ -60,7 +59,7 @@ def deliver(
     client: httpx.Client,
     public_url: str,
     output: Callable[[str], None],
-    retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    retry_delays: tuple[float, ...],
 ) -> list[str]:
     """Send every undelivered event of the deploy, oldest first; returns the events sent.
 

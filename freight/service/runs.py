@@ -286,6 +286,7 @@ class DeployRun:
             client=client,
             public_url=self.settings.public_url,
             output=self.output,
+            retry_delays=self.settings.notify_retry_delays,
         )
 
     def hand_over(self, orchestrator: Orchestrator) -> None:

@@ -203,11 +203,20 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
     flow_run = client.read_flow_run(UUID(run_id[1]))
     assert flow_run.name == f"{app}/staging#2"
     assert {f"app:{app}", "env:staging"} <= set(flow_run.tags)
-    tasks = client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+
+    def task_runs() -> list[tuple[str, StateType | None]]:
+        found = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        )
+        return [(t.name.rsplit("-", 1)[0], t.state.type if t.state else None) for t in found]
+
+    # Task run states reach the server through events, a moment after the flow run's own.
+    wait_for(
+        lambda: {name for name, state in task_runs() if state == StateType.COMPLETED} == STEP_NAMES,
+        30,
+        "six completed tasks",
+        lambda: str(task_runs()),
     )
-    assert {t.name.rsplit("-", 1)[0] for t in tasks} == STEP_NAMES
-    assert all(t.state and t.state.type == StateType.COMPLETED for t in tasks)
 
 
 def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:

@@ -290,3 +290,16 @@ def test_reaper_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None
     )
     assert report.reaped == []
     assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+
+
+def test_failing_notifier_is_retried_and_never_fails_the_deploy(harness: Harness) -> None:
+    # queued: two failures then success; started: fails on every attempt; finished: fine.
+    harness.hook.statuses = [500, 503, 200, 500, 500, 500]
+    deploy_id = harness.create(harness.app("echo ok"))
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    events = [r.json()["event"] for r in harness.hook.requests]
+    assert events == ["queued", "queued", "queued", "started", "started", "started", "finished"]
+    text = log_text(harness.engine, deploy_id)
+    assert "answered 500, retrying" in text
+    assert ">> Notifier webhook failed on 'started': Webhook" in text
+    assert "(giving up)" in text

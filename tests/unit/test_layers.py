@@ -1,0 +1,75 @@
+"""Imports point one way: interfaces → service → db, catalogue, adapters; adapters → errors."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules(*patterns: str) -> list[Path]:
+    return sorted(p for pattern in patterns for p in ROOT.glob(pattern))
+
+
+RULES = [
+    (("freight/service/*.py",), ("prefect", "fastapi", "typer", "freight.orchestrator")),
+    (
+        ("freight/db/*.py", "freight/db/**/*.py"),
+        ("freight.service", "freight.api", "flows", "prefect"),
+    ),
+    (
+        (
+            "freight/providers/*.py",
+            "freight/checks/*.py",
+            "freight/notifiers/*.py",
+            "freight/vcs.py",
+            "freight/runner.py",
+            "freight/catalogue.py",
+        ),
+        ("freight.db", "freight.service", "freight.settings", "sqlalchemy", "prefect"),
+    ),
+    (("freight/errors.py",), ("freight",)),
+    (
+        ("flows/*.py",),
+        ("sqlalchemy", "subprocess", "freight.db.models", "freight.vcs", "freight.runner"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("patterns", "forbidden"), RULES, ids=lambda v: str(v[0]) if isinstance(v, tuple) else None
+)
+def test_layers_import_only_downwards(
+    patterns: tuple[str, ...], forbidden: tuple[str, ...]
+) -> None:
+    files = modules(*patterns)
+    assert files, patterns
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in files
+        for name in imports_of(path)
+        if any(name == bad or name.startswith(bad + ".") for bad in forbidden)
+    ]
+    assert offenders == []
+
+
+def test_only_the_orchestrator_imports_prefect_inside_freight() -> None:
+    users = sorted(
+        str(path.relative_to(ROOT))
+        for path in modules("freight/**/*.py")
+        if any(name == "prefect" or name.startswith("prefect.") for name in imports_of(path))
+    )
+    assert users == ["freight/orchestrator.py"]
