@@ -20,6 +20,7 @@ def maintenance() -> None:
             orchestrator,
             workspace_root=settings.workspaces,
             lost_after=settings.runner_lost_after,
+            grace=settings.cancel_grace,
         )
     for name in report.reaped:
         logger.warning("Runner of %s lost: deploy failed, run marked Crashed", name)

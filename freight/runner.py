@@ -19,7 +19,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -68,8 +68,12 @@ def run_process(
     grace: float,
     should_cancel: Callable[[], bool] | None = None,
     poll_interval: float = 0.2,
+    on_start: Callable[[int], None] | None = None,
 ) -> None:
     """Run `command` in a new process group and pass each line it prints to `output`.
+
+    `on_start` gets the group id once the command runs, so that someone can stop the group
+    should this process die without doing it (see `stop_orphaned_group`).
 
     A string runs as `/bin/bash -c command`; a sequence is the argv as is. Returns when the
     command exits with status 0. Raises CommandFailed for any other exit, DeployTimeout when
@@ -87,6 +91,7 @@ def run_process(
             read_timeout=read_timeout,
             should_cancel=should_cancel,
             poll_interval=poll_interval,
+            on_start=on_start,
         )
     except BaseException:
         run.stop_group(_quietly(output))
@@ -140,10 +145,13 @@ class _Run:
         read_timeout: float,
         should_cancel: Callable[[], bool] | None,
         poll_interval: float,
+        on_start: Callable[[int], None] | None,
     ) -> int:
         """Start the command, deliver its output until the leader exits and return its status,
         enforcing the limits."""
         proc = self._start(argv, cwd=cwd, env=env)
+        if on_start is not None:
+            on_start(self._pgid)
         deadline = time.monotonic() + timeout
         next_check = time.monotonic()
         while True:
@@ -359,12 +367,41 @@ class _Run:
         return False
 
 
+def stop_orphaned_group(pgid: int, *, marker: str, grace: float) -> bool:
+    """Stop a command group whose runner died: TERM, grace, KILL. True if there was one.
+
+    Only a group with a process whose environment holds `marker` (e.g. FREIGHT_DEPLOY_ID=7) is
+    touched, since by now the group id may belong to someone else.
+    """
+    if not any(_has_marker(pid, marker.encode()) for pid in _group_members(pgid)):
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(_TICK)
+    _signal_group(pgid, signal.SIGKILL)
+    return True
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return marker in environ.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any process of the group is still running.
 
     os.killpg(pgid, 0) is not enough: zombies count for it, and in a container PID 1 may never
     reap the grandchildren reparented to it.
     """
+    return any(True for _ in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> Iterator[int]:
+    """Live (not zombie) processes of the group."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -378,8 +415,7 @@ def _group_alive(pgid: int) -> bool:
         # are fixed: state, ppid, pgrp, ...
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) >= 3 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
-            return True
-    return False
+            yield int(name)
 
 
 def _bytes_in_pipe(fd: int) -> int:

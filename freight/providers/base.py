@@ -62,6 +62,8 @@ class ProviderRuntime:
     read_timeout: float
     grace: float
     base_env: Mapping[str, str] = field(default_factory=dict)
+    # Told the process group id of a started command, so it can be stopped if the runner dies.
+    on_start: Callable[[int], None] | None = None
 
 
 class Provider(Protocol):

@@ -104,6 +104,7 @@ class ShellProvider:
             read_timeout=config.read_timeout or runtime.read_timeout,
             grace=runtime.grace,
             should_cancel=runtime.should_cancel,
+            on_start=runtime.on_start,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, select
 
 from freight import vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
+from freight.runner import stop_orphaned_group
 from freight.service import deploys, queue
 from freight.service.orchestration import Orchestrator, RunState
 
@@ -23,9 +25,15 @@ class MaintenanceReport:
 
 
 def reap_lost_runs(
-    engine: Engine, orchestrator: Orchestrator, *, workspace_root: Path, lost_after: float
+    engine: Engine,
+    orchestrator: Orchestrator,
+    *,
+    workspace_root: Path,
+    lost_after: float,
+    grace: float,
 ) -> list[str]:
-    """Fail in-progress deploys whose run ended or went silent; free their app/env."""
+    """Fail in-progress deploys whose run ended or went silent; stop what their command left
+    running (on this host), remove their checkout, free their app/env."""
     cutoff = utcnow() - timedelta(seconds=lost_after)
     with session_scope(engine) as session:
         candidates = [
@@ -45,6 +53,10 @@ def reap_lost_runs(
             deploy = deploys.get_deploy(session, deploy_id)
             if deploy.status != DeployStatus.IN_PROGRESS:
                 continue
+            if deploy.runner_pgid and deploy.runner_host == socket.gethostname():
+                stop_orphaned_group(
+                    deploy.runner_pgid, marker=f"FREIGHT_DEPLOY_ID={deploy.id}", grace=grace
+                )
             since = deploy.heartbeat_at.isoformat() if deploy.heartbeat_at else "never"
             deploys.mark_ended(
                 session, deploy, DeployStatus.FAILED, f"Runner lost (last heartbeat {since})"
@@ -88,11 +100,16 @@ def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str
 
 
 def run_maintenance(
-    engine: Engine, orchestrator: Orchestrator, *, workspace_root: Path, lost_after: float
+    engine: Engine,
+    orchestrator: Orchestrator,
+    *,
+    workspace_root: Path,
+    lost_after: float,
+    grace: float,
 ) -> MaintenanceReport:
     report = MaintenanceReport()
     report.reaped = reap_lost_runs(
-        engine, orchestrator, workspace_root=workspace_root, lost_after=lost_after
+        engine, orchestrator, workspace_root=workspace_root, lost_after=lost_after, grace=grace
     )
     report.removed_workspaces = remove_stray_workspaces(engine, workspace_root=workspace_root)
     with session_scope(engine) as session:

@@ -6,6 +6,7 @@ Each public method of `DeployRun` is one step of the deploy flow; the flow only 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -241,8 +242,14 @@ class DeployRun:
             read_timeout=self.settings.read_timeout,
             grace=self.settings.cancel_grace,
             base_env={k: os.environ[k] for k in INHERITED_ENV if k in os.environ},
+            on_start=self._record_process_group,
         )
         providers.registry.get(config.type).run(config, context, runtime)
+
+    def _record_process_group(self, pgid: int) -> None:
+        with session_scope(self.engine) as session:
+            deploy = session.get_one(Deploy, self.deploy_id)
+            deploy.runner_host, deploy.runner_pgid = socket.gethostname(), pgid
 
     def cleanup_workspace(self) -> None:
         with session_scope(self.engine) as session:

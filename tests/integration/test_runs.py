@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -44,6 +49,19 @@ def live_pids_with(marker: str) -> list[int]:
             continue
         if state != "Z":
             found.append(int(proc.name))
+    return found
+
+
+def live_pids_in_group(pgid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(proc.name))
     return found
 
 
@@ -254,18 +272,45 @@ def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: H
     workspace = run.prepare_workspace()
     assert workspace.is_dir()
     harness.orchestrator.states[f"run-{lost}"] = RunState.RUNNING
+    # What a killed runner leaves behind: its command's group, still running; and a stranger's
+    # group that happens to have the recorded id of another deploy.
+    orphan = subprocess.Popen(
+        ["bash", "-c", "sleep 600 & wait"],
+        env={**os.environ, "FREIGHT_DEPLOY_ID": str(lost)},
+        start_new_session=True,
+    )
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
     with session_scope(harness.engine) as session:
         session.execute(
             update(Deploy)
             .where(Deploy.id == lost)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+            .values(
+                heartbeat_at=utcnow() - timedelta(seconds=120),
+                runner_host=socket.gethostname(),
+                runner_pgid=orphan.pid,
+            )
         )
-    report = maintenance.run_maintenance(
-        harness.engine,
-        harness.orchestrator,
-        workspace_root=harness.settings.workspaces,
-        lost_after=30,
-    )
+        session.execute(
+            update(Deploy)
+            .where(Deploy.id == queued)
+            .values(runner_host=socket.gethostname(), runner_pgid=stranger.pid)
+        )
+    try:
+        report = maintenance.run_maintenance(
+            harness.engine,
+            harness.orchestrator,
+            workspace_root=harness.settings.workspaces,
+            lost_after=30,
+            grace=1,
+        )
+        assert orphan.wait(5) < 0
+        assert live_pids_in_group(orphan.pid) == []
+        assert stranger.poll() is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orphan.pid, signal.SIGKILL)
+        stranger.kill()
+        stranger.wait()
     assert report.reaped == [f"{app}/staging#1"]
     deploy = harness.deploy(lost)
     assert deploy.status == DeployStatus.FAILED and deploy.reason.startswith("Runner lost")
@@ -287,6 +332,7 @@ def test_reaper_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None
         harness.orchestrator,
         workspace_root=harness.settings.workspaces,
         lost_after=30,
+        grace=1,
     )
     assert report.reaped == []
     assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS

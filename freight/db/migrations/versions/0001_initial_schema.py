@@ -70,6 +70,8 @@ def upgrade() -> None:
         sa.Column("cancelled_by", sa.String(length=200), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("workspace", sa.String(length=400), nullable=True),
+        sa.Column("runner_host", sa.String(length=255), nullable=True),
+        sa.Column("runner_pgid", sa.Integer(), nullable=True),
         sa.Column("log_size", sa.Integer(), nullable=False),
         sa.Column("date_created", sa.DateTime(timezone=True), nullable=False),
         sa.Column("date_started", sa.DateTime(timezone=True), nullable=True),
