@@ -12,7 +12,7 @@ from freight.errors import FreightError
 app = typer.Typer(
     name="freight", help="Freight: deploy apps to environments.", no_args_is_help=True
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from freight.settings import get_settings
 
 apps = typer.Typer(help="The app catalogue (deployments/*.yaml).", no_args_is_help=True)
 root.add_typer(apps, name="apps")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 Directory = Annotated[
     Path | None, typer.Argument(help="Catalogue directory (default: FREIGHT_CATALOGUE_DIR).")

@@ -15,7 +15,7 @@ from freight.demo import ensure_demo_repo
 from freight.settings import get_settings
 from freight.stack import running_stack
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from freight.db import Deploy, DeployStatus, session_scope
 from freight.errors import DeployFinished, InvalidEnvironment, InvalidRef, NotFound
-from freight.service import apps, deploys, logs, queue
+from freight.service import apps, deploys, logs, queue, releases
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 
@@ -243,3 +243,25 @@ def test_mirror_is_cloned_once_for_many_deploys(
     create(engine, settings, app_name)
     assert marker.exists()
     assert Path(mirrors[0]).is_dir()
+
+
+def test_release_state_shows_live_running_and_queued_per_environment(
+    engine: Engine, settings: Settings, origin: GitRepo, app_name: str
+) -> None:
+    orchestrator = RecordingOrchestrator()
+    live = create(engine, settings, app_name)
+    finish(engine, live.id)
+    origin.commit("newer")
+    failed = create(engine, settings, app_name)
+    finish(engine, failed.id, DeployStatus.FAILED)
+    running, _queued = create(engine, settings, app_name), create(engine, settings, app_name)
+    with session_scope(engine) as session:
+        queue.advance_all(session, orchestrator)
+    with session_scope(engine) as session:
+        state = {(r.app, r.environment): r for r in releases.release_state(session)}
+    staging = state[(app_name, "staging")]
+    assert staging.live is not None and staging.live.id == live.id
+    assert staging.running is not None and staging.running.id == running.id
+    assert staging.queued == 1
+    production = state[(app_name, "production")]
+    assert production.live is None and production.running is None and production.queued == 0
