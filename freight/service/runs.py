@@ -155,8 +155,13 @@ class DeployRun:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def wait_for_turn(self, orchestrator: Orchestrator) -> bool:
-        """Wait until this deploy holds its app/env; False if it was cancelled while queued."""
+    def wait_for_turn(
+        self, orchestrator: Orchestrator, on_wait: Callable[[], object] = lambda: None
+    ) -> bool:
+        """Wait until this deploy holds its app/env; False if it was cancelled while queued.
+
+        `on_wait` runs once if another deploy is ahead (to announce the queued deploy).
+        """
         announced: str | None = None
         while True:
             with session_scope(self.engine) as session:
@@ -170,6 +175,8 @@ class DeployRun:
                 ahead = blocker.name if blocker and blocker.id != self.deploy_id else None
             if ahead and ahead != announced:
                 self.output(f">> Waiting for {ahead} to finish")
+                if announced is None:
+                    on_wait()
                 announced = ahead
             if self._stop.wait(self.settings.queue_poll_interval):
                 return False
@@ -340,7 +347,7 @@ def execute(
     steps = steps or Steps()
     error: BaseException | None = None
     with run:
-        if run.wait_for_turn(orchestrator):
+        if run.wait_for_turn(orchestrator, on_wait=lambda: steps.notify(run, client)):
             run.start()
             steps.notify(run, client)
             try:

@@ -349,3 +349,46 @@ def test_failing_notifier_is_retried_and_never_fails_the_deploy(harness: Harness
     assert "answered 500, retrying" in text
     assert ">> Notifier webhook failed on 'started': Webhook" in text
     assert "(giving up)" in text
+
+
+def test_a_run_waiting_behind_another_announces_queued_before_its_turn(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    first = harness.create(app)  # holds the slot; its runner has not started yet
+    run_id = str(uuid.uuid4())
+    second = runs.register(
+        harness.engine,
+        harness.settings,
+        app=app,
+        environment="staging",
+        ref=None,
+        user="prefect",
+        params=None,
+        force=False,
+        run_id=run_id,
+    )
+    outcome: list[DeployStatus] = []
+
+    def run_second() -> None:
+        run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
+        with httpx.Client(timeout=5) as client:
+            outcome.append(runs.execute(run, harness.orchestrator, client))
+
+    thread = threading.Thread(target=run_second, daemon=True)
+    thread.start()
+    wait_for(
+        lambda: (
+            [(r.json()["number"], r.json()["event"]) for r in harness.hook.requests]
+            == [(2, "queued")]
+        ),
+        what="the queued notice of the waiting deploy",
+    )
+    assert harness.deploy(second).status == DeployStatus.PENDING
+    wait_for(
+        lambda: f">> Waiting for {app}/staging#1 to finish" in log_text(harness.engine, second),
+        what="the waiting line",
+    )
+    assert harness.execute(first) == DeployStatus.FINISHED
+    thread.join(timeout=20)
+    assert outcome == [DeployStatus.FINISHED]
+    second_events = [r.json()["event"] for r in harness.hook.requests if r.json()["number"] == 2]
+    assert second_events == ["queued", "started", "finished"]
