@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from prefect import flow, get_run_logger
 
 from freight.db import get_engine
@@ -14,13 +15,16 @@ from freight.settings import get_settings
 def maintenance() -> None:
     settings = get_settings()
     logger = get_run_logger()
-    with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
+    with (
+        PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+        httpx.Client(timeout=settings.notify_timeout) as client,
+    ):
         report = housekeeping.run_maintenance(
             get_engine(settings.database_url),
             orchestrator,
-            workspace_root=settings.workspaces,
-            lost_after=settings.runner_lost_after,
-            grace=settings.cancel_grace,
+            settings,
+            client=client,
+            output=logger.info,
         )
     for name in report.reaped:
         logger.warning("Runner of %s lost: deploy failed, run marked Crashed", name)

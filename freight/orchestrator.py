@@ -8,12 +8,12 @@ from uuid import UUID
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Crashed
+from prefect.states import Cancelled, Crashed
 
 from freight.db import Deploy
-from freight.service.orchestration import RunState
+from freight.service.orchestration import RunState, RunStatus
 
-_STATES = {
+_STATES: dict[StateType, RunState] = {
     StateType.SCHEDULED: RunState.WAITING,
     StateType.PENDING: RunState.WAITING,
     StateType.PAUSED: RunState.WAITING,
@@ -21,7 +21,7 @@ _STATES = {
     StateType.CANCELLING: RunState.RUNNING,
     StateType.COMPLETED: RunState.ENDED,
     StateType.FAILED: RunState.ENDED,
-    StateType.CANCELLED: RunState.ENDED,
+    StateType.CANCELLED: RunState.CANCELLED,
     StateType.CRASHED: RunState.ENDED,
 }
 
@@ -66,12 +66,17 @@ class PrefectOrchestrator:
         )
         return str(run.id)
 
-    def run_state(self, run_id: str) -> RunState:
+    def run_status(self, run_id: str) -> RunStatus:
         try:
             run = self.client.read_flow_run(UUID(run_id))
         except (ObjectNotFound, ValueError):
-            return RunState.MISSING
-        return _STATES[run.state.type] if run.state else RunState.WAITING
+            return RunStatus(RunState.MISSING)
+        if run.state is None:
+            return RunStatus(RunState.WAITING)
+        return RunStatus(_STATES[run.state.type], since=run.state.timestamp)
+
+    def cancel_run(self, run_id: str) -> None:
+        self.client.set_flow_run_state(UUID(run_id), Cancelled(message="Cancelled in Freight"))
 
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)

@@ -19,10 +19,11 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, NoReturn
 
+from freight import procs
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout
 
 _MASK: Final = "********"
@@ -373,7 +374,7 @@ def stop_orphaned_group(pgid: int, *, marker: str, grace: float) -> bool:
     Only a group with a process whose environment holds `marker` (e.g. FREIGHT_DEPLOY_ID=7) is
     touched, since by now the group id may belong to someone else.
     """
-    if not any(_has_marker(pid, marker.encode()) for pid in _group_members(pgid)):
+    if not any(procs.environ_has(pid, marker) for pid in procs.group_members(pgid)):
         return False
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -383,39 +384,8 @@ def stop_orphaned_group(pgid: int, *, marker: str, grace: float) -> bool:
     return True
 
 
-def _has_marker(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            return marker in environ.read().split(b"\0")
-    except OSError:
-        return False
-
-
 def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still running.
-
-    os.killpg(pgid, 0) is not enough: zombies count for it, and in a container PID 1 may never
-    reap the grandchildren reparented to it.
-    """
-    return any(True for _ in _group_members(pgid))
-
-
-def _group_members(pgid: int) -> Iterator[int]:
-    """Live (not zombie) processes of the group."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            # Exited between listing /proc and opening its entry.
-            continue
-        # The command name may contain spaces and parentheses; the fields after the last ')'
-        # are fixed: state, ppid, pgrp, ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
-            yield int(name)
+    return bool(procs.group_members(pgid))
 
 
 def _bytes_in_pipe(fd: int) -> int:

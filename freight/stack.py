@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from freight import procs
 from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -128,51 +129,24 @@ class Stack:
         self.processes.clear()
 
 
-def _descendants(pids: set[int]) -> set[int]:
-    """The given pids and every process below them, from /proc."""
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(proc.name))
-    found, todo = set(), list(pids)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return found
-
-
 def _signal_all(pids: set[int], sig: signal.Signals) -> None:
     for pid in pids:
         with suppress(ProcessLookupError):
             os.kill(pid, sig)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _terminate(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
-    tree = _descendants({p.pid for p in processes if p.poll() is None})
+    tree = procs.descendants({p.pid for p in processes if p.poll() is None})
     _signal_all(tree, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         # New flow runs may have been spawned meanwhile; they are stopped too.
-        tree |= _descendants({p.pid for p in processes if p.poll() is None})
-        if not any(_alive(pid) for pid in tree):
+        tree |= procs.descendants({p.pid for p in processes if p.poll() is None})
+        alive = {p.pid for p in procs.live_processes()}
+        if not tree & alive:
             break
         time.sleep(0.1)
-    _signal_all({pid for pid in tree if _alive(pid)}, signal.SIGKILL)
+    _signal_all(tree & {p.pid for p in procs.live_processes()}, signal.SIGKILL)
     for process in processes:
         process.wait()
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from freight.catalogue import AppSpec
 from freight.db import App, AppSource, Deploy
 from freight.service import apps
-from freight.service.orchestration import RunState
+from freight.service.orchestration import RunState, RunStatus
 
 GIT_ENV = {
     **os.environ,
@@ -96,8 +96,11 @@ class RecordingOrchestrator:
         self.states[run_id] = RunState.WAITING
         return run_id
 
-    def run_state(self, run_id: str) -> RunState:
-        return self.states.get(run_id, RunState.MISSING)
+    def run_status(self, run_id: str) -> RunStatus:
+        return RunStatus(self.states.get(run_id, RunState.MISSING))
+
+    def cancel_run(self, run_id: str) -> None:
+        self.states[run_id] = RunState.CANCELLED
 
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.crashed.append(run_id)

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from freight import vcs
 from freight.db import App, Deploy, DeployStatus, User, utcnow
 from freight.errors import DeployFinished, InvalidRef, InvalidRequest, MissingArgument, NotFound
-from freight.service import apps, logs, notifications, releases
+from freight.service import apps, logs, notifications, queue, releases
+from freight.service.orchestration import Orchestrator, RunState
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Concurrent creators of one app/env race for the same number; the loser retries.
@@ -136,13 +137,31 @@ def get_deploy_by_number(session: Session, *, app: str, environment: str, number
     return deploy
 
 
-def cancel_deploy(session: Session, deploy: Deploy, *, by: str) -> Deploy:
-    """A pending deploy leaves the queue now; a running one is asked to stop (its runner obeys)."""
+def cancel_deploy(
+    session: Session, deploy: Deploy, *, by: str, orchestrator: Orchestrator | None = None
+) -> Deploy:
+    """A pending deploy leaves the queue now; a running one is asked to stop (its runner obeys).
+
+    With the orchestrator, a deploy handed over but not yet started by any worker (one may be
+    down) is cancelled at once, and the next deploy is handed over.
+    """
+    # Locked and re-read, so a claim of this deploy happening now is seen, not overwritten.
+    session.execute(select(Deploy.id).where(Deploy.id == deploy.id).with_for_update())
+    session.refresh(deploy)
     if DeployStatus(deploy.status).is_final:
         raise DeployFinished(f"Deploy {deploy.name} already ended ({deploy.status})")
     deploy.cancelled_by = by
     if deploy.status == DeployStatus.PENDING:
         mark_ended(session, deploy, DeployStatus.CANCELLED, f"Cancelled by {by} while queued")
+    elif (
+        orchestrator is not None
+        and deploy.date_started is None
+        and deploy.flow_run_id is not None
+        and orchestrator.run_status(deploy.flow_run_id).state == RunState.WAITING
+    ):
+        orchestrator.cancel_run(deploy.flow_run_id)
+        mark_ended(session, deploy, DeployStatus.CANCELLED, f"Cancelled by {by} before it started")
+        queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
     elif deploy.cancel_requested_at is None:
         deploy.cancel_requested_at = utcnow()
         logs.append(session, deploy, f">> Cancel requested by {by}")
@@ -150,12 +169,19 @@ def cancel_deploy(session: Session, deploy: Deploy, *, by: str) -> Deploy:
     return deploy
 
 
-def mark_ended(session: Session, deploy: Deploy, status: DeployStatus, reason: str | None) -> None:
-    """Record a final status once, with its reason in the log and the notification outbox."""
+def mark_ended(
+    session: Session,
+    deploy: Deploy,
+    status: DeployStatus,
+    reason: str | None,
+    *,
+    announce: bool = True,
+) -> None:
+    """Record a final status, with its reason in the log (unless already told) and the outbox."""
     deploy.status = status
     deploy.reason = reason
     deploy.date_finished = utcnow()
-    if reason:
+    if reason and announce:
         logs.append(session, deploy, f">> {reason}")
     notifications.enqueue(session, deploy, str(status))
     session.flush()

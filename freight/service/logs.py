@@ -89,6 +89,8 @@ class LogWriter:
         self._also = also
         self._pending: list[str] = []
         self._lock = threading.Lock()
+        # Held from taking the lines to committing them, so two flushes never swap order.
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"log-{deploy_id}", daemon=True)
@@ -99,17 +101,18 @@ class LogWriter:
             self._pending.append(line + "\n")
 
     def flush(self) -> None:
-        with self._lock:
-            text, self._pending = "".join(self._pending), []
-        if not text:
-            return
-        try:
-            with session_scope(self._engine) as session:
-                _write_chunk(session, self._deploy_id, text)
-        except Exception:
+        with self._flushing:
             with self._lock:
-                self._pending.insert(0, text)
-            raise
+                text, self._pending = "".join(self._pending), []
+            if not text:
+                return
+            try:
+                with session_scope(self._engine) as session:
+                    _write_chunk(session, self._deploy_id, text)
+            except Exception:
+                with self._lock:
+                    self._pending.insert(0, text)
+                raise
         if self._also:
             self._also(text.removesuffix("\n"))
 

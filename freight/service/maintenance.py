@@ -1,20 +1,27 @@
-"""Housekeeping: fail deploys whose runner is gone, remove stray checkouts, restart queues."""
+"""Housekeeping: fail deploys whose runner is gone, remove stray checkouts, restart queues,
+deliver notifications no runner is left to send."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy import Engine, select
 
 from freight import vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.runner import stop_orphaned_group
-from freight.service import deploys, queue
+from freight.service import deploys, notifications, queue
 from freight.service.orchestration import Orchestrator, RunState
+from freight.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +29,32 @@ class MaintenanceReport:
     reaped: list[str] = field(default_factory=list)
     removed_workspaces: list[str] = field(default_factory=list)
     handed_over: list[str] = field(default_factory=list)
+    notified: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    id: int
+    run_id: str | None
+    heartbeat_at: datetime | None
+
+
+def _lost(candidate: _Candidate, orchestrator: Orchestrator, cutoff: datetime) -> RunState | None:
+    """The run's state if the deploy's runner is gone, else None."""
+    status = orchestrator.run_status(candidate.run_id) if candidate.run_id else None
+    state = status.state if status else RunState.MISSING
+    if state == RunState.WAITING:
+        return None  # no worker has taken it yet: nothing is lost
+    # Silence counts from the later of the last beat and the run's start, so a run that waited
+    # long for a worker is not reaped in the second before its first beat.
+    last_sign = max(
+        (t for t in (candidate.heartbeat_at, status.since if status else None) if t is not None),
+        default=None,
+    )
+    silent = last_sign is None or last_sign < cutoff
+    if state in (RunState.RUNNING, RunState.MISSING) and not silent:
+        return None
+    return state
 
 
 def reap_lost_runs(
@@ -32,43 +65,49 @@ def reap_lost_runs(
     lost_after: float,
     grace: float,
 ) -> list[str]:
-    """Fail in-progress deploys whose run ended or went silent; stop what their command left
+    """End in-progress deploys whose run ended or went silent: stop what their command left
     running (on this host), remove their checkout, free their app/env."""
     cutoff = utcnow() - timedelta(seconds=lost_after)
     with session_scope(engine) as session:
         candidates = [
-            (d.id, d.flow_run_id, d.heartbeat_at is None or d.heartbeat_at < cutoff)
+            _Candidate(d.id, d.flow_run_id, d.heartbeat_at)
             for d in session.scalars(
                 select(Deploy).where(Deploy.status == DeployStatus.IN_PROGRESS)
             )
         ]
     reaped = []
-    for deploy_id, run_id, silent in candidates:
-        state = orchestrator.run_state(run_id) if run_id else RunState.MISSING
-        if state == RunState.WAITING or (state == RunState.RUNNING and not silent):
+    for candidate in candidates:
+        state = _lost(candidate, orchestrator, cutoff)
+        if state is None:
             continue
-        if state == RunState.MISSING and not silent:
-            continue  # just claimed; its run id is being recorded
         with session_scope(engine) as session:
-            deploy = deploys.get_deploy(session, deploy_id)
+            deploy = deploys.get_deploy(session, candidate.id)
             if deploy.status != DeployStatus.IN_PROGRESS:
                 continue
-            if deploy.runner_pgid and deploy.runner_host == socket.gethostname():
-                stop_orphaned_group(
-                    deploy.runner_pgid, marker=f"FREIGHT_DEPLOY_ID={deploy.id}", grace=grace
-                )
-            since = deploy.heartbeat_at.isoformat() if deploy.heartbeat_at else "never"
-            deploys.mark_ended(
-                session, deploy, DeployStatus.FAILED, f"Runner lost (last heartbeat {since})"
-            )
+            if state == RunState.CANCELLED and deploy.date_started is None:
+                outcome, reason = DeployStatus.CANCELLED, "Cancelled in Prefect before it started"
+            else:
+                since = deploy.heartbeat_at.isoformat() if deploy.heartbeat_at else "never"
+                outcome, reason = DeployStatus.FAILED, f"Runner lost (last heartbeat {since})"
+            deploys.mark_ended(session, deploy, outcome, reason)
             workspace, deploy.workspace = deploy.workspace, None
-            if workspace:
-                vcs.remove_worktree(
-                    vcs.mirror_path(workspace_root, deploy.app.repository.url), Path(workspace)
-                )
-            app_id, environment, name = deploy.app_id, deploy.environment, deploy.name
-        if run_id and state != RunState.ENDED:
-            orchestrator.mark_crashed(run_id, f"Freight: runner of {name} lost")
+            orphan = deploy.runner_pgid if deploy.runner_host == socket.gethostname() else None
+            url, app_id, environment, name = (
+                deploy.app.repository.url,
+                deploy.app_id,
+                deploy.environment,
+                deploy.name,
+            )
+        # Slow work happens outside the transaction (SQLite would stay write-locked meanwhile).
+        if orphan:
+            stop_orphaned_group(orphan, marker=f"FREIGHT_DEPLOY_ID={candidate.id}", grace=grace)
+        if workspace:
+            vcs.remove_worktree(vcs.mirror_path(workspace_root, url), Path(workspace))
+        if candidate.run_id and state in (RunState.RUNNING, RunState.WAITING):
+            try:
+                orchestrator.mark_crashed(candidate.run_id, f"Freight: runner of {name} lost")
+            except Exception:
+                log.exception("Could not mark run %s of %s crashed", candidate.run_id, name)
         with session_scope(engine) as session:
             queue.advance(session, orchestrator, app_id, environment)
         reaped.append(name)
@@ -102,16 +141,31 @@ def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str
 def run_maintenance(
     engine: Engine,
     orchestrator: Orchestrator,
+    settings: Settings,
     *,
-    workspace_root: Path,
-    lost_after: float,
-    grace: float,
+    client: httpx.Client,
+    output: Callable[[str], None],
 ) -> MaintenanceReport:
     report = MaintenanceReport()
     report.reaped = reap_lost_runs(
-        engine, orchestrator, workspace_root=workspace_root, lost_after=lost_after, grace=grace
+        engine,
+        orchestrator,
+        workspace_root=settings.workspaces,
+        lost_after=settings.runner_lost_after,
+        grace=settings.cancel_grace,
     )
-    report.removed_workspaces = remove_stray_workspaces(engine, workspace_root=workspace_root)
+    report.removed_workspaces = remove_stray_workspaces(engine, workspace_root=settings.workspaces)
     with session_scope(engine) as session:
         report.handed_over = [d.name for d in queue.advance_all(session, orchestrator)]
+    # A runner delivers its deploy's events within seconds of ending; give it a minute.
+    for deploy_id in notifications.unattended(engine, settle=60):
+        notifications.deliver(
+            engine,
+            deploy_id,
+            client=client,
+            public_url=settings.public_url,
+            output=output,
+            retry_delays=settings.notify_retry_delays,
+        )
+        report.notified.append(deploy_id)
     return report

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 from sqlalchemy.orm import Session
 
 from freight import notifiers
-from freight.db import Deploy, Notification, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, Notification, session_scope, utcnow
 from freight.errors import FreightError
 from freight.notifiers import DeployEvent
 from freight.plugins import PluginConfig
 
 EVENTS = ("queued", "started", "finished", "failed", "cancelled")
+# The deploy's status as of the event, whatever it is by the time the event is delivered.
+STATUS_AT = {"queued": "pending", "started": "in_progress"} | {e: e for e in EVENTS[2:]}
 
 
 def enqueue(session: Session, deploy: Deploy, event: str) -> None:
@@ -34,7 +37,7 @@ def event_of(deploy: Deploy, event: str, *, public_url: str) -> DeployEvent:
         number=deploy.number,
         ref=deploy.ref,
         sha=deploy.sha,
-        status=str(deploy.status),
+        status=STATUS_AT[event],
         user=deploy.user.name if deploy.user else "",
         duration=deploy.duration,
         link=f"{public_url.rstrip('/')}/deploys/{deploy.app.name}/{deploy.environment}/{deploy.number}/",
@@ -94,9 +97,39 @@ def _send_with_retries(
         try:
             notifier.send(config, event, client)
             return
-        except FreightError as exc:
+        except Exception as exc:  # a notifier's bug must not stop the deploy either
             last = attempt == len(retry_delays)
+            message = (
+                exc.message if isinstance(exc, FreightError) else f"{type(exc).__name__}: {exc}"
+            )
             output(
-                f">> Notifier {config.type} failed on '{event.event}': {exc.message}"
+                f">> Notifier {config.type} failed on '{event.event}': {message}"
                 + (" (giving up)" if last else ", retrying")
             )
+
+
+def unattended(engine: Engine, *, settle: float) -> list[int]:
+    """Deploys with events that no runner will deliver: queued ones that have no run yet, and
+    ones that ended (cancelled while queued, reaped) more than `settle` seconds ago."""
+    cutoff = utcnow() - timedelta(seconds=settle)
+    with session_scope(engine) as session:
+        return list(
+            session.scalars(
+                select(Deploy.id)
+                .join(Notification, Notification.deploy_id == Deploy.id)
+                .where(
+                    Notification.date_delivered.is_(None),
+                    or_(
+                        and_(Deploy.status == DeployStatus.PENDING, Deploy.flow_run_id.is_(None)),
+                        and_(
+                            Deploy.status.in_(
+                                [DeployStatus.FINISHED, DeployStatus.FAILED, DeployStatus.CANCELLED]
+                            ),
+                            Deploy.date_finished < cutoff,
+                        ),
+                    ),
+                )
+                .distinct()
+                .order_by(Deploy.id)
+            )
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -9,10 +11,17 @@ from freight.db import Deploy
 
 
 class RunState(StrEnum):
-    WAITING = "waiting"  # accepted but not yet started by a worker
+    WAITING = "waiting"  # accepted, not yet started by a worker
     RUNNING = "running"
-    ENDED = "ended"
+    CANCELLED = "cancelled"
+    ENDED = "ended"  # completed, failed or crashed
     MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: RunState
+    since: datetime | None = None  # when the run entered that state
 
 
 class Orchestrator(Protocol):
@@ -20,6 +29,10 @@ class Orchestrator(Protocol):
         """Start a run for the deploy; return the run's id."""
         ...
 
-    def run_state(self, run_id: str) -> RunState: ...
+    def run_status(self, run_id: str) -> RunStatus: ...
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel a run that has not started yet."""
+        ...
 
     def mark_crashed(self, run_id: str, message: str) -> None: ...

@@ -43,10 +43,24 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
     """Move the head of the queue to in_progress, unless something already runs there."""
     if running(session, app_id, environment) is not None:
         return None
-    queue = pending(session, app_id, environment)
-    if not queue:
+    # The row lock makes concurrent claimers and cancellers of the head take turns (PostgreSQL;
+    # SQLite transactions already do): the second one sees the first one's outcome.
+    head_id = session.scalar(
+        select(Deploy.id)
+        .where(
+            Deploy.app_id == app_id,
+            Deploy.environment == environment,
+            Deploy.status == DeployStatus.PENDING,
+        )
+        .order_by(Deploy.id)
+        .limit(1)
+        .with_for_update()
+    )
+    if head_id is None:
         return None
-    head = queue[0]
+    head = session.get_one(Deploy, head_id, populate_existing=True)
+    if head.status != DeployStatus.PENDING:
+        return None
     try:
         with session.begin_nested():
             head.status = DeployStatus.IN_PROGRESS

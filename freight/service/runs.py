@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,16 @@ from freight import checks, providers, vcs
 from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
-from freight.errors import DeployCancelled, FreightError, InvalidRequest
+from freight.errors import (
+    CommandFailed,
+    DeployCancelled,
+    DeployTimeout,
+    FreightError,
+    InvalidRequest,
+)
 from freight.providers import DeployContext, ProviderRuntime
 from freight.runner import Masker
-from freight.service import deploys, locks, logs, notifications, queue
+from freight.service import deploys, locks, logs, notifications, queue, releases
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
 
@@ -120,15 +127,6 @@ class DeployRun:
         if self._writer:
             self._writer.write(line)
 
-    def request_cancel(self, by: str) -> None:
-        """Cancel from inside the run's process (e.g. the orchestrator sent SIGTERM)."""
-        with session_scope(self.engine) as session:
-            deploy = session.get_one(Deploy, self.deploy_id)
-            if deploy.cancel_requested_at is None:
-                deploy.cancel_requested_at = utcnow()
-                deploy.cancelled_by = by
-        self._cancel.set()
-
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
@@ -136,8 +134,9 @@ class DeployRun:
     def _watch(self) -> None:
         """Beat the heartbeat and notice cancel requests made from elsewhere (API, CLI)."""
         last_beat = 0.0
-        poll = self.settings.queue_poll_interval
-        while not self._stop.wait(0 if last_beat == 0.0 else poll):
+        wait = 0.0  # the first beat at once: the reaper counts silence from the claim until then
+        while not self._stop.wait(wait):
+            wait = self.settings.queue_poll_interval
             now = utcnow()
             try:
                 with session_scope(self.engine) as session:
@@ -178,13 +177,14 @@ class DeployRun:
                 if announced is None:
                     on_wait()
                 announced = ahead
-            if self._stop.wait(self.settings.queue_poll_interval):
-                return False
+            time.sleep(self.settings.queue_poll_interval)
 
     def start(self) -> None:
         with session_scope(self.engine) as session:
             deploy = deploys.get_deploy(session, self.deploy_id)
             deploy.date_started = utcnow()
+            # What is live now, not when the deploy was queued: that is what it replaces.
+            deploy.prev_sha = releases.current_sha(session, deploy.app_id, deploy.environment)
             deploy.flow_run_id = self.run_id
             notifications.enqueue(session, deploy, "started")
             user = deploy.user.name if deploy.user else "unknown"
@@ -288,7 +288,9 @@ class DeployRun:
                     DeployStatus.FAILED,
                     f"Internal error: {type(error).__name__}: {error}",
                 )
-            deploys.mark_ended(session, deploy, status, reason)
+            # The runner has already logged why the command failed or was stopped.
+            told = isinstance(error, CommandFailed | DeployTimeout)
+            deploys.mark_ended(session, deploy, status, reason, announce=not told)
             duration = deploy.duration or 0.0
         self.output(f">> Deploy {status} after {duration:.1f}s")
         return status
@@ -343,27 +345,30 @@ class Steps:
 def execute(
     run: DeployRun, orchestrator: Orchestrator, client: httpx.Client, steps: Steps | None = None
 ) -> DeployStatus:
-    """The deploy lifecycle: wait for the slot, run the steps, always clean up, record, hand on."""
+    """The deploy lifecycle: wait for the slot, run the steps, always clean up, record the
+    outcome, hand the slot on, notify. A signal (the orchestrator cancelling) is re-raised
+    once all of that is done."""
     steps = steps or Steps()
     error: BaseException | None = None
     with run:
-        if run.wait_for_turn(orchestrator, on_wait=lambda: steps.notify(run, client)):
-            run.start()
+        try:
+            if run.wait_for_turn(orchestrator, on_wait=lambda: steps.notify(run, client)):
+                run.start()
+                steps.notify(run, client)
+                try:
+                    steps.check_lock(run)
+                    steps.check_github_status(run)
+                    steps.prepare_workspace(run)
+                    steps.run_provider(run)
+                finally:
+                    steps.cleanup_workspace(run)
+        except BaseException as exc:  # signals too: the record and the queue come first
+            error = exc
+        status = run.finish(error)
+        try:
+            run.hand_over(orchestrator)
+        finally:
             steps.notify(run, client)
-            try:
-                steps.check_lock(run)
-                steps.check_github_status(run)
-                steps.prepare_workspace(run)
-                steps.run_provider(run)
-            except BaseException as exc:  # signals too: the workspace and the record come first
-                error = exc
-            finally:
-                steps.cleanup_workspace(run)
-            status = run.finish(error)
-        else:
-            status = run.finish(DeployCancelled("Deploy cancelled while queued"))
-        steps.notify(run, client)
-        run.hand_over(orchestrator)
     if error is not None and not isinstance(error, Exception):
         raise error
     return status

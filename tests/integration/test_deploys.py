@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from freight.db import Deploy, DeployStatus, session_scope
 from freight.errors import DeployFinished, InvalidEnvironment, InvalidRef, NotFound
 from freight.service import apps, deploys, logs, queue, releases
+from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 
@@ -265,3 +266,22 @@ def test_release_state_shows_live_running_and_queued_per_environment(
     assert staging.queued == 1
     production = state[(app_name, "production")]
     assert production.live is None and production.running is None and production.queued == 0
+
+
+def test_cancel_of_a_deploy_no_worker_has_started_frees_the_slot_at_once(
+    engine: Engine, settings: Settings, app_name: str
+) -> None:
+    orchestrator = RecordingOrchestrator()  # hands over, but no worker ever starts the run
+    stuck, waiting = create(engine, settings, app_name).id, create(engine, settings, app_name).id
+    with session_scope(engine) as session:
+        queue.advance_all(session, orchestrator)
+    with session_scope(engine) as session:
+        deploy = deploys.get_deploy(session, stuck)
+        deploys.cancel_deploy(session, deploy, by="bob", orchestrator=orchestrator)
+    with session_scope(engine) as session:
+        cancelled = deploys.get_deploy(session, stuck)
+        assert cancelled.status == DeployStatus.CANCELLED
+        assert cancelled.reason == "Cancelled by bob before it started"
+        assert deploys.get_deploy(session, waiting).status == DeployStatus.IN_PROGRESS
+    assert orchestrator.states[f"run-{stuck}"] == RunState.CANCELLED
+    assert orchestrator.submitted == [stuck, waiting]

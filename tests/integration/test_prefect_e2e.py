@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -31,6 +31,7 @@ from freight.settings import Settings
 from freight.stack import Stack, prefect_command, running_stack
 from tests.conftest import DATABASES, database
 from tests.factories import GitRepo, make_app
+from tests.helpers import live_pids_with_env, wait_for
 
 pytestmark = pytest.mark.prefect
 
@@ -107,35 +108,6 @@ class Env:
 
     def diagnostics(self) -> str:
         return (self.stack.log_dir / "worker.log").read_text()[-4000:]
-
-
-def wait_for(
-    condition: Callable[[], object],
-    timeout: float,
-    what: str,
-    diagnostics: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnostics()}")
-        time.sleep(0.1)
-
-
-def live_pids_with(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if marker.encode() not in (proc / "environ").read_bytes():
-                continue
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(proc.name))
-    return found
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -268,7 +240,7 @@ def test_cancel_queued_and_running_deploys_from_freight(env: Env) -> None:
         deploys.cancel_deploy(session, deploys.get_deploy(session, running_id), by="bob")
     deploy = env.wait_status(running_id, DeployStatus.CANCELLED, timeout=30)
     assert deploy.reason == "Cancelled by bob"
-    assert live_pids_with(f"FREIGHT_PARAM_MARKER={marker}") == []
+    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
     assert deploy.flow_run_id
     wait_for(lambda: env.run_state(deploy.flow_run_id) == StateType.CANCELLED, 30, "Cancelled")
 
@@ -289,7 +261,7 @@ def test_cancel_from_prefect_stops_the_command_and_records_cancelled(env: Env) -
     deploy = env.wait_status(deploy_id, DeployStatus.CANCELLED, DeployStatus.FAILED, timeout=40)
     assert deploy.status == DeployStatus.CANCELLED, env.log(deploy_id)
     assert deploy.reason == "Cancelled by Prefect"
-    assert live_pids_with(f"FREIGHT_PARAM_MARKER={marker}") == []
+    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
     assert not (env.settings.workspaces / "checkouts" / str(deploy_id)).exists()
     wait_for(lambda: env.run_state(run_id) == StateType.CANCELLED, 40, "Cancelled state")
 
@@ -304,7 +276,7 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env) -> None
     assert run_id
     runners = [
         pid
-        for pid in live_pids_with(f"PREFECT__FLOW_RUN_ID={run_id}")
+        for pid in live_pids_with_env(f"PREFECT__FLOW_RUN_ID={run_id}")
         if b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(runners) == 1
@@ -318,5 +290,5 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env) -> None
         assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
         assert env.run_state(run_id) == StateType.CRASHED
     finally:
-        for pid in live_pids_with(f"FREIGHT_PARAM_MARKER={marker}"):
+        for pid in live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}"):
             os.kill(pid, signal.SIGKILL)

@@ -12,28 +12,11 @@ from types import FrameType
 
 import pytest
 
+from freight import procs
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout
 from freight.runner import Masker, run_process
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-
-
-def live_group_pids(pgid: int) -> list[int]:
-    """Pids of the group's processes that still run; zombies don't count, since in a container
-    PID 1 may never reap them."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat[stat.rfind(b")") + 2 :].split()[:3]
-        if state not in (b"Z", b"X") and int(pgrp) == pgid:
-            pids.append(int(name))
-    return pids
 
 
 def run(
@@ -177,7 +160,7 @@ def test_total_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     def output(line: str) -> None:
         lines.append(line)
         if line == "spawned":
-            before.extend(live_group_pids(int(lines[0])))
+            before.extend(procs.group_members(int(lines[0])))
 
     started = time.monotonic()
     with pytest.raises(DeployTimeout) as timed_out:
@@ -192,7 +175,7 @@ def test_total_timeout_stops_the_whole_group(tmp_path: Path) -> None:
         f">> Sent SIGTERM to process group {pgid}",
     ]
     assert len(before) >= 2
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
     assert 1 <= elapsed < 5
 
 
@@ -219,7 +202,7 @@ def test_no_output_timeout_resets_on_output_and_stops_the_group(tmp_path: Path) 
     ]
     # Silence only started after the last tick (>= 1.2 s in), so the limit must have been reset.
     assert elapsed >= 2.2
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
 
 
 def test_cancel_kills_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
@@ -229,7 +212,7 @@ def test_cancel_kills_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
     def should_cancel() -> bool:
         if not any(line.startswith("child ") for line in lines):
             return False
-        before.extend(live_group_pids(int(lines[0])))
+        before.extend(procs.group_members(int(lines[0])))
         return True
 
     with pytest.raises(DeployCancelled) as cancelled:
@@ -249,7 +232,7 @@ def test_cancel_kills_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
         f">> Sent SIGKILL to process group {pgid}",
     ]
     assert {pgid, child} <= set(before)
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
 
 
 def test_background_leftover_is_stopped_after_normal_exit(tmp_path: Path) -> None:
@@ -264,7 +247,7 @@ def test_background_leftover_is_stopped_after_normal_exit(tmp_path: Path) -> Non
     assert lines[2:] == [str(i) for i in range(1, 3001)] + [
         f">> Sent SIGTERM to process group {pgid}"
     ]
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
     # The sleep held the pipe open: waiting for EOF would have run into the 10 s limits.
     assert elapsed < 5
 
@@ -279,7 +262,7 @@ def test_background_leftover_is_stopped_after_failed_exit(tmp_path: Path) -> Non
         f">> Sent SIGTERM to process group {pgid}",
         ">> Command exited with status 4",
     ]
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
 
 
 class SinkBroken(Exception):
@@ -297,7 +280,7 @@ def test_exception_from_output_still_stops_the_group(tmp_path: Path) -> None:
     with pytest.raises(SinkBroken):
         run("echo $$; sleep 600 & echo started; sleep 600", [], tmp_path, output=output)
     pgid = int(lines[0])
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
 
 
 class Interrupted(Exception):
@@ -338,7 +321,7 @@ def test_exception_from_signal_handler_still_stops_the_group(tmp_path: Path) -> 
         )
     pgid = int(lines[0])
     assert lines[1:] == ["started", f">> Sent SIGTERM to process group {pgid}"]
-    assert live_group_pids(pgid) == []
+    assert procs.group_members(pgid) == []
 
 
 def test_masker_replaces_secrets_longest_first() -> None:

@@ -8,9 +8,8 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,51 +17,14 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
-from freight import vcs
+from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
 from freight.service import deploys, logs, maintenance, queue, runs
 from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.doubles import RecordingServer, recording_server
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def live_pids_with(marker: str) -> list[int]:
-    """Processes (not zombies) whose environment carries the marker."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if f"FREIGHT_PARAM_MARKER={marker}".encode() not in (proc / "environ").read_bytes():
-                continue
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(proc.name))
-    return found
-
-
-def live_pids_in_group(pgid: int) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                found.append(int(proc.name))
-    return found
+from tests.helpers import live_pids_with_env, wait_for
 
 
 def log_text(engine: Engine, deploy_id: int) -> str:
@@ -104,6 +66,12 @@ class Harness:
     def deploy(self, deploy_id: int) -> Deploy:
         with session_scope(self.engine) as session:
             return deploys.get_deploy(session, deploy_id)
+
+    def maintain(self) -> maintenance.MaintenanceReport:
+        with httpx.Client(timeout=5) as client:
+            return maintenance.run_maintenance(
+                self.engine, self.orchestrator, self.settings, client=client, output=print
+            )
 
 
 @pytest.fixture
@@ -185,7 +153,7 @@ def test_time_limits_fail_the_deploy_and_kill_the_group(
     assert harness.execute(deploy_id) == DeployStatus.FAILED
     assert line in log_text(harness.engine, deploy_id)
     assert harness.deploy(deploy_id).reason == line.removeprefix(">> ")
-    assert live_pids_with(marker) == []
+    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
 
 
 def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(harness: Harness) -> None:
@@ -196,12 +164,14 @@ def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(harness: Ha
     thread = threading.Thread(target=lambda: outcome.append(harness.execute(deploy_id)))
     thread.start()
     wait_for(lambda: "waiting\n" in log_text(harness.engine, deploy_id), what="command output")
-    wait_for(lambda: len(live_pids_with(marker)) >= 2, what="grandchild")
+    wait_for(
+        lambda: len(live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}")) >= 2, what="grandchild"
+    )
     with session_scope(harness.engine) as session:
         deploys.cancel_deploy(session, deploys.get_deploy(session, deploy_id), by="bob")
     thread.join(timeout=20)
     assert outcome == [DeployStatus.CANCELLED]
-    assert live_pids_with(marker) == []
+    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
     text = log_text(harness.engine, deploy_id)
     assert ">> Cancel requested by bob\n" in text
     assert ">> Sent SIGTERM to process group" in text and ">> Sent SIGKILL to process group" in text
@@ -296,15 +266,9 @@ def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: H
             .values(runner_host=socket.gethostname(), runner_pgid=stranger.pid)
         )
     try:
-        report = maintenance.run_maintenance(
-            harness.engine,
-            harness.orchestrator,
-            workspace_root=harness.settings.workspaces,
-            lost_after=30,
-            grace=1,
-        )
+        report = harness.maintain()
         assert orphan.wait(5) < 0
-        assert live_pids_in_group(orphan.pid) == []
+        assert procs.group_members(orphan.pid) == []
         assert stranger.poll() is None
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -327,13 +291,7 @@ def test_reaper_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None
             .where(Deploy.id == deploy_id)
             .values(heartbeat_at=utcnow() - timedelta(seconds=120))
         )
-    report = maintenance.run_maintenance(
-        harness.engine,
-        harness.orchestrator,
-        workspace_root=harness.settings.workspaces,
-        lost_after=30,
-        grace=1,
-    )
+    report = harness.maintain()
     assert report.reaped == []
     assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
 
