@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +15,8 @@ class PluginConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
+    # Fields whose values may hold `${NAME}` secret references, resolved only at run time.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
 
 K = TypeVar("K")

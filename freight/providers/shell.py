@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import re
 import shlex
 import string
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -27,14 +28,39 @@ VARIABLES = {
 PARAM = re.compile(r"params\[([A-Za-z_][A-Za-z0-9_]*)\]")
 
 
-def _fields(template: str) -> list[tuple[str, str | None]]:
-    """Split a template into (literal text, variable name or None) pairs."""
+class _Quote(enum.Enum):
+    NONE = ""
+    SINGLE = "'"
+    DOUBLE = '"'
+
+
+def _quote_after(literal: str, state: _Quote) -> _Quote:
+    """The shell quoting in force after `literal`, starting in `state`."""
+    escaped = False
+    for char in literal:
+        if escaped:
+            escaped = False
+        elif char == "\\" and state != _Quote.SINGLE:
+            escaped = True
+        elif state == _Quote.NONE and char in "'\"":
+            state = _Quote(char)
+        elif state.value == char:
+            state = _Quote.NONE
+    return state
+
+
+def _fields(template: str) -> list[tuple[str, str | None, _Quote]]:
+    """Split a template into (literal text, variable name or None, quoting at the variable)."""
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"bad command template: {exc}") from None
     result = []
+    quote = _Quote.NONE
     for literal, name, spec, conversion in parts:
+        quote = _quote_after(literal, quote)
+        if name is not None and quote == _Quote.SINGLE:
+            raise ValueError(f"template variable '{{{name}}}' inside single quotes never expands")
         if name is not None and (spec or conversion):
             raise ValueError(f"template variable '{{{name}}}' takes no format or conversion")
         if name is not None and name not in VARIABLES and not PARAM.fullmatch(name):
@@ -43,7 +69,7 @@ def _fields(template: str) -> list[tuple[str, str | None]]:
                 + ", ".join([*VARIABLES, "params[NAME]"])
                 + ")"
             )
-        result.append((literal, name))
+        result.append((literal, name, quote))
     return result
 
 
@@ -53,6 +79,8 @@ class ShellConfig(PluginConfig):
     timeout: float | None = Field(default=None, gt=0)
     read_timeout: float | None = Field(default=None, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
+
+    secret_fields: ClassVar[tuple[str, ...]] = ("env",)
 
     @field_validator("command")
     @classmethod
@@ -64,16 +92,17 @@ class ShellConfig(PluginConfig):
 def render_command(template: str, context: DeployContext) -> tuple[str, str]:
     """The command to run and the command to show.
 
-    The command that runs never contains a value: each variable becomes a double-quoted reference
-    to its FREIGHT_* environment variable, which the shell expands without re-parsing, so no
-    ref, param or other value can inject shell syntax, whichever quotes the template puts around
-    it. The shown form carries the values, for the log.
+    The command that runs never contains a value: each variable becomes a reference to its
+    FREIGHT_* environment variable, double-quoted unless the template already puts it inside
+    double quotes. The shell expands such a reference without re-parsing it, so no ref, param or
+    other value can inject shell syntax or split into several words. The shown form carries the
+    values, for the log.
     """
     values = {
         name: str(value) for name, value in context.template_values().items() if name in VARIABLES
     }
     to_run, to_show = [], []
-    for literal, name in _fields(template):
+    for literal, name, quote in _fields(template):
         to_run.append(literal)
         to_show.append(literal)
         if name is None:
@@ -82,11 +111,15 @@ def render_command(template: str, context: DeployContext) -> tuple[str, str]:
         if param:
             if param[1] not in context.params:
                 raise InvalidProvider(f"The command needs parameter '{param[1]}', not given")
-            to_run.append(f'"${{FREIGHT_PARAM_{param[1].upper()}}}"')
-            to_show.append(shlex.quote(context.params[param[1]]))
+            variable, value = f"FREIGHT_PARAM_{param[1].upper()}", context.params[param[1]]
         else:
-            to_run.append(f'"${{{VARIABLES[name]}}}"')
-            to_show.append(shlex.quote(values[name]))
+            variable, value = VARIABLES[name], values[name]
+        if quote == _Quote.DOUBLE:
+            to_run.append(f"${{{variable}}}")
+            to_show.append(value)
+        else:
+            to_run.append(f'"${{{variable}}}"')
+            to_show.append(shlex.quote(value))
     return "".join(to_run), "".join(to_show)
 
 

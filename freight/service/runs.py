@@ -17,7 +17,7 @@ from types import TracebackType
 import httpx
 from sqlalchemy import Engine
 
-from freight import checks, providers, vcs
+from freight import checks, providers, secrets, vcs
 from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
@@ -228,7 +228,8 @@ class DeployRun:
     def run_provider(self) -> None:
         self._raise_if_cancelled()
         deploy = self._snapshot()
-        config = self.config.provider
+        config, secret_values = secrets.resolve_config(self.config.provider, os.environ)
+        self._mask = Masker([*self.settings.secret_values(), *secret_values])
         assert deploy.workspace and deploy.sha
         context = DeployContext(
             deploy_id=deploy.id,

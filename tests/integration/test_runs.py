@@ -12,19 +12,38 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
-from freight import procs, vcs
+from freight import checks, procs, vcs
+from freight.checks import CheckContext
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
+from freight.errors import CheckFailed
+from freight.plugins import PluginConfig
 from freight.service import deploys, logs, maintenance, queue, runs
 from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.doubles import RecordingServer, recording_server
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 from tests.helpers import live_pids_with_env, wait_for
+
+
+def contiguous_log(engine: Engine, deploy_id: int) -> str:
+    """The whole log, after checking that its chunks tile it without gap or overlap."""
+    with session_scope(engine) as session:
+        chunks = list(
+            session.scalars(
+                select(LogChunk).where(LogChunk.deploy_id == deploy_id).order_by(LogChunk.offset)
+            )
+        )
+    offset = 0
+    for chunk in chunks:
+        assert chunk.offset == offset and chunk.size == len(chunk.text)
+        offset += chunk.size
+    return "".join(chunk.text for chunk in chunks)
 
 
 def log_text(engine: Engine, deploy_id: int) -> str:
@@ -88,7 +107,9 @@ def test_successful_deploy_passes_variables_safely_and_cleans_up(
         'echo "vars {app} {environment} {ref} {number} {prev_sha}|{params[greeting]}"; '
         'echo "env $FREIGHT_APP $FREIGHT_ENVIRONMENT $FREIGHT_SHA $FREIGHT_NUMBER '
         '$FREIGHT_PARAM_GREETING"; '
-        'echo "sha {sha}"; pwd; cat README; echo s3cr3t-api-key'
+        'echo "sha {sha}"; pwd; cat README; echo s3cr3t-api-key; '
+        'echo "more $FREIGHT_REF $FREIGHT_USER $FREIGHT_WORKSPACE {workspace} '
+        '$(git rev-parse HEAD)"'
     )
     deploy_id = harness.create(app, greeting=hostile)
     assert harness.execute(deploy_id) == DeployStatus.FINISHED
@@ -98,6 +119,8 @@ def test_successful_deploy_passes_variables_safely_and_cleans_up(
     assert f"vars {app} staging main 1 |{hostile}\n" in text
     assert f"env {app} staging {deploy.sha} 1 {hostile}\n" in text
     assert f"sha {deploy.sha}\n" in text
+    workspace = f"{harness.settings.workspaces}/checkouts/{deploy_id}"
+    assert f"more main ana {workspace} {workspace} {deploy.sha}\n" in text
     assert f"{harness.settings.workspaces}/checkouts/{deploy_id}\nhello\n" in text
     assert "s3cr3t-api-key" not in text and "********" in text
     assert text.startswith(f">> Deploying {app}/staging#1: main ({deploy.sha}) by ana\n")
@@ -183,17 +206,7 @@ def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(harness: Ha
 def test_ten_thousand_lines_arrive_once_in_order_with_contiguous_offsets(harness: Harness) -> None:
     deploy_id = harness.create(harness.app("seq 1 10000"))
     assert harness.execute(deploy_id) == DeployStatus.FINISHED
-    with session_scope(harness.engine) as session:
-        chunks = list(
-            session.scalars(
-                select(LogChunk).where(LogChunk.deploy_id == deploy_id).order_by(LogChunk.offset)
-            )
-        )
-    offset = 0
-    for chunk in chunks:
-        assert chunk.offset == offset and chunk.size == len(chunk.text)
-        offset += chunk.size
-    lines = "".join(c.text for c in chunks).splitlines()
+    lines = contiguous_log(harness.engine, deploy_id).splitlines()
     numbers = [line for line in lines if not line.startswith(">> ")]
     assert numbers == [str(n) for n in range(1, 10001)]
 
@@ -211,7 +224,7 @@ def test_a_line_is_readable_before_the_command_ends(harness: Harness, tmp_path: 
     assert "\nlast\n" not in log_text(harness.engine, deploy_id)
     gate.write_text("open")
     thread.join(timeout=10)
-    assert "first\nslow 1\nslow 2\nslow 3\nlast\n" in log_text(harness.engine, deploy_id)
+    assert "first\nslow 1\nslow 2\nslow 3\nlast\n" in contiguous_log(harness.engine, deploy_id)
 
 
 def test_lock_refuses_others_and_lets_its_owner_deploy(harness: Harness) -> None:
@@ -350,3 +363,109 @@ def test_a_run_waiting_behind_another_announces_queued_before_its_turn(harness: 
     assert outcome == [DeployStatus.FINISHED]
     second_events = [r.json()["event"] for r in harness.hook.requests if r.json()["number"] == 2]
     assert second_events == ["queued", "started", "finished"]
+
+
+def test_secret_references_resolve_at_run_time_and_are_masked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FREIGHT_TEST_TOKEN", "tok-9f8e7d")
+    app = harness.app(
+        'test "$TOKEN" = tok-9f8e7d && echo "token ok: $TOKEN"',
+        provider={"env": {"TOKEN": "${FREIGHT_TEST_TOKEN}"}},
+    )
+    deploy_id = harness.create(app)
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    text = log_text(harness.engine, deploy_id)
+    assert "token ok: ********\n" in text and "tok-9f8e7d" not in text
+    with session_scope(harness.engine) as session:  # stored as a reference, never resolved
+        assert deploys.get_deploy(session, deploy_id).config["provider"]["env"] == {
+            "TOKEN": "${FREIGHT_TEST_TOKEN}"
+        }
+
+    monkeypatch.delenv("FREIGHT_TEST_TOKEN")
+    missing = harness.create(app)
+    assert harness.execute(missing) == DeployStatus.FAILED
+    assert harness.deploy(missing).reason == (
+        "Secret 'FREIGHT_TEST_TOKEN' is not set where the deploy runs"
+    )
+
+
+class Interrupted(BaseException):
+    """Stands in for Prefect's TerminationSignal, raised by a signal handler in the main thread."""
+
+
+def test_a_signal_while_queued_cancels_the_deploy_and_leaves_the_queue_intact(
+    harness: Harness,
+) -> None:
+    app = harness.app("echo ok")
+    first = harness.create(app)  # holds the slot
+    run_id = str(uuid.uuid4())
+    second = runs.register(
+        harness.engine,
+        harness.settings,
+        app=app,
+        environment="staging",
+        ref=None,
+        user="prefect",
+        params=None,
+        force=False,
+        run_id=run_id,
+    )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
+        with pytest.raises(Interrupted), httpx.Client(timeout=5) as client:
+            runs.execute(run, harness.orchestrator, client)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    cancelled = harness.deploy(second)
+    assert cancelled.status == DeployStatus.CANCELLED
+    assert cancelled.reason == "Cancelled by Prefect"
+    assert harness.deploy(first).status == DeployStatus.IN_PROGRESS
+    assert [r.json()["event"] for r in harness.hook.requests] == ["queued", "cancelled"]
+
+
+def test_checks_gate_the_deploy_and_force_skips_them(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class GateConfig(PluginConfig):
+        type: Literal["gate"] = "gate"
+        path: str
+
+    class Gate:
+        def check(self, config: PluginConfig, context: CheckContext) -> None:
+            assert isinstance(config, GateConfig)
+            if not Path(config.path).exists():
+                raise CheckFailed(f"[failure] gate: {config.path} is closed")
+
+    monkeypatch.setitem(checks.registry._kinds, "gate", (GateConfig, Gate()))
+    app = harness.app("echo deployed", checks=[{"type": "gate", "path": str(tmp_path / "open")}])
+    refused = harness.create(app)
+    assert harness.execute(refused) == DeployStatus.FAILED
+    assert harness.deploy(refused).reason == f"[failure] gate: {tmp_path}/open is closed"
+    assert "deployed" not in log_text(harness.engine, refused).replace("echo deployed", "")
+
+    app_id = harness.deploy(refused).app_id
+    with session_scope(harness.engine) as session:
+        forced = deploys.create_deploy(
+            session,
+            app=app,
+            environment="staging",
+            user="ana",
+            force=True,
+            workspace_root=harness.settings.workspaces,
+        ).id
+        queue.advance(session, harness.orchestrator, app_id, "staging")
+    assert harness.execute(forced) == DeployStatus.FINISHED
+    assert ">> Checks skipped: deploy forced\n" in log_text(harness.engine, forced)
+
+    (tmp_path / "open").touch()
+    passed = harness.create(app)
+    assert harness.execute(passed) == DeployStatus.FINISHED
+    assert ">> Running check gate\n" in log_text(harness.engine, passed)

@@ -68,3 +68,16 @@ def test_environment_exports_every_variable_and_param() -> None:
     assert env["FREIGHT_PARAM_REGION"] == "eu west $(id)"
     assert env["FREIGHT_PREV_SHA"] == ""
     assert env["FREIGHT_USER"] == "ana"
+
+
+def test_variables_inside_double_quotes_stay_one_word_and_inert() -> None:
+    to_run, shown = render_command('echo "ref: {ref}" \'{{literal}}\' "x\\"{sha}"', CONTEXT)
+    assert to_run == 'echo "ref: ${FREIGHT_REF}" \'{literal}\' "x\\"${FREIGHT_SHA}"'
+    assert shown == f'echo "ref: main; rm -rf /" \'{{literal}}\' "x\\"{"3f2a" * 10}"'
+
+
+def test_variable_inside_single_quotes_is_refused() -> None:
+    with pytest.raises(ValidationError, match="inside single quotes"):
+        ShellConfig(command="echo '{sha}'")
+    # A quote escaped outside quotes opens nothing.
+    assert ShellConfig(command="echo \\'{sha}").command
