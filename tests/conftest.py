@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg2
@@ -16,6 +17,7 @@ from freight.db import make_engine
 from freight.db.migrate import upgrade
 from freight.settings import Settings
 from tests.factories import GitRepo
+from tests.helpers import live_pids_with_env
 
 PG_SERVER = os.environ.get("FREIGHT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 
@@ -91,3 +93,14 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def origin(tmp_path: Path) -> GitRepo:
     return GitRepo.create(tmp_path / "origin")
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique value for FREIGHT_PARAM_MARKER; whatever still carries it afterwards is killed,
+    so a failing test leaves no process behind."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid in live_pids_with_env(f"FREIGHT_PARAM_MARKER={value}"):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -18,7 +18,12 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
@@ -135,8 +140,12 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env) -> None:
-    # The first deploy (by ana) runs long enough for the Prefect-started one to queue behind it.
-    app = env.app('echo deploying {sha}; if [ "$FREIGHT_USER" = ana ]; then sleep 12; fi')
+    # The first deploy (by ana) holds its slot until the test opens the gate.
+    gate = env.tmp / f"gate-{uuid.uuid4().hex}"
+    app = env.app(
+        f'echo deploying {{sha}}; if [ "$FREIGHT_USER" = ana ]; then '
+        f"while [ ! -e {gate} ]; do sleep 0.1; done; fi"
+    )
     first = env.create(app)
     result = subprocess.run(
         [
@@ -161,13 +170,19 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
     wait_for(registered, 60, "the Prefect-started run to register", env.diagnostics)
     second = registered()
     assert second is not None
+    wait_for(
+        lambda: f">> Waiting for {app}/staging#1 to finish" in env.log(second),
+        60,
+        "the Prefect-started deploy to wait for the first",
+    )
+    assert env.deploy(second).status == DeployStatus.PENDING
+    gate.touch()
     done = env.wait_status(second, DeployStatus.FINISHED, DeployStatus.FAILED)
     assert done.status == DeployStatus.FINISHED, env.log(second)
     assert done.number == 2 and done.user and done.user.name == "prefect"
     before = env.deploy(first)
     assert before.status == DeployStatus.FINISHED
     assert before.date_finished and done.date_started and done.date_started >= before.date_finished
-    assert f">> Waiting for {app}/staging#1 to finish" in env.log(second)
     assert "deploying " + (done.sha or "?") in env.log(second)
 
     client = env.orchestrator.client
@@ -182,6 +197,13 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
         )
         return [(t.name.rsplit("-", 1)[0], t.state.type if t.state else None) for t in found]
 
+    # The command's output is in the Prefect run log too, not only in Freight's.
+    def prefect_log() -> str:
+        found = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+        return "\n".join(entry.message for entry in found)
+
+    wait_for(lambda: f"deploying {done.sha}" in prefect_log(), 30, "the Prefect run log")
+
     # Task run states reach the server through events, a moment after the flow run's own.
     wait_for(
         lambda: {name for name, state in task_runs() if state == StateType.COMPLETED} == STEP_NAMES,
@@ -194,7 +216,12 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
 def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:
     # Each hand-over costs a flow-run process start, so this drains a short queue; the 20-deep
     # concurrent case is covered by tests/integration/test_queue.py with in-process runners.
-    app = env.app("echo {number}; sleep 1")
+    # Staging #1 holds its slot until production has finished: the two ran side by side.
+    gate = env.tmp / f"gate-{uuid.uuid4().hex}"
+    app = env.app(
+        'if [ "$FREIGHT_ENVIRONMENT/$FREIGHT_NUMBER" = staging/1 ]; then '
+        f"while [ ! -e {gate} ]; do sleep 0.1; done; fi; echo {{number}}"
+    )
     ids: list[int] = []
     barrier = threading.Barrier(QUEUE_DEPTH)
 
@@ -208,7 +235,11 @@ def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: E
     production = env.create(app, "production")
     for thread in threads:
         thread.join()
-    for deploy_id in [*ids, production]:
+    env.wait_status(production, DeployStatus.FINISHED, timeout=120)
+    staging_first = min(ids)
+    assert env.deploy(staging_first).status == DeployStatus.IN_PROGRESS
+    gate.touch()
+    for deploy_id in ids:
         done = env.wait_status(deploy_id, DeployStatus.FINISHED, DeployStatus.FAILED, timeout=300)
         assert done.status == DeployStatus.FINISHED, env.log(deploy_id)
 
@@ -218,15 +249,9 @@ def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: E
     for earlier, later in itertools.pairwise(staged):
         assert earlier.date_finished and later.date_started
         assert later.date_started >= earlier.date_finished, (earlier.name, later.name)
-    other = env.deploy(production)
-    assert any(
-        d.date_started < other.date_finished and other.date_started < d.date_finished  # type: ignore[operator]
-        for d in staged
-    ), "production should run while staging's queue drains"
 
 
-def test_cancel_queued_and_running_deploys_from_freight(env: Env) -> None:
-    marker = uuid.uuid4().hex
+def test_cancel_queued_and_running_deploys_from_freight(env: Env, marker: str) -> None:
     app = env.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
     running_id = env.create(app, marker=marker)
     queued_id = env.create(app)
@@ -245,8 +270,7 @@ def test_cancel_queued_and_running_deploys_from_freight(env: Env) -> None:
     wait_for(lambda: env.run_state(deploy.flow_run_id) == StateType.CANCELLED, 30, "Cancelled")
 
 
-def test_cancel_from_prefect_stops_the_command_and_records_cancelled(env: Env) -> None:
-    marker = uuid.uuid4().hex
+def test_cancel_from_prefect_stops_the_command_and_records_cancelled(env: Env, marker: str) -> None:
     app = env.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
     deploy_id = env.create(app, marker=marker)
     wait_for(lambda: "waiting\n" in env.log(deploy_id), 60, "command output", env.diagnostics)
@@ -266,8 +290,7 @@ def test_cancel_from_prefect_stops_the_command_and_records_cancelled(env: Env) -
     wait_for(lambda: env.run_state(run_id) == StateType.CANCELLED, 40, "Cancelled state")
 
 
-def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env) -> None:
-    marker = uuid.uuid4().hex
+def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env, marker: str) -> None:
     app = env.app('echo started; if [ -n "$FREIGHT_PARAM_MARKER" ]; then sleep 600; fi')
     lost_id = env.create(app, marker=marker)
     next_id = env.create(app)
@@ -282,13 +305,11 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env) -> None
     assert len(runners) == 1
     killed_at = time.monotonic()
     os.kill(runners[0], signal.SIGKILL)
-    try:
-        lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)
-        assert time.monotonic() - killed_at < 60
-        assert lost.reason and lost.reason.startswith("Runner lost")
-        assert not (env.settings.workspaces / "checkouts" / str(lost_id)).exists()
-        assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
-        assert env.run_state(run_id) == StateType.CRASHED
-    finally:
-        for pid in live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}"):
-            os.kill(pid, signal.SIGKILL)
+    lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)
+    assert time.monotonic() - killed_at < 60
+    assert lost.reason and lost.reason.startswith("Runner lost")
+    assert not (env.settings.workspaces / "checkouts" / str(lost_id)).exists()
+    # The command the dead runner left behind was stopped by the reaper.
+    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
+    assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
+    assert env.run_state(run_id) == StateType.CRASHED

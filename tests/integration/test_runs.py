@@ -167,9 +167,8 @@ def test_failing_command_fails_the_deploy_and_removes_the_workspace(harness: Har
     ],
 )
 def test_time_limits_fail_the_deploy_and_kill_the_group(
-    harness: Harness, provider: dict[str, float], line: str
+    harness: Harness, provider: dict[str, float], line: str, marker: str
 ) -> None:
-    marker = uuid.uuid4().hex
     deploy_id = harness.create(
         harness.app("echo started; sleep 30 & sleep 30", provider=provider), marker=marker
     )
@@ -179,8 +178,9 @@ def test_time_limits_fail_the_deploy_and_kill_the_group(
     assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
 
 
-def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(harness: Harness) -> None:
-    marker = uuid.uuid4().hex
+def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(
+    harness: Harness, marker: str
+) -> None:
     app = harness.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
     deploy_id = harness.create(app, marker=marker)
     outcome: list[DeployStatus] = []
