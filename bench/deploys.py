@@ -21,6 +21,7 @@ from pathlib import Path
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
 
+from freight import procs
 from freight.catalogue import AppSpec
 from freight.db import AppSource, Deploy, DeployStatus, LogChunk, get_engine, session_scope
 from freight.db.migrate import upgrade
@@ -53,24 +54,6 @@ def rss_mb(pids: set[int]) -> float:
         except OSError:
             pass
     return total / 1024
-
-
-def tree(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p not in found:
-            found.add(p)
-            todo.extend(children.get(p, []))
-    return found
 
 
 def wait_for(condition: Callable[[], object], timeout: float) -> None:
@@ -190,12 +173,12 @@ def burst(bench: Bench, total: int, app_envs: int) -> tuple[float, int, int]:
 
 
 def memory(bench: Bench, stack_pids: dict[str, int]) -> dict[str, float]:
-    idle = {name: rss_mb(tree(pid)) for name, pid in stack_pids.items()}
+    idle = {name: rss_mb(procs.descendants({pid})) for name, pid in stack_pids.items()}
     bench.app("mem", ["staging"], "echo running; sleep 8")
-    before = tree(stack_pids["worker"])
+    before = procs.descendants({stack_pids["worker"]})
     deploy_id = bench.trigger("mem", "staging")
     wait_for(lambda: "running" in "".join(bench.chunks(deploy_id)), 120)
-    per_deploy = rss_mb(tree(stack_pids["worker"]) - before)
+    per_deploy = rss_mb(procs.descendants({stack_pids["worker"]}) - before)
     wait_for(lambda: DeployStatus(bench.deploy(deploy_id).status).is_final, 120)
     return {**{f"{k} idle": v for k, v in idle.items()}, "per running deploy": per_deploy}
 

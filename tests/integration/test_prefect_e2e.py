@@ -308,8 +308,17 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env, marker:
     lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)
     assert time.monotonic() - killed_at < 60
     assert lost.reason and lost.reason.startswith("Runner lost")
-    assert not (env.settings.workspaces / "checkouts" / str(lost_id)).exists()
-    # The command the dead runner left behind was stopped by the reaper.
-    assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
+    # Then, outside the deploy's transaction, the reaper stops the command the dead runner
+    # left behind and removes the checkout.
+    wait_for(
+        lambda: not live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}"),
+        20,
+        "the orphaned command to be stopped",
+    )
+    wait_for(
+        lambda: not (env.settings.workspaces / "checkouts" / str(lost_id)).exists(),
+        20,
+        "the checkout to be removed",
+    )
     assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
     assert env.run_state(run_id) == StateType.CRASHED
