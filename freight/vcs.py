@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,14 +174,30 @@ def mirror_lock(workspace_root: Path, url: str) -> contextlib.AbstractContextMan
 
 
 def update_mirror(workspace_root: Path, url: str, *, timeout: float = 600) -> Path:
-    """Clone ``url`` as a bare mirror, or fetch into the existing one; returns the mirror path."""
+    """Clone ``url`` as a bare mirror, or fetch into the existing one; returns the mirror path.
+
+    Callers that queue up behind one fetch share it: a fetch that began after this call asked
+    for one has everything this call would have fetched, so a burst of deploys of one repository
+    costs one or two fetches, not one each.
+    """
     mirror = mirror_path(workspace_root, url)
+    asked = time.time()
     with _locked(mirror):
+        stamp = mirror / _FETCH_STAMP
+        if mirror.exists() and stamp.exists() and stamp.stat().st_mtime >= asked:
+            return mirror
+        started = time.time()
         if mirror.exists():
             _git("fetch", "--prune", "origin", git_dir=mirror, timeout=timeout)
         else:
             _clone_mirror(url, mirror, timeout)
+        stamp.touch()
+        os.utime(stamp, (started, started))
     return mirror
+
+
+# Its mtime is when the last successful fetch began.
+_FETCH_STAMP = "freight-fetch-started"
 
 
 def _clone_mirror(url: str, mirror: Path, timeout: float) -> None:

@@ -176,7 +176,7 @@ def test_total_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     ]
     assert len(before) >= 2
     assert procs.group_members(pgid) == []
-    assert 1 <= elapsed < 5
+    assert 1 <= elapsed < 30  # nowhere near the 600 s the command would take
 
 
 def test_no_output_timeout_resets_on_output_and_stops_the_group(tmp_path: Path) -> None:
@@ -248,8 +248,8 @@ def test_background_leftover_is_stopped_after_normal_exit(tmp_path: Path) -> Non
         f">> Sent SIGTERM to process group {pgid}"
     ]
     assert procs.group_members(pgid) == []
-    # The sleep held the pipe open: waiting for EOF would have run into the 10 s limits.
-    assert elapsed < 5
+    # The sleep held the pipe open: waiting for EOF would have run into the 10 s limit.
+    assert elapsed < 10
 
 
 def test_background_leftover_is_stopped_after_failed_exit(tmp_path: Path) -> None:

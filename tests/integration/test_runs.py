@@ -77,6 +77,22 @@ class Harness:
             queue.advance(session, self.orchestrator, deploy.app_id, "staging")
             return deploy.id
 
+    def register(self, app: str) -> tuple[int, str]:
+        """A deploy as Prefect's Run button makes one: registered by its own run."""
+        run_id = str(uuid.uuid4())
+        deploy_id = runs.register(
+            self.engine,
+            self.settings,
+            app=app,
+            environment="staging",
+            ref=None,
+            user="prefect",
+            params=None,
+            force=False,
+            run_id=run_id,
+        )
+        return deploy_id, run_id
+
     def execute(self, deploy_id: int) -> DeployStatus:
         run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=f"run-{deploy_id}")
         with httpx.Client(timeout=5) as client:
@@ -325,18 +341,7 @@ def test_failing_notifier_is_retried_and_never_fails_the_deploy(harness: Harness
 def test_a_run_waiting_behind_another_announces_queued_before_its_turn(harness: Harness) -> None:
     app = harness.app("echo ok")
     first = harness.create(app)  # holds the slot; its runner has not started yet
-    run_id = str(uuid.uuid4())
-    second = runs.register(
-        harness.engine,
-        harness.settings,
-        app=app,
-        environment="staging",
-        ref=None,
-        user="prefect",
-        params=None,
-        force=False,
-        run_id=run_id,
-    )
+    second, run_id = harness.register(app)
     outcome: list[DeployStatus] = []
 
     def run_second() -> None:
@@ -399,18 +404,7 @@ def test_a_signal_while_queued_cancels_the_deploy_and_leaves_the_queue_intact(
 ) -> None:
     app = harness.app("echo ok")
     first = harness.create(app)  # holds the slot
-    run_id = str(uuid.uuid4())
-    second = runs.register(
-        harness.engine,
-        harness.settings,
-        app=app,
-        environment="staging",
-        ref=None,
-        user="prefect",
-        params=None,
-        force=False,
-        run_id=run_id,
-    )
+    second, run_id = harness.register(app)
 
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted

@@ -455,3 +455,32 @@ def test_list_remote_branch(origin: Origin, tmp_path: Path) -> None:
     assert vcs.list_remote_branch(origin.url, "*") is None
     with pytest.raises(VcsError, match="ls-remote"):
         vcs.list_remote_branch(str(tmp_path / "missing"), "main")
+
+
+def test_concurrent_updates_share_fetches_and_all_see_prior_pushes(
+    mirror: Path, workspace: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches: list[float] = []
+    real_git = vcs._git
+
+    def counting_git(*args: str, **kwargs: object) -> str:
+        if args[0] == "fetch":
+            fetches.append(time.monotonic())
+        return real_git(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vcs, "_git", counting_git)
+    pushed = origin.commit("burst.txt", "burst\n", "Pushed before the burst")
+    barrier = threading.Barrier(12)
+    seen: list[str] = []
+
+    def update() -> None:
+        barrier.wait()
+        seen.append(vcs.resolve_ref(vcs.update_mirror(workspace, origin.url), "main"))
+
+    threads = [threading.Thread(target=update) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [pushed] * 12
+    assert 1 <= len(fetches) <= 3  # the first, plus at most the ones asked for during it
