@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 
+READ_ONLY = "freight_read_only"
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -56,7 +59,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _sqlite_write_transactions(engine: Engine) -> None:
-    """Make every SQLite transaction take the write lock at BEGIN.
+    """Make every SQLite transaction that may write take the write lock at BEGIN.
 
     With pysqlite's deferred BEGIN, a transaction that reads and then writes fails at once with
     "database is locked" when another writer got in between, instead of waiting its turn; the
@@ -74,7 +77,9 @@ def _sqlite_write_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers need no write lock: in WAL mode they see the last commit and block nobody.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
@@ -84,9 +89,14 @@ def get_engine(url: str) -> Engine:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on any error."""
-    session = sessionmaker(engine, expire_on_commit=False)()
+def session_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any error.
+
+    `read_only` sessions must not write; on SQLite they then take no write lock, which matters
+    when dozens of deploys poll their status while others write their logs.
+    """
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    session = sessionmaker(bind, expire_on_commit=False)()
     try:
         yield session
         session.commit()

@@ -139,16 +139,17 @@ class DeployRun:
             wait = self.settings.queue_poll_interval
             now = utcnow()
             try:
-                with session_scope(self.engine) as session:
+                with session_scope(self.engine, read_only=True) as session:
                     deploy = session.get_one(Deploy, self.deploy_id)
                     if (
                         deploy.cancel_requested_at is not None
                         or deploy.status == DeployStatus.CANCELLED
                     ):
                         self._cancel.set()
-                    if now.timestamp() - last_beat >= self.settings.heartbeat_interval:
-                        deploy.heartbeat_at = now
-                        last_beat = now.timestamp()
+                if now.timestamp() - last_beat >= self.settings.heartbeat_interval:
+                    with session_scope(self.engine) as session:
+                        session.get_one(Deploy, self.deploy_id).heartbeat_at = now
+                    last_beat = now.timestamp()
             except Exception as exc:  # a database hiccup must not kill the watcher
                 self._echo(f"Heartbeat failed: {exc}")
 
@@ -163,15 +164,21 @@ class DeployRun:
         """
         announced: str | None = None
         while True:
-            with session_scope(self.engine) as session:
+            with session_scope(self.engine, read_only=True) as session:
                 deploy = deploys.get_deploy(session, self.deploy_id)
                 if deploy.status == DeployStatus.IN_PROGRESS:
                     return True
                 if deploy.status != DeployStatus.PENDING:
                     return False
-                queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
-                blocker = queue.running(session, deploy.app_id, deploy.environment)
-                ahead = blocker.name if blocker and blocker.id != self.deploy_id else None
+                app_id, environment = deploy.app_id, deploy.environment
+                blocker = queue.running(session, app_id, environment)
+                ahead = blocker.name if blocker else None
+            if ahead is None:
+                # The slot is free: take part in handing it over (to us, if we are the head).
+                with session_scope(self.engine) as session:
+                    claimed = queue.advance(session, orchestrator, app_id, environment)
+                    if claimed is not None and claimed.id == self.deploy_id:
+                        return True
             if ahead and ahead != announced:
                 self.output(f">> Waiting for {ahead} to finish")
                 if announced is None:
@@ -315,7 +322,7 @@ class DeployRun:
     # -- helpers ----------------------------------------------------------------------------
 
     def _snapshot(self) -> Deploy:
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, read_only=True) as session:
             return deploys.get_deploy(session, self.deploy_id)
 
     def _flush(self) -> None:

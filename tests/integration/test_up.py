@@ -1,0 +1,95 @@
+"""`freight up` as `make up` runs it: the demo deploys from `prefect deployment run`, and Ctrl-C
+leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from freight import procs
+from freight.db import Deploy, DeployStatus, make_engine, session_scope
+from freight.service import logs
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.prefect
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    catalogue = tmp_path / "deployments"
+    catalogue.mkdir()
+    shutil.copy(ROOT / "deployments" / "demo.yaml", catalogue)
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = {
+        **os.environ,
+        "FREIGHT_HOME": str(tmp_path / "home"),
+        "FREIGHT_CATALOGUE_DIR": str(catalogue),
+        "FREIGHT_PREFECT_API_URL": api,
+    }
+    output = (tmp_path / "up.log").open("w+")
+    up = subprocess.Popen(
+        [str(BIN / "freight"), "up"], env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    try:
+        wait_for(lambda: "Press Ctrl-C" in (tmp_path / "up.log").read_text(), 120, "freight up")
+        text = (tmp_path / "up.log").read_text()
+        assert f"Prefect UI:   {api.removesuffix('/api')}" in text
+        assert (tmp_path / ".freight" / "demo-repo" / "deploy.sh").exists()
+
+        subprocess.run(
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "deploy/deploy",
+                "--param",
+                "app=demo",
+                "--param",
+                "env=staging",
+            ],
+            env={**env, "PREFECT_API_URL": api},
+            check=True,
+            capture_output=True,
+        )
+        engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'freight.db'}")
+
+        def demo_deploy() -> Deploy | None:
+            with session_scope(engine) as session:
+                return session.scalar(select(Deploy).order_by(Deploy.id.desc()).limit(1))
+
+        wait_for(
+            lambda: (d := demo_deploy()) is not None and DeployStatus(d.status).is_final,
+            120,
+            "the demo deploy",
+        )
+        deploy = demo_deploy()
+        assert deploy is not None and deploy.status == DeployStatus.FINISHED, deploy
+        with session_scope(engine) as session:
+            text = "".join(c.text for c in logs.read_log(session, deploy.id).chunks)
+        assert "Restarting workers...\n" in text and f"Deployed {deploy.sha} to staging" in text
+        started = procs.descendants({up.pid})
+        assert len(started) >= 3  # server and worker at least, below `freight up`
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    assert "Stopped." in (tmp_path / "up.log").read_text()
+    wait_for(
+        lambda: not started & {p.pid for p in procs.live_processes()},
+        10,
+        "every process `freight up` started to be gone",
+    )
