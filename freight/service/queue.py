@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -75,21 +75,35 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
 def advance(
     session: Session, orchestrator: Orchestrator, app_id: int, environment: str
 ) -> Deploy | None:
-    """Hand the head of the queue to the orchestrator if the app/env is free."""
-    savepoint = session.begin_nested()
+    """Hand the head of the queue to the orchestrator if the app/env is free.
+
+    Commits the session's transaction: the claim is committed before the orchestrator is called,
+    so no database lock is held during that network call (SQLite would block every writer
+    meanwhile). A hand-over that fails is undone, and the maintenance flow retries it.
+    """
     head = claim_next(session, app_id, environment)
-    if head is None:
-        savepoint.rollback()
+    session.commit()
+    if head is None or head.flow_run_id is not None:  # runs started in Prefect already have one
+        return head
+    try:
+        run_id = orchestrator.submit(head)
+    except Exception:
+        log.exception("Could not hand %s to the orchestrator", head.name)
+        session.execute(
+            update(Deploy)
+            .where(
+                Deploy.id == head.id,
+                Deploy.status == DeployStatus.IN_PROGRESS,
+                Deploy.flow_run_id.is_(None),
+            )
+            .values(status=DeployStatus.PENDING, heartbeat_at=None)
+        )
+        session.commit()
         return None
-    if head.flow_run_id is None:  # runs started in Prefect already have their run, waiting
-        try:
-            head.flow_run_id = orchestrator.submit(head)
-        except Exception:
-            # The deploy stays queued; the maintenance flow hands it over again later.
-            log.exception("Could not hand %s to the orchestrator", head.name)
-            savepoint.rollback()
-            return None
-    savepoint.commit()
+    # The run may have started (and recorded itself) already; both write the same id.
+    session.execute(update(Deploy).where(Deploy.id == head.id).values(flow_run_id=run_id))
+    session.commit()
+    session.refresh(head)
     return head
 
 

@@ -285,3 +285,23 @@ def test_cancel_of_a_deploy_no_worker_has_started_frees_the_slot_at_once(
         assert deploys.get_deploy(session, waiting).status == DeployStatus.IN_PROGRESS
     assert orchestrator.states[f"run-{stuck}"] == RunState.CANCELLED
     assert orchestrator.submitted == [stuck, waiting]
+
+
+def test_failed_hand_over_leaves_the_deploy_queued_for_a_later_try(
+    engine: Engine, settings: Settings, app_name: str
+) -> None:
+    class Down(RecordingOrchestrator):
+        def submit(self, deploy: Deploy) -> str:
+            raise ConnectionError("Prefect is down")
+
+    deploy_id = create(engine, settings, app_name).id
+    with session_scope(engine) as session:
+        assert queue.advance_all(session, Down()) == []
+    with session_scope(engine) as session:
+        deploy = deploys.get_deploy(session, deploy_id)
+        assert deploy.status == DeployStatus.PENDING and deploy.flow_run_id is None
+    orchestrator = RecordingOrchestrator()
+    with session_scope(engine) as session:
+        assert [d.id for d in queue.advance_all(session, orchestrator)] == [deploy_id]
+    with session_scope(engine) as session:
+        assert deploys.get_deploy(session, deploy_id).flow_run_id == f"run-{deploy_id}"
