@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Proc", "descendants", "environ_has", "group_members", "live_processes"]
+__all__ = ["Proc", "descendants", "environ_has", "group_members", "is_alive", "live_processes"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,14 @@ def live_processes() -> Iterator[Proc]:
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) >= 3 and fields[0] not in (b"Z", b"X"):
             yield Proc(pid=int(entry.name), ppid=int(fields[1]), pgid=int(fields[2]))
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[:1] not in ([b"Z"], [b"X"])
 
 
 def group_members(pgid: int) -> list[int]:

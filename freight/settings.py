@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=600, gt=0, description="Seconds without output allowed.")
     cancel_grace: float = Field(default=10, ge=0, description="SIGTERM to SIGKILL, in seconds.")
     heartbeat_interval: float = Field(default=5, gt=0)
-    runner_lost_after: float = Field(default=20, gt=0, description="Heartbeat age that means lost.")
+    runner_lost_after: float = Field(default=30, gt=0, description="Heartbeat age that means lost.")
     log_flush_interval: float = Field(default=0.2, gt=0, description="Seconds between log writes.")
     queue_poll_interval: float = Field(default=0.5, gt=0)
     notify_timeout: float = Field(default=10, gt=0)

@@ -145,6 +145,7 @@ class Deploy(Base):
     # Where the command's process group runs, for the reaper when its runner dies.
     runner_host: Mapped[str | None] = mapped_column(String(255))
     runner_pgid: Mapped[int | None] = mapped_column(Integer)
+    runner_pid: Mapped[int | None] = mapped_column(Integer)
     log_size: Mapped[int] = mapped_column(Integer, default=0)
     date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     date_started: Mapped[datetime | None] = mapped_column(UTCDateTime)

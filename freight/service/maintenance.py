@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, select
 
-from freight import vcs
+from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.runner import stop_orphaned_group
 from freight.service import deploys, notifications, queue
@@ -37,6 +37,9 @@ class _Candidate:
     id: int
     run_id: str | None
     heartbeat_at: datetime | None
+    # The runner's process, when it runs on this host: seen alive, it is not lost, however
+    # late its heartbeat (a loaded machine can delay a beat by many seconds).
+    local_runner: int | None
 
 
 def _lost(candidate: _Candidate, orchestrator: Orchestrator, cutoff: datetime) -> RunState | None:
@@ -52,7 +55,8 @@ def _lost(candidate: _Candidate, orchestrator: Orchestrator, cutoff: datetime) -
         default=None,
     )
     silent = last_sign is None or last_sign < cutoff
-    if state in (RunState.RUNNING, RunState.MISSING) and not silent:
+    alive = candidate.local_runner is not None and procs.is_alive(candidate.local_runner)
+    if state in (RunState.RUNNING, RunState.MISSING) and (not silent or alive):
         return None
     return state
 
@@ -70,7 +74,12 @@ def reap_lost_runs(
     cutoff = utcnow() - timedelta(seconds=lost_after)
     with session_scope(engine) as session:
         candidates = [
-            _Candidate(d.id, d.flow_run_id, d.heartbeat_at)
+            _Candidate(
+                d.id,
+                d.flow_run_id,
+                d.heartbeat_at,
+                d.runner_pid if d.runner_host == socket.gethostname() else None,
+            )
             for d in session.scalars(
                 select(Deploy).where(Deploy.status == DeployStatus.IN_PROGRESS)
             )

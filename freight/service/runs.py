@@ -100,6 +100,9 @@ class DeployRun:
     # -- lifetime ---------------------------------------------------------------------------
 
     def __enter__(self) -> DeployRun:
+        with session_scope(self.engine) as session:
+            deploy = session.get_one(Deploy, self.deploy_id)
+            deploy.runner_host, deploy.runner_pid = socket.gethostname(), os.getpid()
         self._writer = logs.LogWriter(
             self.engine,
             self.deploy_id,
@@ -264,7 +267,7 @@ class DeployRun:
     def _record_process_group(self, pgid: int) -> None:
         with session_scope(self.engine) as session:
             deploy = session.get_one(Deploy, self.deploy_id)
-            deploy.runner_host, deploy.runner_pgid = socket.gethostname(), pgid
+            deploy.runner_pgid = pgid
 
     def cleanup_workspace(self) -> None:
         with session_scope(self.engine) as session:

@@ -463,3 +463,27 @@ def test_checks_gate_the_deploy_and_force_skips_them(
     passed = harness.create(app)
     assert harness.execute(passed) == DeployStatus.FINISHED
     assert ">> Running check gate\n" in log_text(harness.engine, passed)
+
+
+def test_reaper_spares_a_late_heartbeat_whose_runner_is_alive_here(harness: Harness) -> None:
+    """A loaded machine can delay heartbeats; a runner process seen alive is not lost."""
+    deploy_id = harness.create(harness.app("echo ok"))
+    harness.orchestrator.states[f"run-{deploy_id}"] = RunState.RUNNING
+    with session_scope(harness.engine) as session:
+        session.execute(
+            update(Deploy)
+            .where(Deploy.id == deploy_id)
+            .values(
+                heartbeat_at=utcnow() - timedelta(seconds=120),
+                runner_host=socket.gethostname(),
+                runner_pid=os.getpid(),
+            )
+        )
+    assert harness.maintain().reaped == []
+    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with session_scope(harness.engine) as session:
+        session.execute(update(Deploy).where(Deploy.id == deploy_id).values(runner_pid=gone.pid))
+    assert harness.maintain().reaped == [harness.deploy(deploy_id).name]

@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.Column("workspace", sa.String(length=400), nullable=True),
         sa.Column("runner_host", sa.String(length=255), nullable=True),
         sa.Column("runner_pgid", sa.Integer(), nullable=True),
+        sa.Column("runner_pid", sa.Integer(), nullable=True),
         sa.Column("log_size", sa.Integer(), nullable=False),
         sa.Column("date_created", sa.DateTime(timezone=True), nullable=False),
         sa.Column("date_started", sa.DateTime(timezone=True), nullable=True),
