@@ -63,6 +63,7 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "FREIGHT_WORKSPACE_ROOT": str(settings.workspaces),
             "FREIGHT_PREFECT_API_URL": settings.prefect_api_url,
             "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
+            "FREIGHT_PYTHON": sys.executable,
         }
     )
     return env
