@@ -27,7 +27,7 @@ from freight.db import AppSource, Deploy, DeployStatus, LogChunk, get_engine, se
 from freight.db.migrate import upgrade
 from freight.demo import ensure_demo_repo
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import apps, deploys, queue
+from freight.service import apps, deploys
 from freight.settings import Settings
 from freight.stack import running_stack
 
@@ -85,17 +85,14 @@ class Bench:
 
     def trigger(self, app: str, env: str) -> int:
         with session_scope(self.engine) as session:
-            deploy = deploys.create_deploy(
+            return deploys.queue_deploy(
                 session,
+                self.orchestrator,
                 app=app,
                 environment=env,
                 user="bench",
                 workspace_root=self.settings.workspaces,
-            )
-            key = deploy.id, deploy.app_id
-        with session_scope(self.engine) as session:
-            queue.advance(session, self.orchestrator, key[1], env)
-        return key[0]
+            ).id
 
     def chunks(self, deploy_id: int) -> list[str]:
         with session_scope(self.engine) as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -117,6 +118,14 @@ def create_deploy(
         notifications.enqueue(session, deploy, "queued")
         return deploy
     raise InvalidRequest(f"Could not number a deploy of {app}/{environment}: too much contention")
+
+
+def queue_deploy(session: Session, orchestrator: Orchestrator, **create: Any) -> Deploy:
+    """Create a deploy (see `create_deploy` for the arguments) and hand it over if its app/env is
+    free: what every client that asks for a deploy wants. Commits the session."""
+    deploy = create_deploy(session, **create)
+    queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
+    return deploy
 
 
 def get_deploy(session: Session, deploy_id: int) -> Deploy:

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, select
 from freight.db import Deploy, DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import deploys, logs, queue
+from freight.service import deploys, logs
 from freight.settings import Settings
 from freight.stack import Stack, prefect_command, running_stack
 from tests.conftest import DATABASES, database
@@ -76,19 +76,15 @@ class Env:
 
     def create(self, app: str, env: str = "staging", **params: str) -> int:
         with session_scope(self.engine) as session:
-            deploy = deploys.create_deploy(
+            return deploys.queue_deploy(
                 session,
+                self.orchestrator,
                 app=app,
                 environment=env,
                 user="ana",
                 params=params,
                 workspace_root=self.settings.workspaces,
-            )
-            deploy_id = deploy.id
-            app_id = deploy.app_id
-        with session_scope(self.engine) as session:
-            queue.advance(session, self.orchestrator, app_id, env)
-        return deploy_id
+            ).id
 
     def deploy(self, deploy_id: int) -> Deploy:
         with session_scope(self.engine) as session:

@@ -65,17 +65,16 @@ class Harness:
 
     def create(self, app: str, *, ref: str | None = None, user: str = "ana", **params: str) -> int:
         with session_scope(self.engine) as session:
-            deploy = deploys.create_deploy(
+            return deploys.queue_deploy(
                 session,
+                self.orchestrator,
                 app=app,
                 environment="staging",
                 ref=ref,
                 user=user,
                 params=params,
                 workspace_root=self.settings.workspaces,
-            )
-            queue.advance(session, self.orchestrator, deploy.app_id, "staging")
-            return deploy.id
+            ).id
 
     def register(self, app: str) -> tuple[int, str]:
         """A deploy as Prefect's Run button makes one: registered by its own run."""
