@@ -7,6 +7,7 @@ FreightError            .error_name is the wire vocabulary; the message names th
 │   ├── InvalidRef            invalid_ref
 │   ├── InvalidEnvironment    invalid_environment
 │   ├── DeployFinished        invalid_resource (cancel of a deploy that already ended)
+│   ├── TooLarge              too_large (a request body over the limit)
 │   └── InvalidConfig         invalid_resource
 │       ├── InvalidProvider   invalid_provider
 │       ├── InvalidCheck      invalid_check
@@ -15,7 +16,8 @@ FreightError            .error_name is the wire vocabulary; the message names th
 ├── AppLocked           locked
 ├── CheckFailed         check_failed
 ├── Conflict            conflict
-├── Unauthorized        unauthorized
+├── Unauthorized        unauthorized (no key, or one Freight does not know)
+├── Forbidden           forbidden (a known key without the scope or app it needs)
 └── ExternalError       something outside Freight failed; ends a deploy as failed with a reason
     ├── VcsError              git failed
     ├── CommandFailed         the provider's command exited non-zero
@@ -100,6 +102,14 @@ class Conflict(FreightError):
 
 class Unauthorized(FreightError):
     error_name = "unauthorized"
+
+
+class Forbidden(FreightError):
+    error_name = "forbidden"
+
+
+class TooLarge(InvalidRequest):
+    error_name = "too_large"
 
 
 class ExternalError(FreightError):

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     runner_lost_after: float = Field(default=30, gt=0, description="Heartbeat age that means lost.")
     log_flush_interval: float = Field(default=0.2, gt=0, description="Seconds between log writes.")
     queue_poll_interval: float = Field(default=0.5, gt=0)
+    check_timeout: float = Field(
+        default=900, gt=0, description="Seconds a deploy waits for pending checks by default."
+    )
     notify_timeout: float = Field(default=10, gt=0)
     notify_retry_delays: tuple[float, ...] = Field(
         default=(0.5, 2.0, 5.0), description="Back-off between attempts of a failing notifier."

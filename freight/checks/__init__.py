@@ -1,9 +1,9 @@
 """Checks: gates a deploy must pass before it runs. Each kind is one module registered here."""
 
-from freight.checks.base import Check, CheckContext
+from freight.checks.base import Check, CheckContext, CheckResult, Verdict
 from freight.errors import InvalidCheck
 from freight.plugins import Registry
 
 registry: Registry[Check] = Registry("check", InvalidCheck)
 
-__all__ = ["Check", "CheckContext", "registry"]
+__all__ = ["Check", "CheckContext", "CheckResult", "Verdict", "registry"]

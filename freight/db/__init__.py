@@ -13,29 +13,35 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from freight.db.models import (
+    ApiKey,
     App,
     AppSource,
     Base,
     Deploy,
     DeployStatus,
+    HookDelivery,
     Lock,
     LogChunk,
     Notification,
     Repository,
+    ServerSecret,
     User,
     utcnow,
 )
 
 __all__ = [
+    "ApiKey",
     "App",
     "AppSource",
     "Base",
     "Deploy",
     "DeployStatus",
+    "HookDelivery",
     "Lock",
     "LogChunk",
     "Notification",
     "Repository",
+    "ServerSecret",
     "User",
     "get_engine",
     "make_engine",

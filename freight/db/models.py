@@ -196,6 +196,46 @@ class Lock(Base):
     app: Mapped[App] = relationship(lazy="joined")
 
 
+class ApiKey(Base):
+    """An API key, kept only as a hash; `apps` None means every app."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # sha256 hex of the key: keys are long random tokens, so a slow hash would buy nothing.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, to tell keys apart in listings without revealing them.
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    apps: Mapped[list[str] | None] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_last_used: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+    date_revoked: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class HookDelivery(Base):
+    """Inbound webhook deliveries already acted on, so a redelivery creates nothing new."""
+
+    __tablename__ = "hook_delivery"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery: Mapped[str] = mapped_column(String(200), unique=True)
+    deploy_id: Mapped[int | None] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ServerSecret(Base):
+    """Random secrets the server generates once and shares between its processes and hosts."""
+
+    __tablename__ = "server_secret"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 class Notification(Base):
     """Outbox of deploy events: each (deploy, event) is delivered once, in order."""
 

@@ -1,38 +1,146 @@
-"""Locks on an app (all environments) or one environment; a lock refuses deploys while active."""
+"""Locks on an app (all environments) or one environment, with their history.
+
+An active lock refuses deploys by anyone but its owner; `force` overrides it, and says so.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from freight.db import Deploy, Lock, utcnow
-from freight.errors import AppLocked
+from freight.db import App, Deploy, Lock, utcnow
+from freight.errors import AppLocked, InvalidEnvironment, InvalidRequest, NotFound
+from freight.service import apps
 
 
-def active_locks(session: Session, app_id: int, environment: str) -> list[Lock]:
-    now = utcnow()
+def _active(now: datetime) -> list[object]:
+    return [
+        Lock.date_released.is_(None),
+        or_(Lock.date_expires.is_(None), Lock.date_expires > now),
+    ]
+
+
+def active_locks(session: Session, app_id: int, environment: str | None) -> list[Lock]:
+    """Locks covering the environment (None: the app-wide ones only)."""
+    scope = (
+        Lock.environment.is_(None)
+        if environment is None
+        else or_(Lock.environment.is_(None), Lock.environment == environment)
+    )
     return list(
         session.scalars(
-            select(Lock)
-            .where(
-                Lock.app_id == app_id,
-                or_(Lock.environment.is_(None), Lock.environment == environment),
-                Lock.date_released.is_(None),
-                or_(Lock.date_expires.is_(None), Lock.date_expires > now),
-            )
-            .order_by(Lock.id)
+            select(Lock).where(Lock.app_id == app_id, scope, *_active(utcnow())).order_by(Lock.id)
         )
     )
 
 
-def assert_unlocked(session: Session, deploy: Deploy) -> None:
-    """Refuse the deploy if a lock held by someone other than its user covers its app/env."""
+def describe(lock: Lock) -> str:
+    scope = lock.app.name if lock.environment is None else f"{lock.app.name}/{lock.environment}"
+    return f"{scope} is locked by {lock.owner}: {lock.reason}"
+
+
+def blocking_lock(session: Session, app_id: int, environment: str, user: str | None) -> Lock | None:
+    return next(
+        (lock for lock in active_locks(session, app_id, environment) if lock.owner != user), None
+    )
+
+
+def assert_unlocked(session: Session, deploy: Deploy) -> str | None:
+    """Refuse the deploy if someone else's lock covers it, unless forced.
+
+    Returns the description of a lock that force overrode, for the deploy's log.
+    """
     user = deploy.user.name if deploy.user else None
-    for lock in active_locks(session, deploy.app_id, deploy.environment):
-        if lock.owner != user:
-            scope = (
-                deploy.app.name
-                if lock.environment is None
-                else f"{deploy.app.name}/{lock.environment}"
-            )
-            raise AppLocked(f"{scope} is locked by {lock.owner}: {lock.reason}")
+    lock = blocking_lock(session, deploy.app_id, deploy.environment, user)
+    if lock is None:
+        return None
+    if not deploy.force:
+        raise AppLocked(describe(lock))
+    return describe(lock)
+
+
+def create_lock(
+    session: Session,
+    *,
+    app: str,
+    environment: str | None,
+    reason: str,
+    owner: str,
+    expires: datetime | None = None,
+) -> Lock:
+    app_row = apps.get_app(session, app)
+    if environment is not None and environment not in apps.spec_of(app_row).environments:
+        raise InvalidEnvironment(f"App {app} has no environment '{environment}'")
+    if not reason.strip():
+        raise InvalidRequest("A lock needs a reason")
+    if not owner.strip():
+        raise InvalidRequest("A lock needs an owner")
+    if expires is not None and expires <= utcnow():
+        raise InvalidRequest("A lock's expiry must be in the future")
+    lock = Lock(
+        app_id=app_row.id,
+        app=app_row,
+        environment=environment,
+        reason=reason.strip(),
+        owner=owner.strip(),
+        date_expires=expires,
+    )
+    session.add(lock)
+    session.flush()
+    return lock
+
+
+def get_lock(session: Session, lock_id: int) -> Lock:
+    lock = session.get(Lock, lock_id)
+    if lock is None:
+        raise NotFound(f"Lock {lock_id} not found")
+    return lock
+
+
+def release_lock(session: Session, lock: Lock, *, by: str) -> Lock:
+    if lock.date_released is not None:
+        raise InvalidRequest(f"Lock {lock.id} was already released by {lock.released_by}")
+    lock.released_by = by
+    lock.date_released = utcnow()
+    session.flush()
+    return lock
+
+
+def list_locks(
+    session: Session,
+    *,
+    app: str | None = None,
+    environment: str | None = None,
+    include_history: bool = False,
+    apps_allowed: frozenset[str] | None = None,
+) -> list[Lock]:
+    query = select(Lock).join(App).order_by(Lock.id.desc())
+    if app is not None:
+        query = query.where(App.name == app)
+    if environment is not None:
+        query = query.where(or_(Lock.environment.is_(None), Lock.environment == environment))
+    if apps_allowed is not None:
+        query = query.where(App.name.in_(apps_allowed))
+    if not include_history:
+        query = query.where(*_active(utcnow()))
+    return list(session.scalars(query))
+
+
+def app_locked_reason(session: Session, app_id: int) -> str | None:
+    """Freight's `lockedReason`: the reason of the newest app-wide lock."""
+    locks = active_locks(session, app_id, None)
+    return locks[-1].reason if locks else None
+
+
+def set_app_locked_reason(session: Session, app: App, reason: str | None, *, by: str) -> None:
+    """Freight's `lockedReason` semantics: a reason locks the app, None unlocks it."""
+    current = active_locks(session, app.id, None)
+    if reason is None:
+        for lock in current:
+            release_lock(session, lock, by=by)
+    elif current:
+        current[-1].reason = reason
+    else:
+        create_lock(session, app=app.name, environment=None, reason=reason, owner=by)

@@ -17,7 +17,7 @@ from types import TracebackType
 import httpx
 from sqlalchemy import Engine
 
-from freight import checks, providers, secrets, vcs
+from freight import providers, secrets, vcs
 from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
@@ -30,7 +30,7 @@ from freight.errors import (
 )
 from freight.providers import DeployContext, ProviderRuntime
 from freight.runner import Masker
-from freight.service import deploys, locks, logs, notifications, queue, releases
+from freight.service import deploys, gating, locks, logs, notifications, queue, releases
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
 
@@ -204,7 +204,9 @@ class DeployRun:
     def check_lock(self) -> None:
         self._raise_if_cancelled()
         with session_scope(self.engine) as session:
-            locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+            overridden = locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+        if overridden:
+            self.output(f">> Lock overridden by a forced deploy: {overridden}")
 
     def run_checks(self) -> None:
         self._raise_if_cancelled()
@@ -212,17 +214,17 @@ class DeployRun:
         if deploy.force and self.config.checks:
             self.output(">> Checks skipped: deploy forced")
             return
-        for config in self.config.checks:
-            self.output(f">> Running check {config.type}")
-            checks.registry.get(config.type).check(
-                config,
-                CheckContext(
-                    app=self.app,
-                    environment=self.environment,
-                    sha=deploy.sha or "",
-                    output=self.output,
-                ),
-            )
+        gating.wait_for_checks(
+            self.config.checks,
+            CheckContext(
+                app=self.app,
+                environment=self.environment,
+                sha=deploy.sha or "",
+                output=self.output,
+            ),
+            timeout=self.settings.check_timeout,
+            wait=self._cancel.wait,
+        )
 
     def prepare_workspace(self) -> Path:
         self._raise_if_cancelled()

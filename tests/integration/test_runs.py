@@ -19,9 +19,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from freight import checks, procs, vcs
-from freight.checks import CheckContext
+from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
-from freight.errors import CheckFailed
 from freight.plugins import PluginConfig
 from freight.service import deploys, logs, maintenance, queue, runs
 from freight.service.orchestration import RunState
@@ -432,16 +431,20 @@ def test_checks_gate_the_deploy_and_force_skips_them(
         path: str
 
     class Gate:
-        def check(self, config: PluginConfig, context: CheckContext) -> None:
+        def evaluate(self, config: PluginConfig, context: CheckContext) -> CheckResult:
             assert isinstance(config, GateConfig)
             if not Path(config.path).exists():
-                raise CheckFailed(f"[failure] gate: {config.path} is closed")
+                return CheckResult(Verdict.FAILED, f"[failure] gate: {config.path} is closed")
+            return CheckResult(Verdict.PASSED)
 
     monkeypatch.setitem(checks.registry._kinds, "gate", (GateConfig, Gate()))
     app = harness.app("echo deployed", checks=[{"type": "gate", "path": str(tmp_path / "open")}])
     refused = harness.create(app)
     assert harness.execute(refused) == DeployStatus.FAILED
-    assert harness.deploy(refused).reason == f"[failure] gate: {tmp_path}/open is closed"
+    assert (
+        harness.deploy(refused).reason
+        == f"Check gate failed: [failure] gate: {tmp_path}/open is closed"
+    )
     assert "deployed" not in log_text(harness.engine, refused).replace("echo deployed", "")
 
     app_id = harness.deploy(refused).app_id

@@ -1,0 +1,137 @@
+"""API keys: scopes, optional app limits, hashing, and who is calling."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from freight.db import ApiKey, utcnow
+from freight.errors import Forbidden, InvalidRequest, NotFound
+
+KEY_PREFIX = "frt_"
+
+
+class Scope(StrEnum):
+    """Each scope includes the ones before it: admin can deploy, deploy can read."""
+
+    READ = "read"
+    DEPLOY = "deploy"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Scope).index(self)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a named key with its scopes and, if limited, the apps it may touch."""
+
+    name: str
+    scopes: frozenset[Scope]
+    apps: frozenset[str] | None = None
+    key_id: int | None = None
+
+    def allows(self, scope: Scope) -> bool:
+        return any(mine.rank >= scope.rank for mine in self.scopes)
+
+    def allows_app(self, app: str) -> bool:
+        return self.apps is None or app in self.apps
+
+    def require(self, scope: Scope, app: str | None = None) -> None:
+        if not self.allows(scope):
+            raise Forbidden(f"Key '{self.name}' lacks the '{scope}' scope")
+        if app is not None and not self.allows_app(app):
+            raise Forbidden(f"Key '{self.name}' may not act on app '{app}'")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(values: Sequence[str]) -> frozenset[Scope]:
+    if not values:
+        raise InvalidRequest("A key needs at least one scope (read, deploy, admin)")
+    try:
+        return frozenset(Scope(value) for value in values)
+    except ValueError:
+        bad = next(v for v in values if v not in set(Scope))
+        raise InvalidRequest(f"Unknown scope '{bad}' (known: read, deploy, admin)") from None
+
+
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    scopes: Sequence[str],
+    apps: Sequence[str] | None = None,
+    created_by: str | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key; the plain key is returned here only, the database keeps its hash."""
+    if not name.strip():
+        raise InvalidRequest("A key needs a name")
+    parsed = parse_scopes(scopes)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        name=name.strip(),
+        key_hash=hash_key(key),
+        prefix=key[:10],
+        scopes=sorted(parsed, key=lambda s: s.rank),
+        apps=sorted(set(apps)) if apps else None,
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def list_keys(session: Session, *, include_revoked: bool = False) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.date_revoked.is_(None))
+    return list(session.scalars(query))
+
+
+def revoke_key(session: Session, key_id: int, *, by: str) -> ApiKey:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.date_revoked is not None:
+        raise NotFound(f"Key {key_id} not found")
+    row.revoked_by = by
+    row.date_revoked = utcnow()
+    session.flush()
+    return row
+
+
+def authenticate(session: Session, key: str, *, admin_key: str | None) -> Principal | None:
+    """The principal a presented key stands for, or None when it is unknown or revoked."""
+    if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+        # Freight's single shared key: whoever holds it administers everything.
+        return Principal(name="api-key", scopes=frozenset({Scope.ADMIN}))
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    if row is None or row.date_revoked is not None:
+        return None
+    return Principal(
+        name=row.name,
+        scopes=frozenset(Scope(s) for s in row.scopes),
+        apps=frozenset(row.apps) if row.apps is not None else None,
+        key_id=row.id,
+    )
+
+
+def has_admin_key(session: Session) -> bool:
+    return any(Scope.ADMIN in row.scopes for row in list_keys(session))
+
+
+def bootstrap_admin_key(session: Session) -> str | None:
+    """On a first start (no admin key yet), make one and return it, for printing once."""
+    if has_admin_key(session):
+        return None
+    _, key = create_key(session, name="admin", scopes=[Scope.ADMIN], created_by="freight up")
+    return key
