@@ -77,6 +77,7 @@ def deploy(
     run_id = str(flow_run.id)
     logger = get_run_logger()
     with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
+        started_in_prefect = deploy_id is None
         if deploy_id is None:
             if not app:
                 return Failed(message="Give the app to deploy (parameter 'app') or a deploy_id")
@@ -92,7 +93,8 @@ def deploy(
                 run_id=run_id,
             )
         run = DeployRun(engine, settings, deploy_id, run_id=run_id, echo=logger.info)
-        orchestrator.label_run(run_id, name=run.name, app=run.app, environment=run.environment)
+        if started_in_prefect:  # runs Freight hands over are named and tagged at creation
+            orchestrator.label_run(run_id, name=run.name, app=run.app, environment=run.environment)
         with httpx.Client(timeout=settings.notify_timeout) as client:
             status = runs.execute(run, orchestrator, client, STEPS)
     message = f"{run.name} {status}"

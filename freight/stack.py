@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from freight import procs
+from freight import forkclient, forkserver, procs
 from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ PREFECT_DEFAULTS = {
         "prefect.server.concurrency.lease_storage.filesystem"
     ),
     # The worker polls for new runs every 10 s by default: most of a deploy's start latency.
-    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    "PREFECT_WORKER_QUERY_SECONDS": "0.5",
     # Run logs reach the Prefect UI every 2 s by default; deploy logs should feel live.
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
@@ -64,6 +64,7 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "FREIGHT_PREFECT_API_URL": settings.prefect_api_url,
             "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
             "FREIGHT_PYTHON": sys.executable,
+            forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
         }
     )
     return env
@@ -104,6 +105,15 @@ class Stack:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{result.stdout}{result.stderr}")
+
+    def wait_for_socket(self, name: str, path: Path, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log_dir / f'{name}.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
+            time.sleep(0.05)
 
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -164,7 +174,12 @@ def running_stack(
     )
     try:
         stack.start_process("server", prefect_command("server", "start"))
+        socket_path = Path(stack.env[forkclient.SOCKET_ENV])
+        stack.start_process(
+            "forkserver", [sys.executable, "-m", "freight.forkserver", str(socket_path)]
+        )
         stack.wait_healthy()
+        stack.wait_for_socket("forkserver", socket_path)
         stack.run(
             *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
         )

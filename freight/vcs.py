@@ -196,6 +196,18 @@ def update_mirror(workspace_root: Path, url: str, *, timeout: float = 600) -> Pa
     return mirror
 
 
+def mirror_with(workspace_root: Path, url: str, sha: str, *, timeout: float = 600) -> Path:
+    """The mirror, fetched only if it lacks ``sha`` (a deploy's sha came from the mirror when the
+    deploy was created, so it is nearly always there: no fetch at the start of the run)."""
+    _require_full_sha(sha)
+    mirror = mirror_path(workspace_root, url)
+    if mirror.exists():
+        found = _git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=mirror, expected=(0, 1, 128))
+        if found.returncode == 0:
+            return mirror
+    return update_mirror(workspace_root, url, timeout=timeout)
+
+
 # Its mtime is when the last successful fetch began.
 _FETCH_STAMP = "freight-fetch-started"
 

@@ -232,7 +232,9 @@ class DeployRun:
         dest = self.settings.workspaces / "checkouts" / f"{self.deploy_id}"
         with session_scope(self.engine) as session:
             session.get_one(Deploy, self.deploy_id).workspace = str(dest)
-        mirror = vcs.update_mirror(self.settings.workspaces, deploy.app.repository.url)
+        mirror = vcs.mirror_with(
+            self.settings.workspaces, deploy.app.repository.url, deploy.sha or ""
+        )
         vcs.add_worktree(mirror, deploy.sha or "", dest)
         self.output(f">> Checked out {deploy.sha} into {dest}")
         return dest

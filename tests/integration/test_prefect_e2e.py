@@ -28,6 +28,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
 
+from freight import procs
 from freight.db import Deploy, DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.orchestrator import PrefectOrchestrator
@@ -293,14 +294,13 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env, marker:
     wait_for(lambda: "started\n" in env.log(lost_id), 60, "command output", env.diagnostics)
     run_id = env.deploy(lost_id).flow_run_id
     assert run_id
-    runners = [
-        pid
-        for pid in live_pids_with_env(f"PREFECT__FLOW_RUN_ID={run_id}")
-        if b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
-    assert len(runners) == 1
+    # The flow-run process is a child of the fork server, standing in for the worker's client.
+    runner = env.deploy(lost_id).runner_pid
+    assert runner and procs.is_alive(runner)
+    parent = next(p.ppid for p in procs.live_processes() if p.pid == runner)
+    assert b"freight.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()
     killed_at = time.monotonic()
-    os.kill(runners[0], signal.SIGKILL)
+    os.kill(runner, signal.SIGKILL)
     lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)
     assert time.monotonic() - killed_at < 60
     assert lost.reason and lost.reason.startswith("Runner lost")

@@ -1,0 +1,268 @@
+"""The fork server: a warm interpreter that forks flow-run processes on request.
+
+Prefect's process worker runs one command per flow run. A new interpreter importing Prefect,
+SQLAlchemy and Freight costs ~2 s of CPU before the flow does anything: that was most of a
+deploy's start latency, and what saturated a 2-core machine in bursts. The worker's command is
+instead `python -m freight.forkclient` (see there for the client's side and the wire format),
+which asks this server to fork a child that has all of it imported already. The child becomes
+what `python -m prefect.engine` would have been: the client's environment, working directory and
+standard streams, running Prefect's own engine entry point.
+
+Run it beside each worker: `python -m freight.forkserver SOCKET` (`freight up` does).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from freight.forkclient import FORWARDED, HEADER, STD_FDS, connect
+
+# Imported once by the server so that forked children start with them loaded.
+PRELOAD = (
+    "prefect.flow_engine",
+    "prefect.logging.handlers",
+    "prefect.events.clients",
+    "flows.deploy",
+    "flows.maintenance",
+)
+ENGINE = "prefect.engine"
+MAX_REQUEST = 1 << 20
+__all__ = ["ENGINE", "become", "default_socket", "main", "serve"]
+
+
+@dataclass(frozen=True)
+class Request:
+    env: dict[str, str]
+    cwd: str
+    argv: list[str]
+    fds: list[int]
+
+
+def serve(path: Path) -> Request | None:
+    """Serve until SIGTERM/SIGINT (returns None), or return a request inside a forked child."""
+    import importlib
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    listener = _listen(path)
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # A handler (not SIG_IGN) so that the wakeup fd sees it and children become reapable.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    children: dict[int, socket.socket] = {}
+    forked: Request | None = None
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wakeup_r, selectors.EVENT_READ, "wakeup")
+    _say(f"Fork server ready on {path}")
+    try:
+        while not stopping:
+            for key, _ in selector.select():
+                if key.data == "wakeup":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup_r, 4096)
+                    _reap(children, selector)
+                elif key.data == "accept":
+                    forked = _accept(listener, children, selector)
+                    if forked is not None:  # this is the child now
+                        signal.set_wakeup_fd(-1)
+                        for signum in (*FORWARDED, signal.SIGCHLD):
+                            signal.signal(signum, signal.SIG_DFL)
+                        for conn in children.values():
+                            conn.close()
+                        selector.close()
+                        listener.close()
+                        os.close(wakeup_r)
+                        os.close(wakeup_w)
+                        return forked
+                else:  # a client's connection closed: the client is gone, so is its run
+                    pid = key.data
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    selector.unregister(key.fileobj)
+    finally:
+        if forked is None:
+            _shutdown(listener, path, children)
+    return None
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _listen(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists():
+        if connect(str(path)) is not None:
+            raise SystemExit(f"A fork server already listens on {path}")
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(64)
+    return listener
+
+
+def _accept(
+    listener: socket.socket, children: dict[int, socket.socket], selector: selectors.BaseSelector
+) -> Request | None:
+    conn, _ = listener.accept()
+    try:
+        request = _read_request(conn)
+    except (OSError, ValueError) as exc:
+        _say(f"Bad request from a client: {exc}")
+        conn.close()
+        return None
+    # Buffered output would otherwise be written twice, once by each process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _reply(conn, {"error": f"fork failed: {exc}"})
+        conn.close()
+        _close_all(request.fds)
+        return None
+    if pid == 0:
+        conn.close()
+        return request
+    _close_all(request.fds)
+    _reply(conn, {"pid": pid})
+    children[pid] = conn
+    selector.register(conn, selectors.EVENT_READ, pid)
+    return None
+
+
+def _read_request(conn: socket.socket) -> Request:
+    conn.settimeout(5)
+    fds = array.array("i")
+    data, ancillary, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_LEN(STD_FDS * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if len(fds) != STD_FDS:
+        _close_all(list(fds))
+        raise ValueError("expected stdin, stdout and stderr")
+    if len(data) < HEADER.size:
+        raise ValueError("short request")
+    (size,) = HEADER.unpack_from(data)
+    if size > MAX_REQUEST:
+        raise ValueError("request too large")
+    body = data[HEADER.size :]
+    while len(body) < size:
+        more = conn.recv(size - len(body))
+        if not more:
+            raise ValueError("truncated request")
+        body += more
+    conn.settimeout(None)
+    message = json.loads(body)
+    return Request(
+        env={str(k): str(v) for k, v in message["env"].items()},
+        cwd=str(message["cwd"]),
+        argv=[str(a) for a in message["argv"]],
+        fds=list(fds),
+    )
+
+
+def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn)
+        _reply(conn, {"exit": code})
+        conn.close()
+
+
+def _reply(conn: socket.socket, message: dict[str, object]) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall((json.dumps(message) + "\n").encode())
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _shutdown(listener: socket.socket, path: Path, children: dict[int, socket.socket]) -> None:
+    listener.close()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    # Running flows go on; their clients see the connection close and wait for them to end.
+    for conn in children.values():
+        conn.close()
+
+
+# -- the forked child -------------------------------------------------------------------------
+
+
+def become(request: Request, module: str = ENGINE) -> None:
+    """Turn this forked child into `python -m MODULE ARGV` for the client (Prefect's engine)."""
+    import runpy
+    import warnings
+
+    import prefect.context
+
+    os.setsid()  # signals meant for the server's group are not meant for runs
+    for target, fd in enumerate(request.fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request.cwd)
+    os.environ.clear()
+    os.environ.update(request.env)
+    # Prefect read its settings from the server's environment at import; this run's differ.
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
+    sys.argv = [sys.executable, *request.argv]
+    # runpy warns that the module is already imported: it is, on purpose, and it runs afresh.
+    warnings.filterwarnings(
+        "ignore", message=f"'{module}' found in sys.modules", category=RuntimeWarning
+    )
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def default_socket(home: Path) -> Path:
+    return home.resolve() / "run" / "forkserver.sock"
+
+
+def main() -> None:
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit(f"usage: python -m freight.forkserver SOCKET [MODULE (default {ENGINE})]")
+    request = serve(Path(sys.argv[1]))
+    if request is not None:
+        become(request, *sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
