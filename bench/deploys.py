@@ -182,12 +182,23 @@ def memory(bench: Bench, stack_pids: dict[str, int]) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--deploys", type=int, default=20)
-    parser.add_argument("--burst", type=int, default=100)
-    parser.add_argument("--envs", type=int, default=20)
+    parser.add_argument("--deploys", type=int, default=20, help="latency deploys (0: skip)")
+    parser.add_argument("--burst", type=int, default=100, help="burst deploys (0: skip)")
+    parser.add_argument("--envs", type=int, default=20, help="app/envs the burst spreads over")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0,
+        help="seconds between latency deploys (0: back to back, as a queue drains)",
+    )
+    parser.add_argument("--concurrent", type=int, default=8, help="FREIGHT_CONCURRENT_DEPLOYS")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="freight-bench-"))
-    settings = Settings(home=home, prefect_api_url="http://127.0.0.1:4391/api")
+    settings = Settings(
+        home=home,
+        prefect_api_url="http://127.0.0.1:4391/api",
+        concurrent_deploys=args.concurrent,
+    )
     upgrade(settings.database_url)
     repo = home / "repo"
     ensure_demo_repo(repo)
@@ -200,32 +211,35 @@ def main() -> None:
         time.sleep(5)  # let the worker finish its start-up before timing anything
         print(
             f"Run {datetime.now().isoformat(timespec='minutes')} on {platform.node()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}\n",
+            f"{os.cpu_count()} cores, Python {platform.python_version()}, {vars(args)}\n",
             flush=True,
         )
         mem = memory(bench, {name: p.pid for name, p in stack.processes.items()})
         print("| process | memory |\n|---|---|")
         for name, value in mem.items():
             print(f"| {name} | {value} |", flush=True)
+        if args.deploys:
+            report_latency(latency(bench, args.deploys, args.pause))
+        if args.burst:
+            drained, lost, disorder = burst(bench, args.burst, args.envs)
+            print(
+                f"\n{args.burst} deploys over {args.envs} app/envs: drained in {drained:.1f} s, "
+                f"{args.burst / drained * 60:.1f} deploys/min, "
+                f"{lost} not finished, {disorder} out of order",
+                flush=True,
+            )
 
-        lat = latency(bench, args.deploys)
-        print("\n| measure | p50 | p95 | n |\n|---|---|---|---|")
-        for label, key in (
-            ("trigger → first command line readable in the Freight DB", "first"),
-            ("deploy time minus the command's own time", "overhead"),
-            ("output line → readable in the Freight DB", "line"),
-        ):
-            values = lat[key]
-            p50, p95 = ms(statistics.median(values)), ms(percentile(values, 0.95))
-            print(f"| {label} | {p50} | {p95} | {len(values)} |", flush=True)
 
-        drained, lost, disorder = burst(bench, args.burst, args.envs)
-        print(
-            f"\n{args.burst} deploys over {args.envs} app/envs: drained in {drained:.1f} s, "
-            f"{args.burst / drained * 60:.1f} deploys/min, "
-            f"{lost} not finished, {disorder} out of order",
-            flush=True,
-        )
+def report_latency(lat: dict[str, list[float]]) -> None:
+    print("\n| measure | p50 | p95 | n |\n|---|---|---|---|")
+    for label, key in (
+        ("trigger → first command line readable in the Freight DB", "first"),
+        ("deploy time minus the command's own time", "overhead"),
+        ("output line → readable in the Freight DB", "line"),
+    ):
+        values = lat[key]
+        p50, p95 = ms(statistics.median(values)), ms(percentile(values, 0.95))
+        print(f"| {label} | {p50} | {p95} | {len(values)} |", flush=True)
 
 
 def ms(seconds: float) -> str:

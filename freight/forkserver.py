@@ -50,10 +50,13 @@ class Request:
 
 def serve(path: Path) -> Request | None:
     """Serve until SIGTERM/SIGINT (returns None), or return a request inside a forked child."""
+    import gc
     import importlib
 
     for module in PRELOAD:
         importlib.import_module(module)
+    # The collector would otherwise walk (and so copy) every preloaded object in each child.
+    gc.freeze()
     listener = _listen(path)
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from types import TracebackType
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Crashed
 
 from freight.db import Deploy
 from freight.service.orchestration import RunState, RunStatus
+
+HEALTH_TIMEOUT = 3.0
 
 _STATES: dict[StateType, RunState] = {
     StateType.SCHEDULED: RunState.WAITING,
@@ -80,6 +84,15 @@ class PrefectOrchestrator:
 
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+    def problem(self) -> str | None:
+        # Straight to /health with a short timeout: Prefect's client would retry for a minute.
+        url = f"{PREFECT_API_URL.value()}/health"
+        try:
+            response = httpx.get(url, timeout=HEALTH_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return f"{url}: {type(exc).__name__}: {exc}"
+        return None if response.status_code == 200 else f"{url} answered {response.status_code}"
 
     def label_run(self, run_id: str, *, name: str, app: str, environment: str) -> None:
         """Name and tag a run that started before Freight knew its deploy (Prefect's Run button)."""

@@ -16,8 +16,19 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
     workspace_root: Path | None = Field(default=None, description="Mirrors and checkouts.")
     catalogue_dir: Path = Field(default=Path("deployments"), description="App YAML files.")
-    public_url: str = "http://127.0.0.1:5000"
-    api_key: SecretStr | None = None
+    public_url: str = Field(
+        default="http://127.0.0.1:5000", description="Where people reach the API and dashboard."
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=5000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Freight's shared key: an admin key, and the key of signed webhook URLs.",
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        default=None, description="If set, GitHub's X-Hub-Signature-256 must match it."
+    )
+    max_body_bytes: int = Field(default=1 << 20, gt=0, description="Largest request body.")
     prefect_api_url: str = "http://127.0.0.1:4200/api"
 
     deploy_timeout: float = Field(default=3600, gt=0, description="Total seconds a deploy may run.")
@@ -35,6 +46,12 @@ class Settings(BaseSettings):
         default=(0.5, 2.0, 5.0), description="Back-off between attempts of a failing notifier."
     )
 
+    concurrent_deploys: int = Field(
+        default=8,
+        ge=1,
+        description="Deploys Prefect starts at once across the work pool; more wait their turn "
+        "in its queue (set by `freight up` on the pool's `deploys` queue).",
+    )
     deploy_deployment: str = Field(
         default="deploy/deploy", description="Prefect deployment that runs one deploy."
     )
@@ -54,7 +71,11 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in a log."""
-        return [s.get_secret_value() for s in (self.api_key,) if s and s.get_secret_value()]
+        return [
+            s.get_secret_value()
+            for s in (self.api_key, self.github_webhook_secret)
+            if s and s.get_secret_value()
+        ]
 
 
 @lru_cache

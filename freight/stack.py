@@ -25,6 +25,9 @@ from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "freight"
+# Deploys have a queue of their own in the pool, so that its concurrency limit (a burst must not
+# start more flow runs than the machine can start at once) never holds back maintenance runs.
+DEPLOY_QUEUE = "deploys"
 
 # Prefect settings `make up` runs with, and why.
 PREFECT_DEFAULTS = {
@@ -115,6 +118,20 @@ class Stack:
                 raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
             time.sleep(0.05)
 
+    def limit_queue(self, name: str, limit: int, timeout: float = 60) -> None:
+        """Create the work queue with a concurrency limit, or set the limit if it exists."""
+        queues = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues"
+        deadline = time.monotonic() + timeout
+        # Prefect answers 503 while its SQLite database is busy (as it is just after start).
+        while True:
+            response = httpx.post(queues, json={"name": name, "concurrency_limit": limit})
+            if response.status_code == 409:
+                response = httpx.patch(f"{queues}/{name}", json={"concurrency_limit": limit})
+            if response.status_code != 503 or time.monotonic() > deadline:
+                response.raise_for_status()
+                return
+            time.sleep(0.5)
+
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         server = self.processes["server"]
@@ -183,6 +200,7 @@ def running_stack(
         stack.run(
             *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
         )
+        stack.limit_queue(DEPLOY_QUEUE, settings.concurrent_deploys)
         stack.run(
             *prefect_command(
                 "deploy",

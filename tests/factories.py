@@ -105,3 +105,6 @@ class RecordingOrchestrator:
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.crashed.append(run_id)
         self.states[run_id] = RunState.ENDED
+
+    def problem(self) -> str | None:
+        return None

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec, EnvironmentConfig
-from freight.db import App, AppSource, Repository
-from freight.errors import NotFound
+from freight.db import App, AppSource, Deploy, DeployStatus, Repository
+from freight.errors import Conflict, NotFound
 
 
 def find_app(session: Session, name: str) -> App | None:
@@ -57,6 +57,54 @@ def save_app(
     app.source_file = source_file
     session.flush()
     return app
+
+
+def list_apps(session: Session, *, name: str | None = None) -> list[App]:
+    query = select(App).order_by(App.name)
+    if name is not None:
+        query = query.where(App.name == name)
+    return list(session.scalars(query))
+
+
+def _refuse_catalogue_owned(app: App, doing: str) -> None:
+    if app.source == AppSource.CATALOGUE:
+        raise Conflict(
+            f"App {app.name} is defined by the catalogue file {app.source_file}: "
+            f"{doing} it there and run `freight apps sync`"
+        )
+
+
+def create_app(session: Session, spec: AppSpec) -> App:
+    """An app made through the API (the catalogue's apps come from `sync_catalogue`)."""
+    existing = find_app(session, spec.name)
+    if existing is not None:
+        raise Conflict(f"App {spec.name} already exists")
+    return save_app(session, spec, source=AppSource.API)
+
+
+def update_app(session: Session, app: App, spec: AppSpec) -> App:
+    _refuse_catalogue_owned(app, "change")
+    if spec.name != app.name and find_app(session, spec.name) is not None:
+        raise Conflict(f"App {spec.name} already exists")
+    repository = get_or_create_repository(session, spec.repository)
+    app.name = spec.name
+    app.repository_id = repository.id
+    app.repository = repository
+    app.config = spec.model_dump(mode="json")
+    session.flush()
+    return app
+
+
+def delete_app(session: Session, app: App) -> None:
+    """Delete an app and its history; refused while one of its deploys runs."""
+    _refuse_catalogue_owned(app, "remove")
+    running = session.scalar(
+        select(Deploy.id).where(Deploy.app_id == app.id, Deploy.status == DeployStatus.IN_PROGRESS)
+    )
+    if running is not None:
+        raise Conflict(f"App {app.name} has a deploy in progress; cancel it first")
+    session.delete(app)
+    session.flush()
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from freight import vcs
+from freight.checks import CheckContext
 from freight.db import App, Deploy, DeployStatus, User, utcnow
-from freight.errors import DeployFinished, InvalidRef, InvalidRequest, MissingArgument, NotFound
-from freight.service import apps, logs, notifications, queue, releases
+from freight.errors import (
+    AppLocked,
+    DeployFinished,
+    InvalidRef,
+    InvalidRequest,
+    MissingArgument,
+    NotFound,
+)
+from freight.service import apps, gating, locks, logs, notifications, queue, releases
 from freight.service.orchestration import Orchestrator, RunState
+
+log = logging.getLogger(__name__)
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Concurrent creators of one app/env race for the same number; the loser retries.
@@ -70,8 +83,14 @@ def create_deploy(
     params: Mapping[str, str] | None = None,
     force: bool = False,
     flow_run_id: str | None = None,
+    screen: bool = False,
 ) -> Deploy:
-    """Create a pending deploy with its number, resolved sha and config snapshot."""
+    """Create a pending deploy with its number, resolved sha and config snapshot.
+
+    With `screen`, a request is refused here, before anything is written, if someone else's
+    lock covers the environment or a check already reports the sha as failed (`force` skips
+    both); pending checks are waited for when the deploy runs.
+    """
     if not user:
         raise MissingArgument("A deploy needs a user")
     params = dict(params or {})
@@ -81,9 +100,18 @@ def create_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
+    if screen and not force:
+        lock = locks.blocking_lock(session, app_row.id, environment, user)
+        if lock is not None:
+            raise AppLocked(locks.describe(lock))
     sha = resolve_sha(
         session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
     )
+    if screen and not force:
+        gating.check_once(
+            config.checks,
+            CheckContext(app=app_row.name, environment=environment, sha=sha, output=log.info),
+        )
     user_row = get_or_create_user(session, user)
     for _ in range(NUMBER_ATTEMPTS):
         number = 1 + (
@@ -126,6 +154,84 @@ def queue_deploy(session: Session, orchestrator: Orchestrator, **create: Any) ->
     deploy = create_deploy(session, **create)
     queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
     return deploy
+
+
+@dataclass(frozen=True)
+class DeployFilter:
+    app: str | None = None
+    environment: str | None = None
+    user: str | None = None
+    ref: str | None = None
+    statuses: Sequence[DeployStatus] = ()
+    apps: frozenset[str] | None = None  # None: every app
+
+
+def list_deploys(
+    session: Session, where: DeployFilter, *, offset: int = 0, limit: int = 25
+) -> list[Deploy]:
+    """Deploys matching the filter, newest first; a queue (only pending ones) is head first."""
+    query = select(Deploy)
+    if where.app is not None or where.apps is not None:
+        query = query.join(App)
+    if where.app is not None:
+        query = query.where(App.name == where.app)
+    if where.apps is not None:
+        query = query.where(App.name.in_(where.apps))
+    if where.environment is not None:
+        query = query.where(Deploy.environment == where.environment)
+    if where.user is not None:
+        query = query.join(User).where(User.name == where.user)
+    if where.ref is not None:
+        query = query.where(Deploy.ref == where.ref)
+    if where.statuses:
+        query = query.where(Deploy.status.in_([str(s) for s in where.statuses]))
+    queue_order = bool(where.statuses) and set(where.statuses) == {DeployStatus.PENDING}
+    query = query.order_by(Deploy.id if queue_order else Deploy.id.desc())
+    return list(session.scalars(query.offset(offset).limit(limit)))
+
+
+ESTIMATE_WINDOW = timedelta(days=30)
+
+
+def estimated_durations(
+    session: Session, keys: set[tuple[int, str]]
+) -> dict[tuple[int, str], float]:
+    """Mean duration of the recent finished deploys of each (app id, environment)."""
+    if not keys:
+        return {}
+    since = utcnow() - ESTIMATE_WINDOW
+    rows = session.execute(
+        select(Deploy.app_id, Deploy.environment, Deploy.date_started, Deploy.date_finished).where(
+            Deploy.app_id.in_({app_id for app_id, _ in keys}),
+            Deploy.status == DeployStatus.FINISHED,
+            Deploy.date_finished >= since,
+            Deploy.date_started.is_not(None),
+        )
+    )
+    totals: dict[tuple[int, str], list[float]] = {}
+    for app_id, environment, started, finished in rows:
+        if (app_id, environment) in keys:
+            totals.setdefault((app_id, environment), []).append(
+                (finished - started).total_seconds()
+            )
+    return {key: sum(values) / len(values) for key, values in totals.items()}
+
+
+def daily_counts(
+    session: Session, *, days: int, today: datetime, app: str | None = None
+) -> list[tuple[datetime, int]]:
+    """Deploys started per UTC day, for the `days` days ending with today's."""
+    midnight = today.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight - timedelta(days=days - 1)
+    query = select(Deploy.date_started).where(Deploy.date_started >= first)
+    if app is not None:
+        query = query.join(App).where(App.name == app)
+    counts = dict.fromkeys(range(days), 0)
+    for (started,) in session.execute(query):
+        index = (started - first).days
+        if 0 <= index < days:
+            counts[index] += 1
+    return [(first + timedelta(days=i), counts[i]) for i in range(days)]
 
 
 def get_deploy(session: Session, deploy_id: int) -> Deploy:

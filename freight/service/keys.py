@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -38,12 +39,21 @@ class Principal:
     scopes: frozenset[Scope]
     apps: frozenset[str] | None = None
     key_id: int | None = None
+    last_used: datetime | None = None
 
     def allows(self, scope: Scope) -> bool:
         return any(mine.rank >= scope.rank for mine in self.scopes)
 
     def allows_app(self, app: str) -> bool:
         return self.apps is None or app in self.apps
+
+    def require_unlimited(self) -> None:
+        """Managing keys needs an admin key for every app: a limited one could widen itself."""
+        self.require(Scope.ADMIN)
+        if self.apps is not None:
+            raise Forbidden(
+                f"Key '{self.name}' is limited to some apps; keys need an admin key for all"
+            )
 
     def require(self, scope: Scope, app: str | None = None) -> None:
         if not self.allows(scope):
@@ -122,7 +132,25 @@ def authenticate(session: Session, key: str, *, admin_key: str | None) -> Princi
         scopes=frozenset(Scope(s) for s in row.scopes),
         apps=frozenset(row.apps) if row.apps is not None else None,
         key_id=row.id,
+        last_used=row.date_last_used,
     )
+
+
+# A key's last use is recorded to the minute: a write per request would slow every read.
+USE_RESOLUTION = timedelta(minutes=1)
+
+
+def use_is_stale(who: Principal) -> bool:
+    return who.key_id is not None and (
+        who.last_used is None or utcnow() - who.last_used >= USE_RESOLUTION
+    )
+
+
+def record_use(session: Session, who: Principal) -> None:
+    """Note that a stored key was used (callers ask `use_is_stale` first)."""
+    row = session.get(ApiKey, who.key_id) if who.key_id is not None else None
+    if row is not None:
+        row.date_last_used = utcnow()
 
 
 def has_admin_key(session: Session) -> bool:

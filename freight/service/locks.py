@@ -5,7 +5,8 @@ An active lock refuses deploys by anyone but its owner; `force` overrides it, an
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -36,6 +37,14 @@ def active_locks(session: Session, app_id: int, environment: str | None) -> list
     )
 
 
+def active_for_apps(session: Session, app_ids: list[int]) -> list[Lock]:
+    return list(
+        session.scalars(
+            select(Lock).where(Lock.app_id.in_(app_ids), *_active(utcnow())).order_by(Lock.id)
+        )
+    )
+
+
 def describe(lock: Lock) -> str:
     scope = lock.app.name if lock.environment is None else f"{lock.app.name}/{lock.environment}"
     return f"{scope} is locked by {lock.owner}: {lock.reason}"
@@ -59,6 +68,18 @@ def assert_unlocked(session: Session, deploy: Deploy) -> str | None:
     if not deploy.force:
         raise AppLocked(describe(lock))
     return describe(lock)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta."""
+    match = _DURATION.match(text)
+    if not match or int(match[1]) == 0:
+        raise InvalidRequest(f"Invalid duration '{text}': use e.g. 30m, 2h, 1d")
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
 
 
 def create_lock(

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
@@ -61,6 +61,28 @@ def _lost(candidate: _Candidate, orchestrator: Orchestrator, cutoff: datetime) -
     return state
 
 
+# Past this, a hand-over with no run id is taken for dead (its process died mid-call).
+HAND_OVER_TIMEOUT = timedelta(minutes=10)
+
+
+def _requeue_stuck_hand_over(engine: Engine, candidate: _Candidate, cutoff: datetime) -> None:
+    if candidate.heartbeat_at is None or candidate.heartbeat_at >= cutoff:
+        return
+    with session_scope(engine) as session:
+        # Back to the head of its queue; advance_all hands it over again.
+        session.execute(
+            update(Deploy)
+            .where(
+                Deploy.id == candidate.id,
+                Deploy.status == DeployStatus.IN_PROGRESS,
+                Deploy.flow_run_id.is_(None),
+                Deploy.date_started.is_(None),
+            )
+            .values(status=DeployStatus.PENDING, heartbeat_at=None)
+        )
+    log.warning("Hand-over of deploy %s never finished; it is queued again", candidate.id)
+
+
 def reap_lost_runs(
     engine: Engine,
     orchestrator: Orchestrator,
@@ -86,6 +108,11 @@ def reap_lost_runs(
         ]
     reaped = []
     for candidate in candidates:
+        if candidate.run_id is None:
+            # Claimed, and its hand-over to the orchestrator is still under way (a busy Prefect
+            # server can take minutes, retrying): nothing ran, so nothing is lost.
+            _requeue_stuck_hand_over(engine, candidate, cutoff - HAND_OVER_TIMEOUT)
+            continue
         state = _lost(candidate, orchestrator, cutoff)
         if state is None:
             continue

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from freight.db import App, Deploy, DeployStatus
-from freight.service import apps
+from freight.db import App, Deploy, DeployStatus, Lock
+from freight.service import apps, locks
 
 
 def live_deploy(session: Session, app_id: int, environment: str) -> Deploy | None:
@@ -54,38 +54,93 @@ class Release:
     live: Deploy | None
     running: Deploy | None
     queued: int
+    locks: list[Lock] = field(default_factory=list)
 
 
-def release_state(session: Session, app_name: str | None = None) -> list[Release]:
-    """Per app and environment: the live deploy, the running one and the queue length."""
+def release_state(
+    session: Session, app_name: str | None = None, *, apps_allowed: frozenset[str] | None = None
+) -> list[Release]:
+    """Per app and environment: the live deploy, the running one, the queue length and the
+    locks in force; a handful of queries whatever the number of apps."""
     query = select(App).order_by(App.name)
     if app_name is not None:
         query = query.where(App.name == app_name)
+    if apps_allowed is not None:
+        query = query.where(App.name.in_(apps_allowed))
+    app_rows = list(session.scalars(query))
+    ids = [app.id for app in app_rows]
+    newest = (
+        select(
+            Deploy.id,
+            func.row_number()
+            .over(
+                partition_by=(Deploy.app_id, Deploy.environment),
+                order_by=(Deploy.date_finished.desc(), Deploy.id.desc()),
+            )
+            .label("rank"),
+        )
+        .where(Deploy.app_id.in_(ids), Deploy.status == DeployStatus.FINISHED)
+        .subquery()
+    )
+    live = {
+        (d.app_id, d.environment): d
+        for d in session.scalars(
+            select(Deploy).join(newest, newest.c.id == Deploy.id).where(newest.c.rank == 1)
+        )
+    }
+    running = {
+        (d.app_id, d.environment): d
+        for d in session.scalars(
+            select(Deploy).where(Deploy.app_id.in_(ids), Deploy.status == DeployStatus.IN_PROGRESS)
+        )
+    }
     queued = {
         (app_id, environment): count
         for app_id, environment, count in session.execute(
             select(Deploy.app_id, Deploy.environment, func.count(Deploy.id))
-            .where(Deploy.status == DeployStatus.PENDING)
+            .where(Deploy.app_id.in_(ids), Deploy.status == DeployStatus.PENDING)
             .group_by(Deploy.app_id, Deploy.environment)
         )
     }
+    in_force: dict[int, list[Lock]] = {}
+    for lock in locks.active_for_apps(session, ids):
+        in_force.setdefault(lock.app_id, []).append(lock)
     result = []
-    for app in session.scalars(query):
+    for app in app_rows:
         for environment in apps.spec_of(app).environments:
-            running = session.scalar(
-                select(Deploy).where(
-                    Deploy.app_id == app.id,
-                    Deploy.environment == environment,
-                    Deploy.status == DeployStatus.IN_PROGRESS,
-                )
-            )
+            key = (app.id, environment)
             result.append(
                 Release(
                     app=app.name,
                     environment=environment,
-                    live=live_deploy(session, app.id, environment),
-                    running=running,
-                    queued=queued.get((app.id, environment), 0),
+                    live=live.get(key),
+                    running=running.get(key),
+                    queued=queued.get(key, 0),
+                    locks=[
+                        lock
+                        for lock in in_force.get(app.id, [])
+                        if lock.environment in (None, environment)
+                    ],
                 )
             )
     return result
+
+
+def history(
+    session: Session, *, app: str, environment: str, offset: int = 0, limit: int = 25
+) -> list[Deploy]:
+    """The finished deploys of one app/env, newest first: what was live, and when."""
+    return list(
+        session.scalars(
+            select(Deploy)
+            .join(App)
+            .where(
+                App.name == app,
+                Deploy.environment == environment,
+                Deploy.status == DeployStatus.FINISHED,
+            )
+            .order_by(Deploy.date_finished.desc(), Deploy.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+    )

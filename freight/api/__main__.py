@@ -1,0 +1,24 @@
+"""`python -m freight.api`: serve the API with uvicorn on FREIGHT_API_HOST:FREIGHT_API_PORT."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from freight.api import create_app
+from freight.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
+        # Behind a proxy, the public URL is what links use; the request's own scheme is kept.
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

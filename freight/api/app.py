@@ -1,0 +1,124 @@
+"""The HTTP API: Freight API 0 under `/api/0`, signed hooks under `/webhooks`, `/health`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from freight.api import errors
+from freight.api.deps import Runtime
+from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
+from freight.db import get_engine
+from freight.service.orchestration import Orchestrator
+from freight.settings import Settings
+
+PREFIX = "/api/0"
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with a 413 before any route reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        payload = json.dumps(
+            {"error": f"Request body over {self.limit} bytes", "error_name": "too_large"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    orchestrator: Orchestrator | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """The API for these settings; without an orchestrator it hands deploys to Prefect."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with ExitStack() as stack:
+            engine_ = engine or get_engine(settings.database_url)
+            orchestrator_ = orchestrator
+            if orchestrator_ is None:
+                from freight.orchestrator import PrefectOrchestrator
+
+                orchestrator_ = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
+            app.state.runtime = Runtime(settings, engine_, orchestrator_)
+            yield
+
+    app = FastAPI(
+        title="Freight",
+        description="Deploys on Prefect; wire-compatible with Freight API 0.",
+        version="0",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    errors.install(app)
+    for module in (apps, deploys, locks, releases, keys, stats):
+        app.include_router(module.router, prefix=PREFIX)
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+
+    # Freight's catch-all: any other path (or method) is a JSON 404.
+    @app.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
+    def not_found(path: str) -> Any:
+        return errors.not_found()
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,95 @@
+"""What routes depend on: a database session, the caller (from their key), the settings and
+the orchestrator, as `Annotated` types so that route signatures read like sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from freight.api.inputs import collect
+from freight.db import session_scope
+from freight.errors import Unauthorized
+from freight.service import keys
+from freight.service.keys import Principal, Scope
+from freight.service.orchestration import Orchestrator
+from freight.settings import Settings
+
+AUTH_SCHEMES = ("key", "bearer")
+
+
+@dataclass
+class Runtime:
+    """What the app was made with; kept on `app.state.runtime`."""
+
+    settings: Settings
+    engine: Engine
+    orchestrator: Orchestrator
+
+
+def runtime(request: Request) -> Runtime:
+    value = request.app.state.runtime
+    assert isinstance(value, Runtime)
+    return value
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def session(rt: RuntimeDep) -> Iterator[Session]:
+    with session_scope(rt.engine) as db:
+        yield db
+
+
+SessionDep = Annotated[Session, Depends(session)]
+Values = Annotated[dict[str, Any], Depends(collect)]
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in AUTH_SCHEMES and value.strip():
+        return value.strip()
+    return None
+
+
+def principal(request: Request, rt: RuntimeDep) -> Principal:
+    key = presented_key(request)
+    if key is None:
+        raise Unauthorized("No API key given")
+    admin_key = rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
+    with session_scope(rt.engine, read_only=True) as db:
+        found = keys.authenticate(db, key, admin_key=admin_key)
+    if found is None:
+        raise Unauthorized("Unknown or revoked API key")
+    if keys.use_is_stale(found):
+        with session_scope(rt.engine) as db:
+            keys.record_use(db, found)
+    return found
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def reader(who: PrincipalDep) -> Principal:
+    who.require(Scope.READ)
+    return who
+
+
+def deployer(who: PrincipalDep) -> Principal:
+    who.require(Scope.DEPLOY)
+    return who
+
+
+def admin(who: PrincipalDep) -> Principal:
+    who.require(Scope.ADMIN)
+    return who
+
+
+Reader = Annotated[Principal, Depends(reader)]
+Deployer = Annotated[Principal, Depends(deployer)]
+Admin = Annotated[Principal, Depends(admin)]

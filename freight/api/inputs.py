@@ -1,0 +1,98 @@
+"""Request arguments as Freight API 0 clients send them.
+
+Arguments come from the query string, a form body or a JSON body (the body wins). Structured
+fields (`params`, `provider_config`, `checks`, ...) arrive as JSON-encoded strings (freight-cli
+and Freight's own forms) or as plain JSON values; booleans as JSON booleans or `true/false/1/0`.
+Each route validates the merged arguments with a pydantic model that refuses unknown fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from freight.api.errors import describe_validation
+from freight.errors import InvalidRequest
+
+M = TypeVar("M", bound=BaseModel)
+
+# Query arguments that may repeat; any other repeated argument keeps its last value.
+REPEATABLE = frozenset({"status"})
+
+
+def _json_or_value(value: object) -> object:
+    if isinstance(value, str | bytes):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("must be JSON (or a JSON-encoded string)") from None
+    return value
+
+
+def _boolean(value: object) -> object:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError("must be true, false, 1 or 0")
+
+
+JsonField = BeforeValidator(_json_or_value)
+Flag = Annotated[bool, BeforeValidator(_boolean)]
+
+
+class Arguments(BaseModel):
+    """Base of every route's argument model: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+async def collect(request: Request) -> dict[str, Any]:
+    """The query string's arguments, overlaid with those of a form or JSON body."""
+    values: dict[str, Any] = _pairs(request.query_params.multi_items())
+    body = await request.body()
+    if not body.strip():
+        return values
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise InvalidRequest("The form body is not valid UTF-8") from None
+        values.update(_pairs(pairs))
+        return values
+    if kind not in ("application/json", "") and not kind.endswith("+json"):
+        raise InvalidRequest(f"Unsupported Content-Type '{kind}': send JSON or a form")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The JSON body must be an object of named arguments")
+    values.update(data)
+    return values
+
+
+def _pairs(items: list[tuple[str, str]]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in items:
+        if key in REPEATABLE:
+            values.setdefault(key, []).append(value)
+        else:
+            values[key] = value
+    return values
+
+
+def parse(model: type[M], values: Mapping[str, Any]) -> M:
+    """Validate arguments; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation(exc.errors())) from None

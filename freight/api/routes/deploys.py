@@ -1,0 +1,226 @@
+"""Deploys: list (with filters and paging), create, show, cancel, and their logs.
+
+Every route also answers under `/tasks/` (Hubot and chat bots use those names).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import BackgroundTasks, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator, Field, StringConstraints
+from sqlalchemy.orm import Session
+
+from freight.api import schemas
+from freight.api.deps import (
+    Deployer,
+    PrincipalDep,
+    Reader,
+    Runtime,
+    RuntimeDep,
+    SessionDep,
+    Values,
+)
+from freight.api.inputs import Arguments, Flag, JsonField, parse
+from freight.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, link_header, paged
+from freight.api.routing import Router
+from freight.db import Deploy, DeployStatus, session_scope
+from freight.errors import MissingArgument
+from freight.service import deploys, logs, queue
+from freight.service.keys import Principal, Scope
+
+router = Router(tags=["deploys"])
+BASES = ("/deploys", "/tasks")
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _statuses(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class DeployQuery(Arguments):
+    app: Text | None = None
+    env: Text | None = None
+    user: Text | None = None
+    ref: Text | None = None
+    status: Annotated[list[DeployStatus], BeforeValidator(_statuses)] = Field(default_factory=list)
+    cursor: int = Field(default=1, ge=1)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+class DeployCreate(Arguments):
+    app: Text
+    env: Text = "production"
+    ref: Text | None = None
+    user: Text | None = None
+    params: Annotated[dict[str, str], JsonField] | None = None
+    force: Flag = False
+
+
+class DeployUpdate(Arguments):
+    status: Literal["cancelled"] | None = None
+    user: Text | None = None
+
+
+class LogQuery(Arguments):
+    offset: int = Field(default=0, ge=-1)
+    limit: int | None = Field(default=None, ge=1)
+
+
+def _readable(who: Principal, deploy: Deploy) -> Deploy:
+    who.require(Scope.READ, deploy.app.name)
+    return deploy
+
+
+def list_deploys(request: Request, db: SessionDep, who: Reader, values: Values) -> JSONResponse:
+    query = parse(DeployQuery, values)
+    if query.app is not None:
+        who.require(Scope.READ, query.app)
+    page = Page(query.cursor, query.limit)
+    where = deploys.DeployFilter(
+        app=query.app,
+        environment=query.env,
+        user=query.user,
+        ref=query.ref,
+        statuses=query.status,
+        apps=who.apps,
+    )
+    rows = deploys.list_deploys(db, where, offset=page.offset, limit=page.limit + 1)
+    body = [d.model_dump() for d in schemas.deploy_page(db, rows[: page.limit])]
+    return paged(request, page, rows, body)
+
+
+def _hand_over(rt: Runtime, app_id: int, environment: str) -> None:
+    with session_scope(rt.engine) as db:
+        queue.advance(db, rt.orchestrator, app_id, environment)
+
+
+def hand_over_later(later: BackgroundTasks, rt: Runtime, deploy: Deploy) -> None:
+    """Hand the deploy's queue on after the response: that talks to Prefect, and a client must
+    not wait for it. A hand-over that fails is retried by the maintenance flow."""
+    later.add_task(_hand_over, rt, deploy.app_id, deploy.environment)
+
+
+def create_deploy(
+    db: SessionDep, rt: RuntimeDep, who: Deployer, values: Values, later: BackgroundTasks
+) -> JSONResponse:
+    args = parse(DeployCreate, values)
+    who.require(Scope.DEPLOY, args.app)
+    if args.user is None:
+        raise MissingArgument("Missing required argument 'user' (who deploys)")
+    deploy = deploys.create_deploy(
+        db,
+        app=args.app,
+        environment=args.env,
+        ref=args.ref,
+        user=args.user,
+        params=args.params,
+        force=args.force,
+        workspace_root=rt.settings.workspaces,
+        screen=True,
+    )
+    body = schemas.deploy_public(db, deploy).model_dump()
+    db.commit()
+    hand_over_later(later, rt, deploy)
+    return JSONResponse(body, status_code=201)
+
+
+def by_id(db: SessionDep, deploy_id: int) -> Deploy:
+    return deploys.get_deploy(db, deploy_id)
+
+
+def by_number(db: SessionDep, app: str, env: str, number: int) -> Deploy:
+    return deploys.get_deploy_by_number(db, app=app, environment=env, number=number)
+
+
+DeployById = Annotated[Deploy, Depends(by_id)]
+DeployByNumber = Annotated[Deploy, Depends(by_number)]
+
+
+def _show(db: Session, who: Principal, deploy: Deploy) -> dict[str, Any]:
+    return schemas.deploy_public(db, _readable(who, deploy)).model_dump()
+
+
+def _update(
+    db: Session, rt: Runtime, who: Principal, deploy: Deploy, values: dict[str, Any]
+) -> dict[str, Any]:
+    args = parse(DeployUpdate, values)
+    who.require(Scope.DEPLOY, deploy.app.name)
+    if args.status == "cancelled":
+        deploy = deploys.cancel_deploy(
+            db, deploy, by=args.user or who.name, orchestrator=rt.orchestrator
+        )
+    return schemas.deploy_public(db, deploy).model_dump()
+
+
+def _log(
+    request: Request, db: Session, who: Principal, deploy: Deploy, values: dict[str, Any]
+) -> JSONResponse:
+    args = parse(LogQuery, values)
+    _readable(who, deploy)
+    page = logs.read_log(db, deploy.id, offset=args.offset, limit=args.limit)
+    body = schemas.LogPublic(
+        nextOffset=page.next_offset,
+        chunks=[
+            schemas.ChunkPublic(text=c.text, date=schemas.wire_date(c.date)) for c in page.chunks
+        ],
+    )
+    response = JSONResponse(body.model_dump())
+    response.headers["Link"] = link_header(request, {"next": {"offset": page.next_offset}})
+    return response
+
+
+def show_by_id(db: SessionDep, who: Reader, deploy: DeployById) -> dict[str, Any]:
+    return _show(db, who, deploy)
+
+
+def show_by_number(db: SessionDep, who: Reader, deploy: DeployByNumber) -> dict[str, Any]:
+    return _show(db, who, deploy)
+
+
+def update_by_id(
+    db: SessionDep, rt: RuntimeDep, who: PrincipalDep, deploy: DeployById, values: Values
+) -> dict[str, Any]:
+    return _update(db, rt, who, deploy, values)
+
+
+def update_by_number(
+    db: SessionDep, rt: RuntimeDep, who: PrincipalDep, deploy: DeployByNumber, values: Values
+) -> dict[str, Any]:
+    return _update(db, rt, who, deploy, values)
+
+
+def log_by_id(
+    request: Request, db: SessionDep, who: Reader, deploy: DeployById, values: Values
+) -> JSONResponse:
+    return _log(request, db, who, deploy, values)
+
+
+def log_by_number(
+    request: Request, db: SessionDep, who: Reader, deploy: DeployByNumber, values: Values
+) -> JSONResponse:
+    return _log(request, db, who, deploy, values)
+
+
+for base in BASES:
+    documented = base == "/deploys"
+    for path, endpoint, method in (
+        ("/", list_deploys, "GET"),
+        ("/", create_deploy, "POST"),
+        ("/{deploy_id}/", show_by_id, "GET"),
+        ("/{deploy_id}/", update_by_id, "PUT"),
+        ("/{deploy_id}/log/", log_by_id, "GET"),
+        ("/{app}/{env}/{number}/", show_by_number, "GET"),
+        ("/{app}/{env}/{number}/", update_by_number, "PUT"),
+        ("/{app}/{env}/{number}/log/", log_by_number, "GET"),
+    ):
+        router.add_api_route(
+            base + path,
+            endpoint,
+            methods=[method],
+            status_code=201 if endpoint is create_deploy else 200,
+            include_in_schema=documented,
+            operation_id=f"{endpoint.__name__}{'' if documented else '_task'}",
+        )

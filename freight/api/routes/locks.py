@@ -1,0 +1,84 @@
+"""Locks on an app (every environment) or one environment, with their history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from freight.api import schemas
+from freight.api.deps import Deployer, Reader, SessionDep, Values
+from freight.api.inputs import Arguments, Flag, parse
+from freight.api.routing import Router
+from freight.db import utcnow
+from freight.errors import InvalidRequest
+from freight.service import locks
+from freight.service.keys import Scope
+
+router = Router(tags=["locks"])
+
+
+class LockQuery(Arguments):
+    app: str | None = None
+    env: str | None = None
+    history: Flag = False
+
+
+class LockCreate(Arguments):
+    app: str
+    env: str | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
+    expires: datetime | None = None
+    duration: str | None = Field(default=None, alias="for")
+
+
+class LockRelease(Arguments):
+    user: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+@router.get("/locks/", operation_id="list_locks")
+def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any]]:
+    query = parse(LockQuery, values)
+    if query.app is not None:
+        who.require(Scope.READ, query.app)
+    found = locks.list_locks(
+        db,
+        app=query.app,
+        environment=query.env,
+        include_history=query.history,
+        apps_allowed=who.apps,
+    )
+    return [schemas.lock_public(lock).model_dump() for lock in found]
+
+
+@router.post("/locks/", status_code=201, operation_id="create_lock")
+def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
+    args = parse(LockCreate, values)
+    who.require(Scope.DEPLOY, args.app)
+    if args.expires is not None and args.duration is not None:
+        raise InvalidRequest("Give 'expires' or 'for', not both")
+    expires = args.expires
+    if args.duration is not None:
+        expires = utcnow() + locks.parse_duration(args.duration)
+    if expires is not None and expires.tzinfo is None:
+        raise InvalidRequest("expires: give a time zone (e.g. 2026-12-24T18:00:00Z)")
+    lock = locks.create_lock(
+        db,
+        app=args.app,
+        environment=args.env,
+        reason=args.reason,
+        owner=args.owner or who.name,
+        expires=expires,
+    )
+    return JSONResponse(schemas.lock_public(lock).model_dump(), status_code=201)
+
+
+@router.delete("/locks/{lock_id}/", operation_id="release_lock")
+def release_lock(db: SessionDep, who: Deployer, lock_id: int, values: Values) -> dict[str, Any]:
+    args = parse(LockRelease, values)
+    lock = locks.get_lock(db, lock_id)
+    who.require(Scope.DEPLOY, lock.app.name)
+    return schemas.lock_public(locks.release_lock(db, lock, by=args.user or who.name)).model_dump()

@@ -1,0 +1,47 @@
+"""Release state: what runs where (every app and environment), and one environment's history."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from freight.api import schemas
+from freight.api.deps import Reader, SessionDep, Values
+from freight.api.inputs import Arguments, parse
+from freight.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, paged
+from freight.api.routing import Router
+from freight.errors import MissingArgument
+from freight.service import apps, releases
+from freight.service.keys import Scope
+
+router = Router(tags=["releases"])
+
+
+class ReleaseQuery(Arguments):
+    app: str | None = None
+    env: str | None = None
+    cursor: int = Field(default=1, ge=1)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+@router.get("/releases/", operation_id="list_releases")
+def list_releases(request: Request, db: SessionDep, who: Reader, values: Values) -> JSONResponse:
+    """Without `env`: per app and environment the live sha, its deploy, who and when. With
+    `app` and `env`: that environment's finished deploys, newest first (paged)."""
+    query = parse(ReleaseQuery, values)
+    if query.app is not None:
+        who.require(Scope.READ, query.app)
+        apps.get_app(db, query.app)
+    if query.env is None:
+        state = releases.release_state(db, query.app, apps_allowed=who.apps)
+        return JSONResponse([r.model_dump() for r in schemas.release_page(db, state)])
+    if query.app is None:
+        raise MissingArgument("Give the app whose environment's history you want")
+    apps.environment_of(apps.get_app(db, query.app), query.env)
+    page = Page(query.cursor, query.limit)
+    rows = releases.history(
+        db, app=query.app, environment=query.env, offset=page.offset, limit=page.limit + 1
+    )
+    body = [d.model_dump() for d in schemas.deploy_page(db, rows[: page.limit])]
+    return paged(request, page, list(rows), list(body))

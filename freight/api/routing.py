@@ -1,0 +1,19 @@
+"""A router whose routes answer with and without their trailing slash (Freight's paths end in
+`/`; clients differ), without a redirect a POST would not survive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+
+
+class Router(APIRouter):
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().add_api_route(path, endpoint, **kwargs)
+        if path.endswith("/") and path.strip("/"):
+            twin = {**kwargs, "include_in_schema": False}
+            if kwargs.get("operation_id"):
+                twin["operation_id"] = f"{kwargs['operation_id']}_noslash"
+            super().add_api_route(path.rstrip("/"), endpoint, **twin)

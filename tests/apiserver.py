@@ -1,0 +1,58 @@
+"""The API served by a real uvicorn on a free loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from sqlalchemy import Engine
+
+from freight.api import create_app
+from freight.db import session_scope
+from freight.service import keys
+from freight.service.orchestration import Orchestrator
+from freight.settings import Settings
+from tests.helpers import wait_for
+
+
+@dataclass
+class ApiServer:
+    url: str
+    settings: Settings
+    engine: Engine
+    orchestrator: Orchestrator
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/0"
+
+    def key(self, *scopes: str, apps: list[str] | None = None, name: str = "test") -> str:
+        with session_scope(self.engine) as session:
+            return keys.create_key(session, name=name, scopes=list(scopes), apps=apps)[1]
+
+    def client(self, key: str | None = None, **headers: str) -> httpx.Client:
+        if key is not None:
+            headers.setdefault("Authorization", f"Key {key}")
+        return httpx.Client(base_url=self.api, headers=headers, timeout=30)
+
+
+@contextmanager
+def serve_api(
+    settings: Settings, engine: Engine, orchestrator: Orchestrator
+) -> Iterator[ApiServer]:
+    app = create_app(settings, orchestrator=orchestrator, engine=engine)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "uvicorn to start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield ApiServer(f"http://127.0.0.1:{port}", settings, engine, orchestrator)
+    finally:
+        server.should_exit = True
+        thread.join(30)
