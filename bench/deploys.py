@@ -192,12 +192,14 @@ def main() -> None:
         help="seconds between latency deploys (0: back to back, as a queue drains)",
     )
     parser.add_argument("--concurrent", type=int, default=8, help="FREIGHT_CONCURRENT_DEPLOYS")
+    parser.add_argument("--prefect-db", default="", help="FREIGHT_PREFECT_DATABASE_URL")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="freight-bench-"))
     settings = Settings(
         home=home,
         prefect_api_url="http://127.0.0.1:4391/api",
         concurrent_deploys=args.concurrent,
+        prefect_database_url=args.prefect_db,
     )
     upgrade(settings.database_url)
     repo = home / "repo"

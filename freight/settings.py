@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="Largest request body.")
     prefect_api_url: str = "http://127.0.0.1:4200/api"
+    prefect_database_url: str = Field(
+        default="",
+        description="Database of the Prefect server `freight up` starts (SQLAlchemy async URL, "
+        "e.g. postgresql+asyncpg://...); default SQLite in home.",
+    )
 
     deploy_timeout: float = Field(default=3600, gt=0, description="Total seconds a deploy may run.")
     read_timeout: float = Field(default=600, gt=0, description="Seconds without output allowed.")

@@ -70,6 +70,8 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
         }
     )
+    if settings.prefect_database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
     return env
 
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec
 from freight.db import App, AppSource, Deploy
-from freight.service import apps
+from freight.service import apps, runs
 from freight.service.orchestration import RunState, RunStatus
+from freight.settings import Settings
 
 GIT_ENV = {
     **os.environ,
@@ -108,3 +112,31 @@ class RecordingOrchestrator:
 
     def problem(self) -> str | None:
         return None
+
+
+class InlineOrchestrator(RecordingOrchestrator):
+    """Runs each deploy handed to it in a thread of the test process, as a worker would in a
+    process of its own: the real lifecycle (git, the command, logs), without Prefect."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        super().__init__()
+        self.engine, self.settings = engine, settings
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, deploy: Deploy) -> str:
+        run_id = super().submit(deploy)
+        thread = threading.Thread(target=self._run, args=(deploy.id, run_id), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return run_id
+
+    def _run(self, deploy_id: int, run_id: str) -> None:
+        self.states[run_id] = RunState.RUNNING
+        run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=run_id)
+        with httpx.Client(timeout=5) as client:
+            runs.execute(run, self, client)
+        self.states[run_id] = RunState.ENDED
+
+    def join(self, timeout: float = 60) -> None:
+        for thread in list(self.threads):
+            thread.join(timeout)

@@ -15,11 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from freight.api import errors
 from freight.api.deps import Runtime
 from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
+from freight.api.routing import PREFIX
 from freight.db import get_engine
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
-
-PREFIX = "/api/0"
 
 
 class BodyLimit:

@@ -45,7 +45,9 @@ def session(rt: RuntimeDep) -> Iterator[Session]:
         yield db
 
 
-SessionDep = Annotated[Session, Depends(session)]
+# "function": the transaction commits when the route returns, before the response is sent, so a
+# client that is told 201 can read what it made (and a failed commit is an error, not a 201).
+SessionDep = Annotated[Session, Depends(session, scope="function")]
 Values = Annotated[dict[str, Any], Depends(collect)]
 
 

@@ -88,7 +88,9 @@ def describe_validation(errors: object) -> str:
         return "Invalid request"
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
     field = ".".join(location[1:] if location[:1] == ["path"] else location)
-    problem = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "")
+    problem = {"extra_forbidden": "unknown field", "missing": "required"}.get(
+        str(first.get("type")), first.get("msg", "")
+    )
     return f"{field}: {problem}" if field else str(problem)
 
 

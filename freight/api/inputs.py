@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from fastapi import Path, Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from freight.api.errors import describe_validation
-from freight.errors import InvalidRequest
+from freight.errors import InvalidRequest, MissingArgument
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,6 +43,13 @@ def _boolean(value: object) -> object:
         return value.strip().lower() in ("true", "1")
     raise ValueError("must be true, false, 1 or 0")
 
+
+# The largest integer the databases store in an INTEGER column: ids and numbers beyond it are
+# refused as bad input rather than failing in the driver.
+DB_INT = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=DB_INT)]
+Offset = Annotated[int, Field(ge=-1, le=DB_INT)]
+Count = Annotated[int, Field(ge=1, le=DB_INT)]
 
 JsonField = BeforeValidator(_json_or_value)
 Flag = Annotated[bool, BeforeValidator(_boolean)]
@@ -95,4 +102,45 @@ def parse(model: type[M], values: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation(exc.errors())) from None
+        errors = exc.errors()
+        kind = MissingArgument if errors[0]["type"] == "missing" else InvalidRequest
+        raise kind(describe_validation(errors)) from None
+
+
+def documented(model: type[BaseModel], *, body: bool) -> dict[str, Any]:
+    """OpenAPI for a route's arguments (they are parsed from the request by hand, so FastAPI
+    cannot see them): a JSON body (forms and query strings work too), or query parameters."""
+    schema = _inline(model.model_json_schema(by_alias=True))
+    if body:
+        return {
+            "requestBody": {
+                "required": bool(schema.get("required")),
+                "content": {"application/json": {"schema": schema}},
+            }
+        }
+    required = set(schema.get("required", []))
+    return {
+        "parameters": [
+            {"name": name, "in": "query", "required": name in required, "schema": field}
+            for name, field in schema.get("properties", {}).items()
+        ]
+    }
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with its `$defs` references replaced by the definitions themselves."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved = resolve(schema)
+    assert isinstance(resolved, dict)
+    return resolved

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
+# Pages past this would start beyond any row id the database can hold.
+MAX_CURSOR = 2**31 // MAX_LIMIT
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
+PREFIX = "/api/0"
+
 
 class Router(APIRouter):
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:

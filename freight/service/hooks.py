@@ -29,7 +29,7 @@ def digest(key: str, *, hook: str, action: str, app: str, environment: str) -> s
 
 def verify(key: str, given: str, *, hook: str, action: str, app: str, environment: str) -> bool:
     expected = digest(key, hook=hook, action=action, app=app, environment=environment)
-    return hmac.compare_digest(expected, given.lower())
+    return hmac.compare_digest(expected.encode(), given.lower().encode())
 
 
 def delivered(session: Session, delivery: str) -> Deploy | None:

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 from freight.api import schemas
 from freight.api.deps import Admin, Reader, SessionDep, Values
 from freight.api.errors import describe_validation
-from freight.api.inputs import Arguments, JsonField, parse
+from freight.api.inputs import Arguments, JsonField, documented, parse
 from freight.api.routing import Router
 from freight.catalogue import AppSpec
 from freight.errors import (
@@ -58,27 +58,37 @@ class AppFields(Arguments):
     sourceFile: str | None = None
 
 
+# Freight's error names say which part of the config was wrong.
+SECTION_ERRORS: dict[str, type[InvalidRequest]] = {
+    "provider": InvalidProvider,
+    "checks": InvalidCheck,
+    "notifiers": InvalidNotifier,
+    "environments": InvalidEnvironment,
+}
+
+
 def _plugins(value: object, field: str) -> list[dict[str, Any]]:
+    wrong = SECTION_ERRORS[field]
     if not isinstance(value, list):
-        raise InvalidRequest(f"{field}: must be a list of {{type, config}} objects")
+        raise wrong(f"{field}: must be a list of {{type, config}} objects")
     out = []
     for index, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise InvalidRequest(f"{field}[{index}]: needs a 'type'")
+            raise wrong(f"{field}[{index}]: needs a 'type'")
         config = item.get("config", {k: v for k, v in item.items() if k != "type"})
         if not isinstance(config, dict):
-            raise InvalidRequest(f"{field}[{index}].config: must be an object")
+            raise wrong(f"{field}[{index}].config: must be an object")
         out.append({**config, "type": item["type"]})
     return out
 
 
 def _environments(value: object) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
-        raise InvalidRequest("environments: must be an object of environment names")
+        raise InvalidEnvironment("environments: must be an object of environment names")
     out = {}
     for name, settings in value.items():
         if not isinstance(settings, dict):
-            raise InvalidRequest(f"environments.{name}: must be an object")
+            raise InvalidEnvironment(f"environments.{name}: must be an object")
         settings = dict(settings)
         if "defaultRef" in settings:
             settings["default_ref"] = settings.pop("defaultRef")
@@ -100,7 +110,7 @@ def _spec(fields: AppFields, current: AppSpec | None) -> AppSpec:
         if config is None:
             config = {k: v for k, v in data.get("provider", {}).items() if k != "type"}
         if not isinstance(config, dict):
-            raise InvalidRequest("provider_config: must be an object")
+            raise InvalidProvider("provider_config: must be an object")
         data["provider"] = {**config, "type": kind}
     for key in ("notifiers", "checks"):
         value = getattr(fields, key)
@@ -113,15 +123,6 @@ def _spec(fields: AppFields, current: AppSpec | None) -> AppSpec:
         return AppSpec.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc) from None
-
-
-# Freight's error names say which part of the config was wrong.
-SECTION_ERRORS: dict[str, type[InvalidRequest]] = {
-    "provider": InvalidProvider,
-    "checks": InvalidCheck,
-    "notifiers": InvalidNotifier,
-    "environments": InvalidEnvironment,
-}
 
 
 def _config_error(exc: ValidationError) -> InvalidRequest:
@@ -139,7 +140,7 @@ def _set_lock(db: SessionDep, app: Any, reason: Any, who: Principal) -> None:
         raise InvalidRequest("lockedReason: must be a string (locks) or false/null (unlocks)")
 
 
-@router.get("/apps/", operation_id="list_apps")
+@router.get("/apps/", operation_id="list_apps", openapi_extra=documented(AppQuery, body=False))
 def list_apps(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any]]:
     query = parse(AppQuery, values)
     return [
@@ -149,7 +150,12 @@ def list_apps(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any
     ]
 
 
-@router.post("/apps/", status_code=201, operation_id="create_app")
+@router.post(
+    "/apps/",
+    status_code=201,
+    operation_id="create_app",
+    openapi_extra=documented(AppFields, body=True),
+)
 def create_app(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
     fields = parse(AppFields, values)
     if not fields.name or not fields.repository:
@@ -168,7 +174,9 @@ def show_app(db: SessionDep, who: Reader, app: str) -> dict[str, Any]:
     return schemas.app_details(db, apps.get_app(db, app)).model_dump()
 
 
-@router.put("/apps/{app}/", operation_id="update_app")
+@router.put(
+    "/apps/{app}/", operation_id="update_app", openapi_extra=documented(AppFields, body=True)
+)
 def update_app(db: SessionDep, who: Admin, app: str, values: Values) -> dict[str, Any]:
     who.require(Scope.ADMIN, app)
     row = apps.get_app(db, app)

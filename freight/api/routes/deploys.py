@@ -22,8 +22,8 @@ from freight.api.deps import (
     SessionDep,
     Values,
 )
-from freight.api.inputs import Arguments, Flag, JsonField, parse
-from freight.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, link_header, paged
+from freight.api.inputs import Arguments, Count, Flag, JsonField, Offset, RowId, documented, parse
+from freight.api.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, Page, link_header, paged
 from freight.api.routing import Router
 from freight.db import Deploy, DeployStatus, session_scope
 from freight.errors import MissingArgument
@@ -46,7 +46,7 @@ class DeployQuery(Arguments):
     user: Text | None = None
     ref: Text | None = None
     status: Annotated[list[DeployStatus], BeforeValidator(_statuses)] = Field(default_factory=list)
-    cursor: int = Field(default=1, ge=1)
+    cursor: int = Field(default=1, ge=1, le=MAX_CURSOR)
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
 
@@ -65,8 +65,8 @@ class DeployUpdate(Arguments):
 
 
 class LogQuery(Arguments):
-    offset: int = Field(default=0, ge=-1)
-    limit: int | None = Field(default=None, ge=1)
+    offset: Offset = 0
+    limit: Count | None = None
 
 
 def _readable(who: Principal, deploy: Deploy) -> Deploy:
@@ -127,11 +127,11 @@ def create_deploy(
     return JSONResponse(body, status_code=201)
 
 
-def by_id(db: SessionDep, deploy_id: int) -> Deploy:
+def by_id(db: SessionDep, deploy_id: RowId) -> Deploy:
     return deploys.get_deploy(db, deploy_id)
 
 
-def by_number(db: SessionDep, app: str, env: str, number: int) -> Deploy:
+def by_number(db: SessionDep, app: str, env: str, number: RowId) -> Deploy:
     return deploys.get_deploy_by_number(db, app=app, environment=env, number=number)
 
 
@@ -204,8 +204,17 @@ def log_by_number(
     return _log(request, db, who, deploy, values)
 
 
+ARGUMENTS = {
+    list_deploys: documented(DeployQuery, body=False),
+    create_deploy: documented(DeployCreate, body=True),
+    update_by_id: documented(DeployUpdate, body=True),
+    update_by_number: documented(DeployUpdate, body=True),
+    log_by_id: documented(LogQuery, body=False),
+    log_by_number: documented(LogQuery, body=False),
+}
+
 for base in BASES:
-    documented = base == "/deploys"
+    in_schema = base == "/deploys"
     for path, endpoint, method in (
         ("/", list_deploys, "GET"),
         ("/", create_deploy, "POST"),
@@ -221,6 +230,7 @@ for base in BASES:
             endpoint,
             methods=[method],
             status_code=201 if endpoint is create_deploy else 200,
-            include_in_schema=documented,
-            operation_id=f"{endpoint.__name__}{'' if documented else '_task'}",
+            include_in_schema=in_schema,
+            operation_id=f"{endpoint.__name__}{'' if in_schema else '_task'}",
+            openapi_extra=ARGUMENTS.get(endpoint),
         )

@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field
 
 from freight.api import schemas
 from freight.api.deps import Admin, SessionDep, Values
-from freight.api.inputs import Arguments, Flag, parse
+from freight.api.inputs import Arguments, Flag, RowId, documented, parse
 from freight.api.routing import Router
 from freight.service import keys
 
@@ -37,7 +37,7 @@ class KeyQuery(Arguments):
     revoked: Flag = False
 
 
-@router.get("/keys/", operation_id="list_keys")
+@router.get("/keys/", operation_id="list_keys", openapi_extra=documented(KeyQuery, body=False))
 def list_keys(db: SessionDep, who: Admin, values: Values) -> list[dict[str, Any]]:
     who.require_unlimited()
     query = parse(KeyQuery, values)
@@ -47,7 +47,12 @@ def list_keys(db: SessionDep, who: Admin, values: Values) -> list[dict[str, Any]
     ]
 
 
-@router.post("/keys/", status_code=201, operation_id="create_key")
+@router.post(
+    "/keys/",
+    status_code=201,
+    operation_id="create_key",
+    openapi_extra=documented(KeyCreate, body=True),
+)
 def create_key(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
     who.require_unlimited()
     args = parse(KeyCreate, values)
@@ -59,6 +64,6 @@ def create_key(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
 
 
 @router.delete("/keys/{key_id}/", operation_id="revoke_key")
-def revoke_key(db: SessionDep, who: Admin, key_id: int) -> dict[str, Any]:
+def revoke_key(db: SessionDep, who: Admin, key_id: RowId) -> dict[str, Any]:
     who.require_unlimited()
     return schemas.key_public(keys.revoke_key(db, key_id, by=who.name)).model_dump()

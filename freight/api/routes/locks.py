@@ -10,7 +10,7 @@ from pydantic import Field
 
 from freight.api import schemas
 from freight.api.deps import Deployer, Reader, SessionDep, Values
-from freight.api.inputs import Arguments, Flag, parse
+from freight.api.inputs import Arguments, Flag, RowId, documented, parse
 from freight.api.routing import Router
 from freight.db import utcnow
 from freight.errors import InvalidRequest
@@ -39,7 +39,7 @@ class LockRelease(Arguments):
     user: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-@router.get("/locks/", operation_id="list_locks")
+@router.get("/locks/", operation_id="list_locks", openapi_extra=documented(LockQuery, body=False))
 def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any]]:
     query = parse(LockQuery, values)
     if query.app is not None:
@@ -54,7 +54,12 @@ def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, An
     return [schemas.lock_public(lock).model_dump() for lock in found]
 
 
-@router.post("/locks/", status_code=201, operation_id="create_lock")
+@router.post(
+    "/locks/",
+    status_code=201,
+    operation_id="create_lock",
+    openapi_extra=documented(LockCreate, body=True),
+)
 def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
     args = parse(LockCreate, values)
     who.require(Scope.DEPLOY, args.app)
@@ -76,8 +81,12 @@ def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
     return JSONResponse(schemas.lock_public(lock).model_dump(), status_code=201)
 
 
-@router.delete("/locks/{lock_id}/", operation_id="release_lock")
-def release_lock(db: SessionDep, who: Deployer, lock_id: int, values: Values) -> dict[str, Any]:
+@router.delete(
+    "/locks/{lock_id}/",
+    operation_id="release_lock",
+    openapi_extra=documented(LockRelease, body=False),
+)
+def release_lock(db: SessionDep, who: Deployer, lock_id: RowId, values: Values) -> dict[str, Any]:
     args = parse(LockRelease, values)
     lock = locks.get_lock(db, lock_id)
     who.require(Scope.DEPLOY, lock.app.name)

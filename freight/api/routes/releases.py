@@ -8,8 +8,8 @@ from pydantic import Field
 
 from freight.api import schemas
 from freight.api.deps import Reader, SessionDep, Values
-from freight.api.inputs import Arguments, parse
-from freight.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, paged
+from freight.api.inputs import Arguments, documented, parse
+from freight.api.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, Page, paged
 from freight.api.routing import Router
 from freight.errors import MissingArgument
 from freight.service import apps, releases
@@ -21,11 +21,13 @@ router = Router(tags=["releases"])
 class ReleaseQuery(Arguments):
     app: str | None = None
     env: str | None = None
-    cursor: int = Field(default=1, ge=1)
+    cursor: int = Field(default=1, ge=1, le=MAX_CURSOR)
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
 
-@router.get("/releases/", operation_id="list_releases")
+@router.get(
+    "/releases/", operation_id="list_releases", openapi_extra=documented(ReleaseQuery, body=False)
+)
 def list_releases(request: Request, db: SessionDep, who: Reader, values: Values) -> JSONResponse:
     """Without `env`: per app and environment the live sha, its deploy, who and when. With
     `app` and `env`: that environment's finished deploys, newest first (paged)."""

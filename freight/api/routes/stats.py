@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from freight.api.deps import Reader, SessionDep, Values
-from freight.api.inputs import Arguments, parse
+from freight.api.inputs import Arguments, documented, parse
 from freight.api.routing import Router
 from freight.db import utcnow
 from freight.service import apps, deploys
@@ -19,7 +19,9 @@ class StatsQuery(Arguments):
     app: str | None = None
 
 
-@router.get("/deploy-stats/", operation_id="deploy_stats")
+@router.get(
+    "/deploy-stats/", operation_id="deploy_stats", openapi_extra=documented(StatsQuery, body=False)
+)
 def deploy_stats(db: SessionDep, who: Reader, values: Values) -> list[tuple[int, int]]:
     """31 `[unix time of UTC midnight, deploys started that day]` pairs, oldest first."""
     query = parse(StatsQuery, values)

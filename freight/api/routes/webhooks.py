@@ -15,9 +15,9 @@ from fastapi import BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
 
 from freight.api import schemas
-from freight.api.deps import RuntimeDep, SessionDep
+from freight.api.deps import Admin, Runtime, RuntimeDep, SessionDep
 from freight.api.routes.deploys import hand_over_later
-from freight.api.routing import Router
+from freight.api.routing import PREFIX, Router
 from freight.errors import Forbidden, InvalidRequest, NotFound
 from freight.service import apps, deploys, hooks
 
@@ -27,7 +27,7 @@ WEB_FLOW = ("noreply@github.com", "web-flow")
 
 def _signed_by_github(request_body: bytes, header: str | None, secret: str) -> bool:
     expected = "sha256=" + hmac.new(secret.encode(), request_body, hashlib.sha256).hexdigest()
-    return header is not None and hmac.compare_digest(expected, header)
+    return header is not None and hmac.compare_digest(expected.encode(), header.encode())
 
 
 def _pusher(head_commit: dict[str, Any]) -> str:
@@ -45,6 +45,22 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+@router.get(f"{PREFIX}/hooks/{{hook}}/{{action}}/{{app}}/{{env}}/", operation_id="hook_url")
+def hook_url(
+    db: SessionDep, rt: RuntimeDep, who: Admin, hook: str, action: str, app: str, env: str
+) -> dict[str, str]:
+    """The signed URL to give GitHub for this hook (what `freight webhook create` prints)."""
+    apps.environment_of(apps.get_app(db, app), env)
+    key = hooks.signing_key(db, _api_key(rt))
+    signed = hooks.digest(key, hook=hook, action=action, app=app, environment=env)
+    base = rt.settings.public_url.rstrip("/")
+    return {"url": f"{base}/webhooks/{hook}/{action}/{app}/{env}/{signed}/"}
+
+
+def _api_key(rt: Runtime) -> str | None:
+    return rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
+
+
 @router.post("/webhooks/{hook}/{action}/{app}/{env}/{digest}/", operation_id="webhook")
 def webhook(
     request: Request,
@@ -58,8 +74,7 @@ def webhook(
     env: str,
     digest: str,
 ) -> JSONResponse:
-    api_key = rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
-    key = hooks.signing_key(db, api_key)
+    key = hooks.signing_key(db, _api_key(rt))
     if not hooks.verify(key, digest, hook=hook, action=action, app=app, environment=env):
         raise Forbidden("Invalid signature for this hook URL")
     if hook != "github":
