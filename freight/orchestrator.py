@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
-from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled, Crashed
 
 from freight.db import Deploy
 from freight.service.orchestration import RunState, RunStatus
 
 HEALTH_TIMEOUT = 3.0
+HAND_OVER_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 _STATES: dict[StateType, RunState] = {
     StateType.SCHEDULED: RunState.WAITING,
@@ -60,15 +62,37 @@ class PrefectOrchestrator:
         return self._client
 
     def submit(self, deploy: Deploy) -> str:
-        if self._deployment_id is None:
-            self._deployment_id = self.client.read_deployment_by_name(self.deployment).id
-        run = self.client.create_flow_run_from_deployment(
-            self._deployment_id,
-            parameters={"deploy_id": deploy.id},
-            name=deploy.name,
-            tags=run_tags(deploy.app.name, deploy.environment),
-        )
-        return str(run.id)
+        """Create the deploy's flow run; at most one per deploy, however often this is called.
+
+        A busy Prefect server (SQLite: "database is locked") answers 503; its client would back
+        off for minutes, holding the deploy's queue. This retries for seconds instead, then
+        gives up: the caller undoes the claim, and the maintenance flow hands it over again.
+        """
+        for delay in (*HAND_OVER_RETRY_DELAYS, None):
+            try:
+                with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+                    if self._deployment_id is None:
+                        self._deployment_id = self.client.read_deployment_by_name(
+                            self.deployment
+                        ).id
+                    run = self.client.create_flow_run_from_deployment(
+                        self._deployment_id,
+                        parameters={"deploy_id": deploy.id},
+                        name=deploy.name,
+                        tags=run_tags(deploy.app.name, deploy.environment),
+                        # A retry after a reply lost on the way gets the run already made (the
+                        # date tells this database's deploy 7 from another one's).
+                        idempotency_key=f"freight-{deploy.id}-{deploy.date_created.timestamp()}",
+                    )
+                return str(run.id)
+            except (httpx.TransportError, PrefectHTTPStatusError) as exc:
+                retryable = not isinstance(exc, PrefectHTTPStatusError) or (
+                    exc.response.status_code >= 500
+                )
+                if delay is None or not retryable:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def run_status(self, run_id: str) -> RunStatus:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -73,6 +74,23 @@ class Settings(BaseSettings):
     def workspaces(self) -> Path:
         assert self.workspace_root is not None
         return self.workspace_root.resolve()
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the FREIGHT_* variable that gives it, for processes started with
+        these settings (the stack's server, worker, API and flow runs)."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple | list | dict):
+                value = json.dumps(value)
+            elif isinstance(value, Path):
+                value = value.resolve()
+            env[f"FREIGHT_{name.upper()}"] = str(value)
+        return env
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in a log."""

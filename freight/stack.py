@@ -1,5 +1,6 @@
 """The local topology of `make up` (and of the end-to-end tests): Prefect server, work pool,
-deployments from prefect.yaml and one process worker, supervised together.
+deployments from prefect.yaml, the fork server and one process worker, and the Freight API,
+supervised together.
 
 Everything started here is stopped by `Stack.stop()`, including flow-run processes and the deploy
 commands they spawned, which Prefect starts in sessions of their own.
@@ -60,11 +61,8 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "PREFECT_API_URL": settings.prefect_api_url,
             "PREFECT_SERVER_API_HOST": api.hostname or "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(api.port or 4200),
-            # Flow runs read Freight's settings from here; absolute, since they run elsewhere.
-            "FREIGHT_HOME": str(home),
-            "FREIGHT_DATABASE_URL": settings.database_url,
-            "FREIGHT_WORKSPACE_ROOT": str(settings.workspaces),
-            "FREIGHT_PREFECT_API_URL": settings.prefect_api_url,
+            # Every process of the stack (API, flow runs) reads the same settings from here.
+            **settings.to_env(),
             "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
             "FREIGHT_PYTHON": sys.executable,
             forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
@@ -89,6 +87,10 @@ class Stack:
     @property
     def ui_url(self) -> str:
         return self.settings.prefect_api_url.removesuffix("/api")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
     def start_process(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
@@ -134,22 +136,20 @@ class Stack:
                 return
             time.sleep(0.5)
 
-    def wait_healthy(self, timeout: float = 120) -> None:
+    def wait_healthy(self, name: str, url: str, timeout: float = 120) -> None:
+        """Wait until the process answers 200 at url."""
         deadline = time.monotonic() + timeout
-        server = self.processes["server"]
+        process = self.processes[name]
         while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"Prefect server exited; see {self.log_dir / 'server.log'}")
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log_dir / f'{name}.log'}")
             try:
-                if (
-                    httpx.get(f"{self.settings.prefect_api_url}/health", timeout=2).status_code
-                    == 200
-                ):
+                if httpx.get(url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"Prefect server not healthy after {timeout}s")
+        raise RuntimeError(f"{name} not healthy at {url} after {timeout}s")
 
     def stop(self, grace: float = 20) -> None:
         """Stop flow runs and worker first (they need the server to report), then the server."""
@@ -197,7 +197,7 @@ def running_stack(
         stack.start_process(
             "forkserver", [sys.executable, "-m", "freight.forkserver", str(socket_path)]
         )
-        stack.wait_healthy()
+        stack.wait_healthy("server", f"{settings.prefect_api_url}/health")
         stack.wait_for_socket("forkserver", socket_path)
         stack.run(
             *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
@@ -215,6 +215,8 @@ def running_stack(
         stack.start_process(
             "worker", prefect_command("worker", "start", "--pool", WORK_POOL, "--type", "process")
         )
+        stack.start_process("api", [sys.executable, "-m", "freight.api"])
+        stack.wait_healthy("api", f"{stack.api_url}/health")
         yield stack
     finally:
         stack.stop()

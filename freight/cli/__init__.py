@@ -1,4 +1,5 @@
-"""The `freight` command line. One module per command group; errors become one readable line."""
+"""The `freight` command line: one module per command group. Commands talk to the API (see
+`client.py`); `up` and `apps validate|sync` work on this machine. Errors are one readable line."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from freight.cli.client import ApiError, Client, Config
 from freight.errors import FreightError
 
 app = typer.Typer(
@@ -15,11 +18,15 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)
 
 
+def connect() -> Client:
+    return Client(Config.load())
+
+
 def main() -> None:
-    from freight.cli import apps, up  # noqa: F401  (commands register themselves on import)
+    from freight.cli import apps, deploys, keys, locks, releases, up  # noqa: F401  (commands register on import)
 
     try:
         app()
-    except FreightError as exc:
-        err.print(f"[red]error[/red] ({exc.error_name}): {exc.message}", highlight=False)
+    except (FreightError, ApiError) as exc:
+        err.print(f"[red]error[/red] ({exc.error_name}): {escape(exc.message)}", highlight=False)
         sys.exit(1)

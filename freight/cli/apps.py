@@ -10,11 +10,45 @@ from rich.console import Console
 
 from freight import catalogue
 from freight.cli import app as root
+from freight.cli import connect
+from freight.cli.output import table
 from freight.settings import get_settings
 
-apps = typer.Typer(help="The app catalogue (deployments/*.yaml).", no_args_is_help=True)
+apps = typer.Typer(help="Apps (through the API), and the catalogue (deployments/*.yaml).")
 root.add_typer(apps, name="apps")
 out = Console(highlight=False, soft_wrap=True)
+
+
+@apps.callback(invoke_without_command=True)
+def list_apps(context: typer.Context) -> None:
+    """Without a subcommand: the apps, their environments and locks."""
+    if context.invoked_subcommand is not None:
+        return
+    with connect() as client:
+        rows = client.get("/apps/")
+    table(
+        None,
+        ("app", "environments", "repository", "source", "locked"),
+        [
+            (
+                a["name"],
+                ", ".join(a["environments"]),
+                a["repository"],
+                a["source"],
+                a["lockedReason"] or "",
+            )
+            for a in rows
+        ],
+    )
+
+
+@apps.command()
+def show(name: str) -> None:
+    """One app's whole config."""
+    with connect() as client:
+        data = client.get(f"/apps/{name}/")
+    out.print_json(data=data)
+
 
 Directory = Annotated[
     Path | None, typer.Argument(help="Catalogue directory (default: FREIGHT_CATALOGUE_DIR).")

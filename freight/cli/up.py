@@ -21,7 +21,7 @@ out = Console(highlight=False, soft_wrap=True)
 @app.command()
 def up() -> None:
     """Migrate, sync the catalogue, start Prefect (server, work pool, deployments, worker)."""
-    from freight.service.setup import sync_catalogue
+    from freight.service.setup import first_admin_key, sync_catalogue
 
     settings = get_settings()
     for spec, _ in catalogue.load_dir(settings.catalogue_dir):
@@ -31,6 +31,7 @@ def up() -> None:
     out.print(
         f"Catalogue: {len(report.created) + len(report.updated) + len(report.unchanged)} apps"
     )
+    admin_key = first_admin_key(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -41,12 +42,25 @@ def up() -> None:
         with running_stack(settings) as stack:
             out.print(f"Prefect UI:   {stack.ui_url}")
             out.print(f"Prefect API:  {settings.prefect_api_url}")
+            out.print(f"Freight API:  {stack.api_url}/api/0/  (docs: {stack.api_url}/api/0/docs)")
+            if admin_key:
+                out.print(f"Admin key:    {admin_key}")
+                out.print("              (shown this once; it is stored hashed)")
+            else:
+                out.print(
+                    "Admin key:    made on the first start; for a new one run "
+                    "`.venv/bin/freight keys create-admin`"
+                )
             out.print(f"Freight DB:   {settings.database_url}")
             out.print(f"Logs:         {stack.log_dir}")
             out.print(
                 "Deploy the demo: PREFECT_API_URL="
                 f"{settings.prefect_api_url} .venv/bin/prefect deployment run deploy/deploy "
                 "--param app=demo --param env=staging"
+            )
+            out.print(
+                f"  or:           FREIGHT_URL={stack.api_url} FREIGHT_API_KEY=<admin key> "
+                ".venv/bin/freight deploy demo staging --follow"
             )
             out.print("Press Ctrl-C to stop.")
             while all(p.poll() is None for p in stack.processes.values()):

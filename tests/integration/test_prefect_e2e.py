@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from freight import procs
 from freight.db import Deploy, DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import deploys, logs
+from freight.service import apps, deploys, logs
 from freight.settings import Settings
 from freight.stack import Stack, prefect_command, running_stack
 from tests.conftest import DATABASES, database
@@ -52,6 +53,8 @@ STEP_NAMES = {
 
 
 QUEUE_DEPTH = 5
+API_KEY = "e2e-admin-key"
+FREIGHT = str(Path(sys.executable).parent / "freight")
 
 
 def free_port() -> int:
@@ -108,6 +111,11 @@ class Env:
         state = self.orchestrator.client.read_flow_run(UUID(run_id)).state
         return state.type if state else None
 
+    def repo_sha(self, app: str) -> str:
+        with session_scope(self.engine) as session:
+            url = apps.get_app(session, app).repository.url
+        return GitRepo(Path(url)).git("rev-parse", "HEAD")
+
     def diagnostics(self) -> str:
         return (self.stack.log_dir / "worker.log").read_text()[-4000:]
 
@@ -116,10 +124,14 @@ class Env:
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("stack")
     with database(request.param, tmp) as url:
+        api_port = free_port()
         settings = Settings(
             home=tmp / "home",
             database_url=url,
             prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+            api_port=api_port,
+            public_url=f"http://127.0.0.1:{api_port}",
+            api_key=API_KEY,
         )
         upgrade(url)
         tuning = {
@@ -318,3 +330,70 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env, marker:
     )
     assert env.wait_status(next_id, DeployStatus.FINISHED, timeout=60)
     assert env.run_state(run_id) == StateType.CRASHED
+
+
+def freight(env: Env, *args: str, user: str = "cli-user") -> subprocess.CompletedProcess[str]:
+    """The `freight` command line as a user runs it, against the stack's API."""
+    return subprocess.run(
+        [FREIGHT, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            **os.environ,
+            "FREIGHT_URL": env.stack.api_url,
+            "FREIGHT_API_KEY": API_KEY,
+            "FREIGHT_USER": user,
+            "FREIGHT_CONFIG": str(env.tmp / "no-config.toml"),
+            "COLUMNS": "200",
+        },
+        check=False,
+    )
+
+
+def test_command_line_deploys_follows_and_reports_through_the_api(env: Env) -> None:
+    good = env.app("echo shipping {sha}; echo done")
+    followed = freight(env, "deploy", good, "staging", "--follow")
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    sha = env.repo_sha(good)
+    assert f"Queued {good}/staging#1" in followed.stdout
+    assert f"shipping {sha}\ndone\n" in followed.stdout
+    assert followed.stdout.rstrip().endswith(f"{good}/staging#1 finished")
+
+    bad = env.app("echo trying; exit 3")
+    failed = freight(env, "deploy", bad, "staging", "--follow")
+    assert failed.returncode == 1
+    assert "trying\n" in failed.stdout and f"{bad}/staging#1 failed" in failed.stdout
+
+    status = freight(env, "status", f"{good}/staging#1")
+    assert status.returncode == 0 and "finished" in status.stdout and "cli-user" in status.stdout
+    log = freight(env, "log", f"{good}/staging#1")
+    assert f"shipping {sha}\n" in log.stdout
+    history = freight(env, "history", good)
+    assert f"{good}/staging#1" in history.stdout
+    releases = freight(env, "releases", good)
+    assert sha[:7] in releases.stdout and "cli-user" in releases.stdout
+    listing = freight(env, "apps")
+    assert good in listing.stdout and bad in listing.stdout
+
+    locked = freight(
+        env, "lock", good, "staging", "--reason", "db migration", "--for", "1h", user="ana"
+    )
+    assert locked.returncode == 0 and "db migration" in locked.stdout
+    refused = freight(env, "deploy", good, "staging")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error (locked): {good}/staging is locked by ana: db migration"
+    ]
+    assert freight(env, "unlock", good, "staging").returncode == 0
+
+    again = freight(env, "rollback", good, "staging")
+    assert again.returncode == 1 and "(invalid_ref)" in again.stderr  # nothing to go back to
+
+    made = freight(env, "keys", "create", "reader", "--scope", "read")
+    key = made.stdout.strip().splitlines()[-1]
+    assert made.returncode == 0 and key.startswith("frt_")
+    assert "reader" in freight(env, "keys", "list").stdout
+    unknown = freight(env, "status", f"{good}/staging#99")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error (invalid_resource)")
+    assert "Traceback" not in unknown.stderr

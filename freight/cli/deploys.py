@@ -1,0 +1,129 @@
+"""`freight deploy|rollback|status|log|cancel|history`: deploys through the API."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from freight.cli import app, connect
+from freight.cli.client import task_path
+from freight.cli.output import FINAL, deploy_line, follow, out, short, status_text, table, when
+
+Follow = Annotated[bool, typer.Option("--follow", "-f", help="Print the log until it ends.")]
+
+
+def _start(app_name: str, env: str, ref: str | None, force: bool, follow_log: bool) -> None:
+    with connect() as client:
+        deploy = client.post(
+            "/deploys/",
+            {"app": app_name, "env": env, "ref": ref, "force": force, "user": client.config.user},
+        )
+        out.print(f"Queued {deploy_line(deploy)}")
+        if not follow_log:
+            return
+        status = follow(client, task_path(deploy["name"]))
+    out.print(f"{deploy['name']} {status_text(status)}")
+    if status != "finished":
+        sys.exit(1)
+
+
+@app.command()
+def deploy(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str, typer.Argument(help="Environment.")] = "production",
+    ref: Annotated[
+        str | None, typer.Option(help="Branch, tag or sha (default: the env's).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Skip checks, and override others' locks.")] = False,
+    follow_log: Follow = False,
+) -> None:
+    """Deploy APP to ENV; with --follow, print the log and exit 1 unless it finished."""
+    _start(app_name, env, ref, force, follow_log)
+
+
+@app.command()
+def rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str, typer.Argument(help="Environment.")],
+    follow_log: Follow = False,
+) -> None:
+    """Deploy the commit that was live before the current one (ref `:previous`)."""
+    _start(app_name, env, ":previous", False, follow_log)
+
+
+@app.command()
+def status(task: Annotated[str, typer.Argument(metavar="APP/ENV#N")]) -> None:
+    """One deploy: status, ref and sha, who, and when."""
+    with connect() as client:
+        deploy = client.get(f"/deploys/{task_path(task)}/")
+    table(
+        deploy["name"],
+        ("field", "value"),
+        [
+            ("status", deploy["status"]),
+            ("ref", deploy["ref"]),
+            ("sha", deploy["sha"]),
+            ("user", deploy["user"]["name"] if deploy.get("user") else ""),
+            ("created", when(deploy["dateCreated"])),
+            ("started", when(deploy["dateStarted"])),
+            ("finished", when(deploy["dateFinished"])),
+            ("duration", f"{deploy['duration']:.1f}s" if deploy["duration"] is not None else ""),
+            ("reason", deploy.get("reason") or ""),
+        ],
+    )
+
+
+@app.command()
+def log(
+    task: Annotated[str, typer.Argument(metavar="APP/ENV#N")], follow_log: Follow = False
+) -> None:
+    """Print a deploy's log (with --follow, until the deploy ends)."""
+    path = task_path(task)
+    with connect() as client:
+        if follow_log:
+            follow(client, path)
+            return
+        for page in client.log_pages(path):
+            for chunk in page["chunks"]:
+                sys.stdout.write(chunk["text"])
+    sys.stdout.flush()
+
+
+@app.command()
+def cancel(task: Annotated[str, typer.Argument(metavar="APP/ENV#N")]) -> None:
+    """Cancel a deploy: a queued one leaves the queue, a running one is stopped."""
+    with connect() as client:
+        deploy = client.put(
+            f"/deploys/{task_path(task)}/", {"status": "cancelled", "user": client.config.user}
+        )
+    word = "cancelled" if deploy["status"] in FINAL else "asked to stop"
+    out.print(f"{deploy['name']} {word}")
+
+
+@app.command()
+def history(
+    app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = None,
+    env: Annotated[str | None, typer.Argument(metavar="[ENV]")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 25,
+) -> None:
+    """Recent deploys, newest first (of one app, or one app and environment)."""
+    with connect() as client:
+        rows = client.get("/deploys/", app=app_name, env=env, limit=limit)
+    table(
+        None,
+        ("deploy", "status", "ref", "sha", "user", "started", "duration"),
+        [
+            (
+                d["name"],
+                status_text(d["status"]),
+                d["ref"],
+                short(d["sha"]),
+                d["user"]["name"] if d.get("user") else "",
+                when(d["dateStarted"]),
+                f"{d['duration']:.0f}s" if d["duration"] is not None else "",
+            )
+            for d in rows
+        ],
+    )
