@@ -21,7 +21,8 @@ from freight.errors import InvalidRequest, MissingArgument
 
 M = TypeVar("M", bound=BaseModel)
 
-# Query arguments that may repeat; any other repeated argument keeps its last value.
+# Filters that may repeat in a query string (`?status=a&status=b`); any other repeated argument,
+# and any argument of a write, keeps its last value.
 REPEATABLE = frozenset({"status"})
 
 
@@ -63,7 +64,8 @@ class Arguments(BaseModel):
 
 async def collect(request: Request) -> dict[str, Any]:
     """The query string's arguments, overlaid with those of a form or JSON body."""
-    values: dict[str, Any] = _pairs(request.query_params.multi_items())
+    repeatable = REPEATABLE if request.method == "GET" else frozenset()
+    values: dict[str, Any] = _pairs(request.query_params.multi_items(), repeatable)
     body = await request.body()
     if not body.strip():
         return values
@@ -73,7 +75,7 @@ async def collect(request: Request) -> dict[str, Any]:
             pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise InvalidRequest("The form body is not valid UTF-8") from None
-        values.update(_pairs(pairs))
+        values.update(_pairs(pairs, frozenset()))
         return values
     if kind not in ("application/json", "") and not kind.endswith("+json"):
         raise InvalidRequest(f"Unsupported Content-Type '{kind}': send JSON or a form")
@@ -87,10 +89,10 @@ async def collect(request: Request) -> dict[str, Any]:
     return values
 
 
-def _pairs(items: list[tuple[str, str]]) -> dict[str, Any]:
+def _pairs(items: list[tuple[str, str]], repeatable: frozenset[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in items:
-        if key in REPEATABLE:
+        if key in repeatable:
             values.setdefault(key, []).append(value)
         else:
             values[key] = value

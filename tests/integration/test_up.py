@@ -4,6 +4,7 @@ leaves no process behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -35,20 +37,23 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
     catalogue.mkdir()
     shutil.copy(ROOT / "deployments" / "demo.yaml", catalogue)
     api = f"http://127.0.0.1:{free_port()}/api"
+    freight_port = free_port()
     env = {
         **os.environ,
         "FREIGHT_HOME": str(tmp_path / "home"),
         "FREIGHT_CATALOGUE_DIR": str(catalogue),
         "FREIGHT_PREFECT_API_URL": api,
+        "FREIGHT_API_PORT": str(freight_port),
+        "FREIGHT_PUBLIC_URL": f"http://127.0.0.1:{freight_port}",
     }
-    output = (tmp_path / "up.log").open("w+")
-    up = subprocess.Popen(
-        [str(BIN / "freight"), "up"], env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
-    )
+    env.pop("FREIGHT_API_KEY", None)
+    up, log = start_up(env, tmp_path / "up.log")
     try:
-        wait_for(lambda: "Press Ctrl-C" in (tmp_path / "up.log").read_text(), 120, "freight up")
-        text = (tmp_path / "up.log").read_text()
+        text = log.read_text()
         assert f"Prefect UI:   {api.removesuffix('/api')}" in text
+        assert f"Freight API:  http://127.0.0.1:{freight_port}/api/0/" in text
+        admin_key = re.search(r"Admin key:    (frt_\S+)", text)
+        assert admin_key, text
         assert (tmp_path / ".freight" / "demo-repo" / "deploy.sh").exists()
 
         subprocess.run(
@@ -82,14 +87,53 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
         with session_scope(engine) as session:
             text = "".join(c.text for c in logs.read_log(session, deploy.id).chunks)
         assert "Restarting workers...\n" in text and f"Deployed {deploy.sha} to staging" in text
+        # The same deploy through the Freight API, with the key `freight up` printed.
+        listed = httpx.get(
+            f"http://127.0.0.1:{freight_port}/api/0/deploys/",
+            headers={"Authorization": f"Key {admin_key[1]}"},
+        ).json()
+        assert [d["name"] for d in listed] == [deploy.name]
         started = procs.descendants({up.pid})
-        assert len(started) >= 3  # server and worker at least, below `freight up`
+        assert len(started) >= 4  # server, fork server, worker and API, below `freight up`
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
-    assert "Stopped." in (tmp_path / "up.log").read_text()
+        stop_up(up, log)
     wait_for(
         lambda: not started & {p.pid for p in procs.live_processes()},
         10,
         "every process `freight up` started to be gone",
     )
+
+    # Again on the same data: the history is there, and no second key is printed.
+    again, log = start_up(env, tmp_path / "up-again.log")
+    try:
+        text = log.read_text()
+        assert "Admin key:    made on the first start" in text and "frt_" not in text
+        listed = httpx.get(
+            f"http://127.0.0.1:{freight_port}/api/0/deploys/",
+            headers={"Authorization": f"Key {admin_key[1]}"},
+        ).json()
+        assert [d["name"] for d in listed] == [deploy.name]
+    finally:
+        stop_up(again, log)
+
+
+def start_up(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    with log.open("w+") as output:
+        up = subprocess.Popen(
+            [str(BIN / "freight"), "up"], env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    try:
+        wait_for(
+            lambda: "Press Ctrl-C" in log.read_text() or up.poll() is not None, 120, "freight up"
+        )
+    except AssertionError:
+        stop_up(up, log)
+        raise
+    assert up.poll() is None, log.read_text()
+    return up, log
+
+
+def stop_up(up: subprocess.Popen[bytes], log: Path) -> None:
+    up.send_signal(signal.SIGINT)
+    up.wait(60)
+    assert "Stopped." in log.read_text()

@@ -42,6 +42,23 @@ RULES = [
         ("freight.db", "freight.service", "freight.settings", "sqlalchemy", "prefect"),
     ),
     (("freight/errors.py",), ("freight",)),
+    # Interfaces: the API's routes hand work to the service; the command line talks HTTP.
+    (("freight/api/routes/*.py",), ("prefect", "typer", "freight.orchestrator", "freight.runner")),
+    (
+        (
+            "freight/cli/client.py",
+            "freight/cli/output.py",
+            "freight/cli/deploys.py",
+            "freight/cli/releases.py",
+            "freight/cli/locks.py",
+        ),
+        ("freight.db", "freight.service", "freight.api", "sqlalchemy", "prefect"),
+    ),
+    # The worker's command runs before every flow run: the standard library only.
+    (
+        ("freight/forkclient.py",),
+        ("freight.db", "freight.service", "prefect", "sqlalchemy", "httpx"),
+    ),
     (
         ("flows/*.py",),
         ("sqlalchemy", "subprocess", "freight.db.models", "freight.vcs", "freight.runner"),
@@ -66,10 +83,11 @@ def test_layers_import_only_downwards(
     assert offenders == []
 
 
-def test_only_the_orchestrator_imports_prefect_inside_freight() -> None:
+def test_only_the_engine_edge_imports_prefect_inside_freight() -> None:
+    # The orchestrator hands deploys to Prefect; the fork server runs Prefect's engine.
     users = sorted(
         str(path.relative_to(ROOT))
         for path in modules("freight/**/*.py")
         if any(name == "prefect" or name.startswith("prefect.") for name in imports_of(path))
     )
-    assert users == ["freight/orchestrator.py"]
+    assert users == ["freight/forkserver.py", "freight/orchestrator.py"]
