@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
@@ -69,17 +69,7 @@ def _requeue_stuck_hand_over(engine: Engine, candidate: _Candidate, cutoff: date
     if candidate.heartbeat_at is None or candidate.heartbeat_at >= cutoff:
         return
     with session_scope(engine) as session:
-        # Back to the head of its queue; advance_all hands it over again.
-        session.execute(
-            update(Deploy)
-            .where(
-                Deploy.id == candidate.id,
-                Deploy.status == DeployStatus.IN_PROGRESS,
-                Deploy.flow_run_id.is_(None),
-                Deploy.date_started.is_(None),
-            )
-            .values(status=DeployStatus.PENDING, heartbeat_at=None)
-        )
+        queue.unclaim(session, candidate.id)  # advance_all hands it over again
     log.warning("Hand-over of deploy %s never finished; it is queued again", candidate.id)
 
 

@@ -72,6 +72,21 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
     return head
 
 
+def unclaim(session: Session, deploy_id: int) -> None:
+    """Put a claimed deploy that no run took back at the head of its queue (it never started;
+    claims go by id, so it is the head again)."""
+    session.execute(
+        update(Deploy)
+        .where(
+            Deploy.id == deploy_id,
+            Deploy.status == DeployStatus.IN_PROGRESS,
+            Deploy.flow_run_id.is_(None),
+            Deploy.date_started.is_(None),
+        )
+        .values(status=DeployStatus.PENDING, heartbeat_at=None)
+    )
+
+
 def advance(
     session: Session, orchestrator: Orchestrator, app_id: int, environment: str
 ) -> Deploy | None:
@@ -89,15 +104,7 @@ def advance(
         run_id = orchestrator.submit(head)
     except Exception:
         log.exception("Could not hand %s to the orchestrator", head.name)
-        session.execute(
-            update(Deploy)
-            .where(
-                Deploy.id == head.id,
-                Deploy.status == DeployStatus.IN_PROGRESS,
-                Deploy.flow_run_id.is_(None),
-            )
-            .values(status=DeployStatus.PENDING, heartbeat_at=None)
-        )
+        unclaim(session, head.id)
         session.commit()
         return None
     # The run may have started (and recorded itself) already; both write the same id.

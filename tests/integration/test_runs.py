@@ -489,3 +489,41 @@ def test_reaper_spares_a_late_heartbeat_whose_runner_is_alive_here(harness: Harn
     with session_scope(harness.engine) as session:
         session.execute(update(Deploy).where(Deploy.id == deploy_id).values(runner_pid=gone.pid))
     assert harness.maintain().reaped == [harness.deploy(deploy_id).name]
+
+
+def test_a_hand_over_under_way_is_not_lost_and_a_dead_one_is_handed_over_again(
+    harness: Harness,
+) -> None:
+    app = harness.app("echo ok")
+    with session_scope(harness.engine) as session:
+        deploy = deploys.create_deploy(
+            session,
+            app=app,
+            environment="staging",
+            user="ana",
+            workspace_root=harness.settings.workspaces,
+        )
+        claimed = queue.claim_next(session, deploy.app_id, "staging")
+        assert claimed is not None and claimed.id == deploy.id
+        deploy_id = deploy.id
+
+    def claimed_ago(minutes: float) -> None:
+        with session_scope(harness.engine) as session:
+            session.execute(
+                update(Deploy)
+                .where(Deploy.id == deploy_id)
+                .values(heartbeat_at=utcnow() - timedelta(minutes=minutes))
+            )
+
+    # Its hand-over to Prefect is still under way (a busy server): long silent, not lost.
+    claimed_ago(5)
+    assert harness.maintain().reaped == []
+    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+    assert harness.orchestrator.submitted == []
+
+    # The process handing it over died: it goes back to its queue and is handed over again.
+    claimed_ago(11)
+    report = harness.maintain()
+    assert report.reaped == [] and report.handed_over == [harness.deploy(deploy_id).name]
+    assert harness.orchestrator.submitted == [deploy_id]
+    assert harness.deploy(deploy_id).flow_run_id == f"run-{deploy_id}"
