@@ -81,8 +81,12 @@ class PrefectOrchestrator:
                         name=deploy.name,
                         tags=run_tags(deploy.app.name, deploy.environment),
                         # A retry after a reply lost on the way gets the run already made (the
-                        # date tells this database's deploy 7 from another one's).
-                        idempotency_key=f"freight-{deploy.id}-{deploy.date_created.timestamp()}",
+                        # date tells this database's deploy 7 from another one's; each claim
+                        # of the deploy is a new hand-over).
+                        idempotency_key=(
+                            f"freight-{deploy.id}-{deploy.date_created.timestamp()}"
+                            f"-{deploy.hand_overs}"
+                        ),
                     )
                 return str(run.id)
             except (httpx.TransportError, PrefectHTTPStatusError) as exc:

@@ -147,6 +147,9 @@ class Deploy(Base):
     runner_pgid: Mapped[int | None] = mapped_column(Integer)
     runner_pid: Mapped[int | None] = mapped_column(Integer)
     log_size: Mapped[int] = mapped_column(Integer, default=0)
+    # Claims that handed it to the orchestrator; a run the orchestrator lost before it started
+    # is handed over again, a few times.
+    hand_overs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     date_started: Mapped[datetime | None] = mapped_column(UTCDateTime)
     date_finished: Mapped[datetime | None] = mapped_column(UTCDateTime)

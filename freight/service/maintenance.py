@@ -63,6 +63,8 @@ def _lost(candidate: _Candidate, orchestrator: Orchestrator, cutoff: datetime) -
 
 # Past this, a hand-over with no run id is taken for dead (its process died mid-call).
 HAND_OVER_TIMEOUT = timedelta(minutes=10)
+# Runs lost before they start are replaced this many times, then the deploy fails.
+MAX_HAND_OVERS = 3
 
 
 def _requeue_stuck_hand_over(engine: Engine, candidate: _Candidate, cutoff: datetime) -> None:
@@ -109,6 +111,17 @@ def reap_lost_runs(
         with session_scope(engine) as session:
             deploy = deploys.get_deploy(session, candidate.id)
             if deploy.status != DeployStatus.IN_PROGRESS:
+                continue
+            if (
+                state == RunState.ENDED
+                and deploy.date_started is None
+                and deploy.hand_overs < MAX_HAND_OVERS
+            ):
+                # The orchestrator lost the run before it started (Prefect's worker marks it
+                # crashed when it cannot start it): nothing of the deploy ran, so it is handed
+                # over again rather than failed.
+                queue.unclaim(session, deploy.id, lost_run=candidate.run_id)
+                log.warning("Run of %s ended before it started; handing it over again", deploy.name)
                 continue
             if state == RunState.CANCELLED and deploy.date_started is None:
                 outcome, reason = DeployStatus.CANCELLED, "Cancelled in Prefect before it started"

@@ -66,24 +66,27 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
             head.status = DeployStatus.IN_PROGRESS
             # The reaper measures silence from here until the runner's own heartbeat starts.
             head.heartbeat_at = utcnow()
+            if head.flow_run_id is None:
+                head.hand_overs += 1
     except IntegrityError:
         session.refresh(head)
         return None
     return head
 
 
-def unclaim(session: Session, deploy_id: int) -> None:
-    """Put a claimed deploy that no run took back at the head of its queue (it never started;
-    claims go by id, so it is the head again)."""
+def unclaim(session: Session, deploy_id: int, *, lost_run: str | None = None) -> None:
+    """Put a claimed deploy that never started back at the head of its queue (claims go by id,
+    so it is the head again): its hand-over failed, or the run it got (`lost_run`) ended
+    before it started."""
     session.execute(
         update(Deploy)
         .where(
             Deploy.id == deploy_id,
             Deploy.status == DeployStatus.IN_PROGRESS,
-            Deploy.flow_run_id.is_(None),
+            Deploy.flow_run_id.is_(None) if lost_run is None else Deploy.flow_run_id == lost_run,
             Deploy.date_started.is_(None),
         )
-        .values(status=DeployStatus.PENDING, heartbeat_at=None)
+        .values(status=DeployStatus.PENDING, heartbeat_at=None, flow_run_id=None)
     )
 
 

@@ -527,3 +527,20 @@ def test_a_hand_over_under_way_is_not_lost_and_a_dead_one_is_handed_over_again(
     assert report.reaped == [] and report.handed_over == [harness.deploy(deploy_id).name]
     assert harness.orchestrator.submitted == [deploy_id]
     assert harness.deploy(deploy_id).flow_run_id == f"run-{deploy_id}"
+
+
+def test_a_run_prefect_lost_before_it_started_is_replaced_a_few_times(harness: Harness) -> None:
+    deploy_id = harness.create(harness.app("echo ok"))
+    run_id = f"run-{deploy_id}"
+    for attempt in range(1, maintenance.MAX_HAND_OVERS + 1):
+        assert harness.deploy(deploy_id).hand_overs == attempt
+        # Prefect's worker could not start it and reported it crashed.
+        harness.orchestrator.states[run_id] = RunState.ENDED
+        report = harness.maintain()
+        if attempt < maintenance.MAX_HAND_OVERS:
+            assert report.reaped == [] and report.handed_over == [harness.deploy(deploy_id).name]
+            assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+    assert harness.orchestrator.submitted == [deploy_id] * maintenance.MAX_HAND_OVERS
+    assert report.reaped == [harness.deploy(deploy_id).name]
+    lost = harness.deploy(deploy_id)
+    assert lost.status == DeployStatus.FAILED and lost.reason and "Runner lost" in lost.reason
