@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +18,16 @@ class PluginConfig(BaseModel):
     type: str
     # Fields whose values may hold `${NAME}` secret references, resolved only at run time.
     secret_fields: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    """Where the outside services are: settings, so that tests point them at local doubles."""
+
+    github: str = "https://api.github.com"
+    slack: str = "https://slack.com/api/"
+    sentry: str = "https://sentry.io/api/0/"
+    heroku: str = "https://api.heroku.com"
 
 
 K = TypeVar("K")

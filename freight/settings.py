@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from freight.plugins import ServiceUrls
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FREIGHT_", extra="ignore")
@@ -35,6 +37,14 @@ class Settings(BaseSettings):
         default="",
         description="Database of the Prefect server `freight up` starts (SQLAlchemy async URL, "
         "e.g. postgresql+asyncpg://...); default SQLite in home.",
+    )
+
+    github_api_url: str = Field(default="https://api.github.com", description="GitHub REST API.")
+    slack_api_url: str = Field(default="https://slack.com/api/", description="Slack Web API.")
+    sentry_api_url: str = Field(default="https://sentry.io/api/0/", description="Sentry API.")
+    heroku_api_url: str = Field(default="https://api.heroku.com", description="Heroku API.")
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="If set, Freight's own errors are reported to this Sentry DSN."
     )
 
     deploy_timeout: float = Field(default=3600, gt=0, description="Total seconds a deploy may run.")
@@ -91,6 +101,14 @@ class Settings(BaseSettings):
                 value = value.resolve()
             env[f"FREIGHT_{name.upper()}"] = str(value)
         return env
+
+    def service_urls(self) -> ServiceUrls:
+        return ServiceUrls(
+            github=self.github_api_url,
+            slack=self.slack_api_url,
+            sentry=self.sentry_api_url,
+            heroku=self.heroku_api_url,
+        )
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in a log."""

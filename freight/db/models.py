@@ -250,3 +250,16 @@ class Notification(Base):
     event: Mapped[str] = mapped_column(String(20))
     date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     date_delivered: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NotifierState(Base):
+    """What a notifier keeps between the events of one deploy (Slack's message, GitHub's
+    deployment id), keyed by the notifier's place in the deploy's config."""
+
+    __tablename__ = "notifier_state"
+    __table_args__ = (UniqueConstraint("deploy_id", "notifier", name="uq_notifier_state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    notifier: Mapped[str] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,11 +1,11 @@
 """Notifiers: who hears about deploys. Each kind is one module registered here."""
 
 from freight.errors import InvalidNotifier
-from freight.notifiers.base import DeployEvent, Notifier
+from freight.notifiers.base import DeployEvent, Notifier, NotifyContext
 from freight.plugins import Registry
 
 registry: Registry[Notifier] = Registry("notifier", InvalidNotifier)
 
 from freight.notifiers import webhook  # noqa: E402  (registers itself)
 
-__all__ = ["DeployEvent", "Notifier", "registry", "webhook"]
+__all__ = ["DeployEvent", "Notifier", "NotifyContext", "registry", "webhook"]

@@ -1,13 +1,14 @@
-"""What a notifier receives: one deploy event, and an HTTP client to reach its service."""
+"""What a notifier receives: one deploy event, and the means to reach its service."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
-from freight.plugins import PluginConfig
+from freight.plugins import PluginConfig, ServiceUrls
 
 
 @dataclass(frozen=True)
@@ -19,18 +20,43 @@ class DeployEvent:
     number: int
     ref: str
     sha: str | None
-    status: str
+    status: str  # the deploy's status as of the event: pending, in_progress, finished, ...
     user: str
     duration: float | None
     link: str
     reason: str | None = None
+    prev_sha: str | None = None  # what was live before this deploy
+    repository: str = ""
+    commits: int | None = None  # how many commits it ships (None: unknown)
+    date_created: str | None = None
+    date_started: str | None = None
+    date_finished: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    log_tail: tuple[str, ...] = ()  # the last lines of the log, for failures
 
     @property
     def name(self) -> str:
         return f"{self.app}/{self.environment}#{self.number}"
 
+    @property
+    def final(self) -> bool:
+        return self.event in ("finished", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class NotifyContext:
+    client: httpx.Client
+    urls: ServiceUrls
+    # What this notifier kept from this deploy's earlier events (Slack's message, GitHub's
+    # deployment id); empty for the first.
+    state: Mapping[str, Any] = field(default_factory=dict)
+
 
 class Notifier(Protocol):
-    def send(self, config: PluginConfig, event: DeployEvent, client: httpx.Client) -> None:
-        """Deliver the event; raise IntegrationError when the service refused it."""
+    def send(
+        self, config: PluginConfig, event: DeployEvent, context: NotifyContext
+    ) -> Mapping[str, Any] | None:
+        """Deliver the event; return what to keep for later events (None: keep what was).
+
+        Raise IntegrationError when the service refused it (it is retried, and logged)."""
         ...

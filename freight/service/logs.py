@@ -65,6 +65,12 @@ def read_log(
     )
 
 
+def tail_lines(session: Session, deploy_id: int, count: int, *, window: int = 16384) -> list[str]:
+    """The last `count` lines of the log (looking at most `window` characters back)."""
+    text = "".join(c.text for c in read_log(session, deploy_id, offset=-1, limit=window).chunks)
+    return text.splitlines()[-count:]
+
+
 class LogWriter:
     """Collects output lines from any thread and writes them as one chunk per flush interval.
 

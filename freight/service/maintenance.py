@@ -4,6 +4,7 @@ deliver notifications no runner is left to send."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -202,9 +203,12 @@ def run_maintenance(
             engine,
             deploy_id,
             client=client,
+            urls=settings.service_urls(),
+            workspace_root=settings.workspaces,
             public_url=settings.public_url,
             output=output,
             retry_delays=settings.notify_retry_delays,
+            secrets_from=os.environ,
         )
         report.notified.append(deploy_id)
     return report

@@ -315,9 +315,12 @@ class DeployRun:
             self.engine,
             self.deploy_id,
             client=client,
+            urls=self.settings.service_urls(),
+            workspace_root=self.settings.workspaces,
             public_url=self.settings.public_url,
             output=self.output,
             retry_delays=self.settings.notify_retry_delays,
+            secrets_from=os.environ,
         )
 
     def hand_over(self, orchestrator: Orchestrator) -> None:

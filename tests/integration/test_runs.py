@@ -145,7 +145,7 @@ def test_successful_deploy_passes_variables_safely_and_cleans_up(
     assert harness.origin.git("-C", str(mirror), "worktree", "list").count("\n") == 0
     events = [r.json() for r in harness.hook.requests]
     assert [e["event"] for e in events] == ["queued", "started", "finished"]
-    assert events[-1] | {"duration": None} == {
+    expected = {
         "event": "finished",
         "name": f"{app}/staging#1",
         "app": app,
@@ -155,11 +155,16 @@ def test_successful_deploy_passes_variables_safely_and_cleans_up(
         "sha": deploy.sha,
         "status": "finished",
         "user": "ana",
-        "duration": None,
         "link": f"http://freight.test/deploys/{app}/staging/1/",
         "reason": None,
+        "previous_sha": None,
+        "params": {"greeting": hostile},
+        "app_name": app,
+        "deploy_number": 1,
+        "title": f"{app}/staging#1",
     }
-    assert events[-1]["duration"] > 0
+    assert {key: events[-1][key] for key in expected} == expected
+    assert events[-1]["duration"] > 0 and events[-1]["date_finished"].endswith("Z")
 
 
 def test_failing_command_fails_the_deploy_and_removes_the_workspace(harness: Harness) -> None:

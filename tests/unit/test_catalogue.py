@@ -140,7 +140,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     dumped = json.loads(json.dumps(app.model_dump(mode="json")))
     assert dumped["provider"]["command"] == "bin/deploy {environment} {sha}"
     assert dumped["notifiers"] == [
-        {"type": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {}}
+        {"type": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {}, "secret": None}
     ]
     assert AppSpec.model_validate(dumped) == app
 
