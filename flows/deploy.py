@@ -7,7 +7,6 @@ schedule) with `app`/`env`, in which case it registers a Freight deploy and wait
 
 from __future__ import annotations
 
-import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
@@ -48,8 +47,8 @@ def cleanup_workspace(run: DeployRun) -> None:
 
 
 @step(name="notify")
-def notify(run: DeployRun, client: httpx.Client) -> None:
-    run.notify(client)
+def notify(run: DeployRun) -> None:
+    run.notify()
 
 
 STEPS = runs.Steps(
@@ -95,8 +94,7 @@ def deploy(
         run = DeployRun(engine, settings, deploy_id, run_id=run_id, echo=logger.info)
         if started_in_prefect:  # runs Freight hands over are named and tagged at creation
             orchestrator.label_run(run_id, name=run.name, app=run.app, environment=run.environment)
-        with httpx.Client(timeout=settings.notify_timeout) as client:
-            status = runs.execute(run, orchestrator, client, STEPS)
+        status = runs.execute(run, orchestrator, STEPS)
     message = f"{run.name} {status}"
     if status == DeployStatus.FINISHED:
         return Completed(message=message)

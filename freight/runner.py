@@ -57,6 +57,9 @@ class Masker:
             text = text.replace(secret, _MASK)
         return text
 
+    def adding(self, secrets: Iterable[str]) -> Masker:
+        return Masker([*self._secrets, *secrets])
+
 
 def run_process(
     command: str | Sequence[str],

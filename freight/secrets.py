@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from freight.errors import InvalidConfig
 from freight.plugins import PluginConfig
@@ -36,3 +36,15 @@ def resolve_config(
         elif isinstance(value, dict):
             update[name] = {k: resolve(v, lookup, found) for k, v in value.items()}
     return config.model_copy(update=update), found
+
+
+def resolve_all(
+    configs: Iterable[PluginConfig], lookup: Mapping[str, str]
+) -> tuple[list[PluginConfig], list[str]]:
+    """Each config resolved, and all the secret values found."""
+    resolved, found = [], []
+    for config in configs:
+        config, values = resolve_config(config, lookup)
+        resolved.append(config)
+        found.extend(values)
+    return resolved, found

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -133,8 +132,7 @@ class InlineOrchestrator(RecordingOrchestrator):
     def _run(self, deploy_id: int, run_id: str) -> None:
         self.states[run_id] = RunState.RUNNING
         run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=run_id)
-        with httpx.Client(timeout=5) as client:
-            runs.execute(run, self, client)
+        runs.execute(run, self)
         self.states[run_id] = RunState.ENDED
 
     def join(self, timeout: float = 60) -> None:

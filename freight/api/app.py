@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -91,7 +92,8 @@ def create_app(
                 from freight.orchestrator import PrefectOrchestrator
 
                 orchestrator_ = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
-            app.state.runtime = Runtime(settings, engine_, orchestrator_)
+            http = stack.enter_context(httpx.Client(timeout=settings.notify_timeout))
+            app.state.runtime = Runtime(settings, engine_, orchestrator_, http)
             yield
 
     app = FastAPI(

@@ -3,10 +3,12 @@ the orchestrator, as `Annotated` types so that route signatures read like senten
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 from freight.api.inputs import collect
 from freight.db import session_scope
 from freight.errors import Unauthorized
-from freight.service import keys
+from freight.service import deploys, keys
 from freight.service.keys import Principal, Scope
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
@@ -29,6 +31,13 @@ class Runtime:
     settings: Settings
     engine: Engine
     orchestrator: Orchestrator
+    # For the checks a deploy request is screened with.
+    http: httpx.Client
+
+    def screen(self) -> deploys.Screen:
+        return deploys.Screen(
+            client=self.http, urls=self.settings.service_urls(), secrets_from=os.environ
+        )
 
 
 def runtime(request: Request) -> Runtime:

@@ -6,4 +6,6 @@ from freight.plugins import Registry
 
 registry: Registry[Check] = Registry("check", InvalidCheck)
 
-__all__ = ["Check", "CheckContext", "CheckResult", "Verdict", "registry"]
+from freight.checks import github  # noqa: E402  (registers itself)
+
+__all__ = ["Check", "CheckContext", "CheckResult", "Verdict", "github", "registry"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from freight.plugins import PluginConfig
+import httpx
+
+from freight.plugins import PluginConfig, ServiceUrls
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,13 @@ class CheckContext:
     environment: str
     sha: str
     output: Callable[[str], None]
+    client: httpx.Client | None = None
+    urls: ServiceUrls = field(default_factory=ServiceUrls)
+    repository: str = ""  # the app's git remote
+
+    def http(self) -> httpx.Client:
+        assert self.client is not None, "this check talks HTTP: give the context a client"
+        return self.client
 
 
 class Verdict(StrEnum):
@@ -29,6 +38,8 @@ class CheckResult:
     verdict: Verdict
     # One line a person can act on: what failed (with a link) or what is still awaited.
     summary: str = ""
+    # Look again no sooner than this (a rate limit's reset), when the service said so.
+    retry_after: float | None = None
 
 
 class Check(Protocol):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from freight import vcs
+from freight import secrets, vcs
 from freight.checks import CheckContext
 from freight.db import App, Deploy, DeployStatus, User, utcnow
 from freight.errors import (
@@ -25,6 +26,7 @@ from freight.errors import (
     MissingArgument,
     NotFound,
 )
+from freight.plugins import ServiceUrls
 from freight.service import apps, gating, locks, logs, notifications, queue, releases
 from freight.service.orchestration import Orchestrator, RunState
 
@@ -72,6 +74,16 @@ def resolve_sha(
         raise InvalidRef(f"Unknown ref '{ref}' for app {app.name}") from None
 
 
+@dataclass(frozen=True)
+class Screen:
+    """What a deploy request is screened with: the checks' HTTP client, where the services are,
+    and where `${NAME}` secrets of check configs come from."""
+
+    client: httpx.Client | None = None
+    urls: ServiceUrls = field(default_factory=ServiceUrls)
+    secrets_from: Mapping[str, str] = field(default_factory=dict)
+
+
 def create_deploy(
     session: Session,
     *,
@@ -83,7 +95,7 @@ def create_deploy(
     params: Mapping[str, str] | None = None,
     force: bool = False,
     flow_run_id: str | None = None,
-    screen: bool = False,
+    screen: Screen | None = None,
 ) -> Deploy:
     """Create a pending deploy with its number, resolved sha and config snapshot.
 
@@ -100,17 +112,26 @@ def create_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
-    if screen and not force:
+    if screen is not None and not force:
         lock = locks.blocking_lock(session, app_row.id, environment, user)
         if lock is not None:
             raise AppLocked(locks.describe(lock))
     sha = resolve_sha(
         session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
     )
-    if screen and not force:
+    if screen is not None and not force and config.checks:
+        configs, _ = secrets.resolve_all(config.checks, screen.secrets_from)
         gating.check_once(
-            config.checks,
-            CheckContext(app=app_row.name, environment=environment, sha=sha, output=log.info),
+            configs,
+            CheckContext(
+                app=app_row.name,
+                environment=environment,
+                sha=sha,
+                output=log.info,
+                client=screen.client,
+                urls=screen.urls,
+                repository=app_row.repository.url,
+            ),
         )
     user_row = get_or_create_user(session, user)
     for _ in range(NUMBER_ATTEMPTS):

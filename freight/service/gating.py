@@ -63,6 +63,7 @@ def wait_for_checks(
             if result.summary != said or now - said_at >= REPEAT_AFTER:
                 context.output(f">> Waiting for check {config.type}: {result.summary}")
                 said, said_at = result.summary, now
-            if wait(min(delay, deadline - now)):
+            pause = max(delay, result.retry_after or 0.0)
+            if wait(min(pause, deadline - now)):
                 raise DeployCancelled("Deploy cancelled")
             delay = min(delay * 2, MAX_DELAY)

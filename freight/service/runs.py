@@ -88,6 +88,8 @@ class DeployRun:
         self._stop = threading.Event()
         self._writer: logs.LogWriter | None = None
         self._monitor: threading.Thread | None = None
+        # For checks and notifiers; open while the run is.
+        self.http = httpx.Client(timeout=settings.notify_timeout)
         with session_scope(engine) as session:
             deploy = deploys.get_deploy(session, deploy_id)
             if deploy.flow_run_id not in (None, run_id):
@@ -124,6 +126,7 @@ class DeployRun:
             self._monitor.join()
         if self._writer:
             self._writer.close()
+        self.http.close()
 
     def output(self, line: str) -> None:
         line = self._mask(line)
@@ -214,13 +217,18 @@ class DeployRun:
         if deploy.force and self.config.checks:
             self.output(">> Checks skipped: deploy forced")
             return
+        configs, found = secrets.resolve_all(self.config.checks, os.environ)
+        self._mask = self._mask.adding(found)
         gating.wait_for_checks(
-            self.config.checks,
+            configs,
             CheckContext(
                 app=self.app,
                 environment=self.environment,
                 sha=deploy.sha or "",
                 output=self.output,
+                client=self.http,
+                urls=self.settings.service_urls(),
+                repository=deploy.app.repository.url,
             ),
             timeout=self.settings.check_timeout,
             wait=self._cancel.wait,
@@ -243,7 +251,7 @@ class DeployRun:
         self._raise_if_cancelled()
         deploy = self._snapshot()
         config, secret_values = secrets.resolve_config(self.config.provider, os.environ)
-        self._mask = Masker([*self.settings.secret_values(), *secret_values])
+        self._mask = self._mask.adding(secret_values)
         assert deploy.workspace and deploy.sha
         context = DeployContext(
             deploy_id=deploy.id,
@@ -310,11 +318,11 @@ class DeployRun:
         self.output(f">> Deploy {status} after {duration:.1f}s")
         return status
 
-    def notify(self, client: httpx.Client) -> list[str]:
+    def notify(self) -> list[str]:
         return notifications.deliver(
             self.engine,
             self.deploy_id,
-            client=client,
+            client=self.http,
             urls=self.settings.service_urls(),
             workspace_root=self.settings.workspaces,
             public_url=self.settings.public_url,
@@ -357,12 +365,10 @@ class Steps:
     prepare_workspace: Step = DeployRun.prepare_workspace
     run_provider: Step = DeployRun.run_provider
     cleanup_workspace: Step = DeployRun.cleanup_workspace
-    notify: Callable[[DeployRun, httpx.Client], object] = DeployRun.notify
+    notify: Step = DeployRun.notify
 
 
-def execute(
-    run: DeployRun, orchestrator: Orchestrator, client: httpx.Client, steps: Steps | None = None
-) -> DeployStatus:
+def execute(run: DeployRun, orchestrator: Orchestrator, steps: Steps | None = None) -> DeployStatus:
     """The deploy lifecycle: wait for the slot, run the steps, always clean up, record the
     outcome, hand the slot on, notify. A signal (the orchestrator cancelling) is re-raised
     once all of that is done."""
@@ -370,9 +376,9 @@ def execute(
     error: BaseException | None = None
     with run:
         try:
-            if run.wait_for_turn(orchestrator, on_wait=lambda: steps.notify(run, client)):
+            if run.wait_for_turn(orchestrator, on_wait=lambda: steps.notify(run)):
                 run.start()
-                steps.notify(run, client)
+                steps.notify(run)
                 try:
                     steps.check_lock(run)
                     steps.check_github_status(run)
@@ -386,7 +392,7 @@ def execute(
         try:
             run.hand_over(orchestrator)
         finally:
-            steps.notify(run, client)
+            steps.notify(run)
     if error is not None and not isinstance(error, Exception):
         raise error
     return status

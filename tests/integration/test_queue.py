@@ -6,7 +6,6 @@ import itertools
 import threading
 import uuid
 
-import httpx
 from sqlalchemy import Engine
 
 from freight.db import DeployStatus, session_scope
@@ -42,8 +41,7 @@ def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
                 run_id=run_id,
             )
             run = runs.DeployRun(engine, settings, deploy_id, run_id=run_id)
-            with httpx.Client() as client:
-                results[deploy_id] = runs.execute(run, orchestrator, client)
+            results[deploy_id] = runs.execute(run, orchestrator)
         except BaseException as exc:
             errors.append(exc)
 

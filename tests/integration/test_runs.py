@@ -93,8 +93,7 @@ class Harness:
 
     def execute(self, deploy_id: int) -> DeployStatus:
         run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=f"run-{deploy_id}")
-        with httpx.Client(timeout=5) as client:
-            return runs.execute(run, self.orchestrator, client)
+        return runs.execute(run, self.orchestrator)
 
     def deploy(self, deploy_id: int) -> Deploy:
         with session_scope(self.engine) as session:
@@ -349,8 +348,7 @@ def test_a_run_waiting_behind_another_announces_queued_before_its_turn(harness: 
 
     def run_second() -> None:
         run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
-        with httpx.Client(timeout=5) as client:
-            outcome.append(runs.execute(run, harness.orchestrator, client))
+        outcome.append(runs.execute(run, harness.orchestrator))
 
     thread = threading.Thread(target=run_second, daemon=True)
     thread.start()
@@ -416,8 +414,8 @@ def test_a_signal_while_queued_cancels_the_deploy_and_leaves_the_queue_intact(
     signal.setitimer(signal.ITIMER_REAL, 1.0)
     try:
         run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
-        with pytest.raises(Interrupted), httpx.Client(timeout=5) as client:
-            runs.execute(run, harness.orchestrator, client)
+        with pytest.raises(Interrupted):
+            runs.execute(run, harness.orchestrator)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

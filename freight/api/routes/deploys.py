@@ -119,7 +119,7 @@ def create_deploy(
         params=args.params,
         force=args.force,
         workspace_root=rt.settings.workspaces,
-        screen=True,
+        screen=rt.screen(),
     )
     body = schemas.deploy_public(db, deploy).model_dump()
     db.commit()

@@ -112,7 +112,7 @@ def webhook(
             ref=head["id"],
             user=user,
             workspace_root=rt.settings.workspaces,
-            screen=True,
+            screen=rt.screen(),
         )
 
     deploy, created = hooks.deliver_once(db, request.headers.get("x-github-delivery"), create)
