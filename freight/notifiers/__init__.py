@@ -6,6 +6,6 @@ from freight.plugins import Registry
 
 registry: Registry[Notifier] = Registry("notifier", InvalidNotifier)
 
-from freight.notifiers import github, webhook  # noqa: E402  (each registers itself)
+from freight.notifiers import github, slack, webhook  # noqa: E402  (each registers itself)
 
-__all__ = ["DeployEvent", "Notifier", "NotifyContext", "github", "registry", "webhook"]
+__all__ = ["DeployEvent", "Notifier", "NotifyContext", "github", "registry", "slack", "webhook"]
