@@ -17,6 +17,7 @@ from freight.orchestrator import PrefectOrchestrator
 from freight.service import runs
 from freight.service.runs import DeployRun
 from freight.settings import get_settings
+from freight.telemetry import report_errors
 
 step = task(cache_policy=NONE, persist_result=False)
 
@@ -72,6 +73,7 @@ def deploy(
     deploy_id: int | None = None,
 ) -> State:
     settings = get_settings()
+    report_errors(settings, "deploy")
     engine = get_engine(settings.database_url)
     run_id = str(flow_run.id)
     logger = get_run_logger()

@@ -9,11 +9,13 @@ from freight.db import get_engine
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import maintenance as housekeeping
 from freight.settings import get_settings
+from freight.telemetry import report_errors
 
 
 @flow(name="maintenance", persist_result=False)
 def maintenance() -> None:
     settings = get_settings()
+    report_errors(settings, "maintenance")
     logger = get_run_logger()
     with (
         PrefectOrchestrator(settings.deploy_deployment) as orchestrator,

@@ -20,6 +20,7 @@ from freight.api.routing import PREFIX
 from freight.db import get_engine
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
+from freight.telemetry import report_errors
 
 
 class BodyLimit:
@@ -82,6 +83,7 @@ def create_app(
     engine: Engine | None = None,
 ) -> FastAPI:
     """The API for these settings; without an orchestrator it hands deploys to Prefect."""
+    report_errors(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

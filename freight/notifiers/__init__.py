@@ -6,6 +6,15 @@ from freight.plugins import Registry
 
 registry: Registry[Notifier] = Registry("notifier", InvalidNotifier)
 
-from freight.notifiers import github, slack, webhook  # noqa: E402  (each registers itself)
+from freight.notifiers import github, sentry, slack, webhook  # noqa: E402  (each registers itself)
 
-__all__ = ["DeployEvent", "Notifier", "NotifyContext", "github", "registry", "slack", "webhook"]
+__all__ = [
+    "DeployEvent",
+    "Notifier",
+    "NotifyContext",
+    "github",
+    "registry",
+    "sentry",
+    "slack",
+    "webhook",
+]
