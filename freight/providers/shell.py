@@ -2,75 +2,15 @@
 
 from __future__ import annotations
 
-import enum
-import re
-import shlex
-import string
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from freight.errors import InvalidProvider
 from freight.plugins import PluginConfig
 from freight.providers import registry
 from freight.providers.base import DeployContext, ProviderRuntime
+from freight.providers.templates import check_template, render_command
 from freight.runner import run_process
-
-VARIABLES = {
-    "app": "FREIGHT_APP",
-    "environment": "FREIGHT_ENVIRONMENT",
-    "sha": "FREIGHT_SHA",
-    "prev_sha": "FREIGHT_PREV_SHA",
-    "ref": "FREIGHT_REF",
-    "number": "FREIGHT_NUMBER",
-    "workspace": "FREIGHT_WORKSPACE",
-}
-PARAM = re.compile(r"params\[([A-Za-z_][A-Za-z0-9_]*)\]")
-
-
-class _Quote(enum.Enum):
-    NONE = ""
-    SINGLE = "'"
-    DOUBLE = '"'
-
-
-def _quote_after(literal: str, state: _Quote) -> _Quote:
-    """The shell quoting in force after `literal`, starting in `state`."""
-    escaped = False
-    for char in literal:
-        if escaped:
-            escaped = False
-        elif char == "\\" and state != _Quote.SINGLE:
-            escaped = True
-        elif state == _Quote.NONE and char in "'\"":
-            state = _Quote(char)
-        elif state.value == char:
-            state = _Quote.NONE
-    return state
-
-
-def _fields(template: str) -> list[tuple[str, str | None, _Quote]]:
-    """Split a template into (literal text, variable name or None, quoting at the variable)."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"bad command template: {exc}") from None
-    result = []
-    quote = _Quote.NONE
-    for literal, name, spec, conversion in parts:
-        quote = _quote_after(literal, quote)
-        if name is not None and quote == _Quote.SINGLE:
-            raise ValueError(f"template variable '{{{name}}}' inside single quotes never expands")
-        if name is not None and (spec or conversion):
-            raise ValueError(f"template variable '{{{name}}}' takes no format or conversion")
-        if name is not None and name not in VARIABLES and not PARAM.fullmatch(name):
-            raise ValueError(
-                f"unknown template variable '{{{name}}}' (known: "
-                + ", ".join([*VARIABLES, "params[NAME]"])
-                + ")"
-            )
-        result.append((literal, name, quote))
-    return result
 
 
 class ShellConfig(PluginConfig):
@@ -85,42 +25,8 @@ class ShellConfig(PluginConfig):
     @field_validator("command")
     @classmethod
     def _known_variables(cls, command: str) -> str:
-        _fields(command)
+        check_template(command)
         return command
-
-
-def render_command(template: str, context: DeployContext) -> tuple[str, str]:
-    """The command to run and the command to show.
-
-    The command that runs never contains a value: each variable becomes a reference to its
-    FREIGHT_* environment variable, double-quoted unless the template already puts it inside
-    double quotes. The shell expands such a reference without re-parsing it, so no ref, param or
-    other value can inject shell syntax or split into several words. The shown form carries the
-    values, for the log.
-    """
-    values = {
-        name: str(value) for name, value in context.template_values().items() if name in VARIABLES
-    }
-    to_run, to_show = [], []
-    for literal, name, quote in _fields(template):
-        to_run.append(literal)
-        to_show.append(literal)
-        if name is None:
-            continue
-        param = PARAM.fullmatch(name)
-        if param:
-            if param[1] not in context.params:
-                raise InvalidProvider(f"The command needs parameter '{param[1]}', not given")
-            variable, value = f"FREIGHT_PARAM_{param[1].upper()}", context.params[param[1]]
-        else:
-            variable, value = VARIABLES[name], values[name]
-        if quote == _Quote.DOUBLE:
-            to_run.append(f"${{{variable}}}")
-            to_show.append(value)
-        else:
-            to_run.append(f'"${{{variable}}}"')
-            to_show.append(shlex.quote(value))
-    return "".join(to_run), "".join(to_show)
 
 
 class ShellProvider:

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from freight.errors import InvalidProvider
 from freight.providers import DeployContext
-from freight.providers.shell import ShellConfig, render_command
+from freight.providers.shell import ShellConfig
+from freight.providers.templates import render_command
 
 CONTEXT = DeployContext(
     deploy_id=7,
