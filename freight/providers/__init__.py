@@ -6,6 +6,6 @@ from freight.providers.base import DeployContext, Provider, ProviderRuntime
 
 registry: Registry[Provider] = Registry("provider", InvalidProvider)
 
-from freight.providers import fabric, shell  # noqa: E402  (each registers itself)
+from freight.providers import fabric, heroku, shell  # noqa: E402  (each registers itself)
 
-__all__ = ["DeployContext", "Provider", "ProviderRuntime", "fabric", "registry", "shell"]
+__all__ = ["DeployContext", "Provider", "ProviderRuntime", "fabric", "heroku", "registry", "shell"]

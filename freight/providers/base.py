@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from freight.plugins import PluginConfig
+import httpx
+
+from freight.plugins import PluginConfig, ServiceUrls
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,13 @@ class ProviderRuntime:
     base_env: Mapping[str, str] = field(default_factory=dict)
     # Told the process group id of a started command, so it can be stopped if the runner dies.
     on_start: Callable[[int], None] | None = None
+    # For providers that talk to a service (Heroku): a client, and where the services are.
+    client: httpx.Client | None = None
+    urls: ServiceUrls = field(default_factory=ServiceUrls)
+
+    def http(self) -> httpx.Client:
+        assert self.client is not None, "this provider talks HTTP: give the runtime a client"
+        return self.client
 
 
 class Provider(Protocol):

@@ -273,6 +273,8 @@ class DeployRun:
             grace=self.settings.cancel_grace,
             base_env={k: os.environ[k] for k in INHERITED_ENV if k in os.environ},
             on_start=self._record_process_group,
+            client=self.http,
+            urls=self.settings.service_urls(),
         )
         providers.registry.get(config.type).run(config, context, runtime)
 

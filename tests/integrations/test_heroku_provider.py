@@ -1,0 +1,128 @@
+"""The `heroku` provider against a Platform API double: source, upload, build with the sha as
+its version, the streamed output in the log, the final status; failures and cancel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from freight.errors import CommandFailed, DeployCancelled, ExternalError
+from freight.plugins import ServiceUrls
+from freight.providers import DeployContext, ProviderRuntime
+from freight.providers.heroku import HerokuConfig, HerokuProvider
+from tests.doubles.heroku import ACCEPT, HerokuDouble
+from tests.helpers import wait_for
+
+SHA = "3f2a" + "1" * 36
+
+
+@pytest.fixture
+def heroku() -> Iterator[HerokuDouble]:
+    with HerokuDouble().running() as double:
+        yield double  # type: ignore[misc]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    (tmp_path / ".git").write_text("gitdir: elsewhere\n")
+    (tmp_path / "Procfile").write_text("web: gunicorn app:app\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('hi')\n")
+    return tmp_path
+
+
+def deploy(
+    heroku: HerokuDouble, checkout: Path, *, cancel: threading.Event | None = None, **config: str
+) -> list[str]:
+    lines: list[str] = []
+    with httpx.Client(timeout=5) as client:
+        HerokuProvider().run(
+            HerokuConfig.model_validate(
+                {"type": "heroku", "app": "acme-web", "api_key": "heroku-key", **config}
+            ),
+            DeployContext(
+                deploy_id=1,
+                app="web",
+                environment="production",
+                number=7,
+                ref="main",
+                sha=SHA,
+                prev_sha=None,
+                user="ana",
+                workspace=checkout,
+            ),
+            ProviderRuntime(
+                output=lines.append,
+                should_cancel=(cancel or threading.Event()).is_set,
+                timeout=60,
+                read_timeout=10,
+                grace=1,
+                client=client,
+                urls=ServiceUrls(heroku=heroku.url),
+            ),
+        )
+    return lines
+
+
+def test_a_build_of_the_checkout_with_its_output_in_the_log(
+    heroku: HerokuDouble, checkout: Path
+) -> None:
+    lines = deploy(heroku, checkout)
+    (build,) = heroku.builds.values()
+    assert build["source_blob"]["version"] == SHA
+    assert build["source_blob"]["version_description"] == "web/production#7"
+    assert heroku.files(build["blob"]) == {
+        "Procfile": "web: gunicorn app:app\n",
+        "app/main.py": "print('hi')\n",
+    }
+    assert lines[1:] == [
+        f">> Heroku build {build['id']} of acme-web started",
+        "-----> Building on the Heroku-24 stack",
+        "-----> Done",
+        f">> Heroku build {build['id']} succeeded",
+    ]
+    api_calls = [r for r in heroku.requests if not r.path.startswith(("/blobs", "/streams"))]
+    assert all(r.headers["accept"] == ACCEPT for r in api_calls)
+    assert all(r.headers["authorization"] == "Bearer heroku-key" for r in api_calls)
+    assert not heroku.upload_headers.get("content-type")  # empty, as the upload URL was signed
+
+
+def test_a_failed_build_fails_the_deploy(heroku: HerokuDouble, checkout: Path) -> None:
+    heroku.outcome = "failed"
+    heroku.output = [
+        "-----> Python app detected",
+        " !     Push rejected, failed to compile Python app.",
+    ]
+    with pytest.raises(CommandFailed, match="of acme-web failed"):
+        deploy(heroku, checkout)
+
+
+def test_refusals_say_what_heroku_said(heroku: HerokuDouble, checkout: Path) -> None:
+    with pytest.raises(ExternalError, match="unauthorized: Invalid credentials provided"):
+        deploy(heroku, checkout, api_key="wrong")
+    with pytest.raises(ExternalError, match="not_found: Couldn't find that app"):
+        deploy(heroku, checkout, app="acme-api")
+
+
+def test_cancel_stops_following_the_build(heroku: HerokuDouble, checkout: Path) -> None:
+    heroku.output = [f"step {i}" for i in range(200)]
+    heroku.line_delay = 0.05
+    cancel = threading.Event()
+    result: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            deploy(heroku, checkout, cancel=cancel)
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: heroku.builds, 10, "the build to start")
+    cancel.set()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(result[0], DeployCancelled)
