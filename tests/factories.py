@@ -73,11 +73,14 @@ def make_app(
     environments: tuple[str, ...] = ("staging", "production"),
     **extra: Any,
 ) -> App:
+    provider = {"type": "shell", "command": command, **extra.pop("provider", {})}
+    if provider["type"] != "shell":  # another kind: its own fields only
+        provider.pop("command")
     spec = AppSpec.model_validate(
         {
             "name": name or unique_name(),
             "repository": repo.url,
-            "provider": {"type": "shell", "command": command, **extra.pop("provider", {})},
+            "provider": provider,
             "environments": {env: {"default_ref": "main"} for env in environments},
             **extra,
         }

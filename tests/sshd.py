@@ -90,6 +90,8 @@ def sshd(directory: Path, keys: SshKeys) -> Iterator[SshServer]:
     finally:
         process.terminate()
         process.wait(10)
+        if process.stderr:
+            process.stderr.close()
 
 
 @contextmanager

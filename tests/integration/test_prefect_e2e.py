@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -37,8 +38,12 @@ from freight.service import apps, deploys, logs
 from freight.settings import Settings
 from freight.stack import Stack, prefect_command, running_stack
 from tests.conftest import DATABASES, database
+from tests.doubles.github import GitHubDouble
+from tests.doubles.sentry import SentryDouble
+from tests.doubles.slack import SlackDouble
 from tests.factories import GitRepo, make_app
 from tests.helpers import live_pids_with_env, wait_for
+from tests.sshd import SshKeys, SshServer, two_hosts
 
 pytestmark = pytest.mark.prefect
 
@@ -64,19 +69,31 @@ def free_port() -> int:
 
 
 @dataclass
+class Services:
+    """The outside world as the stack's flow runs see it: doubles of GitHub, Slack and Sentry,
+    and two SSH hosts."""
+
+    github: GitHubDouble
+    slack: SlackDouble
+    sentry: SentryDouble
+    ssh: tuple[SshKeys, SshServer, SshServer]
+
+
+@dataclass
 class Env:
     stack: Stack
     settings: Settings
     engine: Engine
     orchestrator: PrefectOrchestrator
     tmp: Path
+    services: Services
 
     def repo(self) -> GitRepo:
         return GitRepo.create(self.tmp / uuid.uuid4().hex)
 
-    def app(self, command: str) -> str:
+    def app(self, command: str, **extra: Any) -> str:
         with session_scope(self.engine) as session:
-            return make_app(session, self.repo(), command=command).name
+            return make_app(session, self.repo(), command=command, **extra).name
 
     def create(self, app: str, env: str = "staging", **params: str) -> int:
         with session_scope(self.engine) as session:
@@ -123,7 +140,13 @@ class Env:
 @pytest.fixture(scope="module", params=DATABASES)
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("stack")
-    with database(request.param, tmp) as url:
+    with (
+        database(request.param, tmp) as url,
+        GitHubDouble().running() as github,
+        SlackDouble().running() as slack,
+        SentryDouble().running() as sentry,
+        two_hosts(tmp / "ssh") as ssh,
+    ):
         api_port = free_port()
         settings = Settings(
             home=tmp / "home",
@@ -132,6 +155,9 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             api_port=api_port,
             public_url=f"http://127.0.0.1:{api_port}",
             api_key=API_KEY,
+            github_api_url=github.url,
+            slack_api_url=slack.api_url,  # type: ignore[attr-defined]
+            sentry_api_url=sentry.api_url,  # type: ignore[attr-defined]
         )
         upgrade(url)
         tuning = {
@@ -139,13 +165,19 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             "FREIGHT_CANCEL_GRACE": "2",
             "FREIGHT_RUNNER_LOST_AFTER": "10",
             "FREIGHT_QUEUE_POLL_INTERVAL": "0.2",
+            # The secrets app configs name, where the flow runs look them up.
+            "GITHUB_TOKEN": "gh-token",
+            "SLACK_TOKEN": "xoxb-test",
+            "SENTRY_TOKEN": "sntrys_test",
+            "DEPLOY_SSH_KEY": ssh[0].private,
         }
+        services = Services(github, slack, sentry, ssh)  # type: ignore[arg-type]
         with (
             running_stack(settings, extra_env=tuning) as stack,
             temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
             PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
         ):
-            yield Env(stack, settings, get_engine(url), orchestrator, tmp)
+            yield Env(stack, settings, get_engine(url), orchestrator, tmp, services)
 
 
 def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env) -> None:
@@ -397,3 +429,95 @@ def test_command_line_deploys_follows_and_reports_through_the_api(env: Env) -> N
     unknown = freight(env, "status", f"{good}/staging#99")
     assert unknown.returncode == 1 and unknown.stderr.startswith("error (invalid_resource)")
     assert "Traceback" not in unknown.stderr
+
+
+def test_integrations_gate_run_and_announce_a_deploy(env: Env) -> None:
+    """GitHub CI pending, then green; Fabric on two SSH hosts; Slack, Sentry and GitHub told."""
+    github, slack, sentry = env.services.github, env.services.slack, env.services.sentry
+    _, one, two = env.services.ssh
+    target = env.tmp / f"hosts-{uuid.uuid4().hex[:8]}"
+    target.mkdir()
+    app = env.app(
+        "unused",
+        provider={
+            "type": "fabric",
+            "hosts": [one.host, two.host],
+            "user": "root",
+            "key": "${DEPLOY_SSH_KEY}",
+            "commands": [
+                "echo releasing {sha}",
+                f'echo "{{sha}}" > "{target}/$(echo $SSH_CONNECTION | cut -d\' \' -f4)"',
+            ],
+        },
+        checks=[
+            {
+                "type": "github",
+                "repo": "acme/web",
+                "contexts": ["ci/build"],
+                "token": "${GITHUB_TOKEN}",
+            }
+        ],
+        notifiers=[
+            {"type": "slack", "token": "${SLACK_TOKEN}", "channel": "#deploys"},
+            {
+                "type": "sentry",
+                "organization": "acme",
+                "project": "web",
+                "token": "${SENTRY_TOKEN}",
+                "repository": "acme/web",
+            },
+            {"type": "github", "repo": "acme/web", "token": "${GITHUB_TOKEN}", "deployments": True},
+        ],
+    )
+    sha = env.repo_sha(app)
+    github.set_status(sha, "ci/build", "pending", "building")
+    deploy_id = env.create(app)
+    wait_for(
+        lambda: ">> Waiting for check github: waiting for ci/build" in env.log(deploy_id),
+        60,
+        "the deploy to wait for CI",
+        env.diagnostics,
+    )
+    assert env.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+    github.set_status(sha, "ci/build", "success", "passed")
+    done = env.wait_status(deploy_id, DeployStatus.FINISHED, DeployStatus.FAILED, timeout=90)
+    assert done.status == DeployStatus.FINISHED, env.log(deploy_id)
+    wait_for(lambda: ">> Deploy finished after" in env.log(deploy_id), 10, "the last line")
+    text = env.log(deploy_id)
+
+    # The provider ran on both hosts, in order, its lines prefixed with the host.
+    for server in (one, two):
+        assert (target / str(server.port)).read_text() == f"{sha}\n"
+        assert f"[{server.host}] releasing {sha}\n" in text
+    assert text.index(f"[{one.host}] releasing") < text.index(f"[{two.host}] releasing")
+    assert text.rstrip().splitlines()[-1].startswith(">> Deploy finished after")
+
+    # GitHub: the check read statuses until green; the deploy is a commit status and a Deployment.
+    looks = github.received("GET", f"/repos/acme/web/commits/{sha}/status")
+    assert len(looks) >= 2
+    assert [s["state"] for s in github.created_statuses if s["sha"] == sha] == [
+        "pending",
+        "pending",
+        "success",
+    ]
+    (deployment,) = [d for d in github.deployments.values() if d["sha"] == sha]
+    assert [
+        s["state"] for s in github.deployment_statuses if s["deployment_id"] == deployment["id"]
+    ] == [
+        "queued",
+        "in_progress",
+        "success",
+    ]
+    # Slack: one message, posted and then updated as the deploy moved.
+    ours = [r for r in slack.requests if f"{app}/staging" in r.body.decode()]
+    assert [r.path for r in ours] == [
+        "/api/chat.postMessage",
+        "/api/chat.update",
+        "/api/chat.update",
+    ]
+    assert "finished" in ours[-1].json()["text"]
+    # Sentry: the release when it started, finalized with a deploy when it finished.
+    assert sentry.releases[sha]["refs"] == [{"repository": "acme/web", "commit": sha}]
+    (record,) = [d for d in sentry.deploys if d["version"] == sha]
+    assert (record["environment"], record["name"]) == ("staging", f"{app}/staging#1")
+    assert sentry.releases[sha]["dateReleased"] == record["dateFinished"]
