@@ -3,7 +3,6 @@ build them from database rows, a page at a time (one query per related table, no
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +11,8 @@ from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec
 from freight.db import ApiKey, App, Deploy, Lock, User
+from freight.github import repo_of
 from freight.service import apps, deploys, locks, releases
-
-_GITHUB = re.compile(
-    r"^(?:git@github\.com:|https?://(?:[^@/]+@)?github\.com/)([^/]+)/(.+?)(?:\.git)?/?$"
-)
 
 
 def wire_date(value: datetime | None) -> str | None:
@@ -24,9 +20,9 @@ def wire_date(value: datetime | None) -> str | None:
 
 
 def github_repo_url(url: str) -> str | None:
-    """https://github.com/OWNER/REPO for a GitHub remote in either form, else None."""
-    match = _GITHUB.match(url)
-    return f"https://github.com/{match[1]}/{match[2]}" if match else None
+    """https://github.com/OWNER/REPO for a GitHub remote in any of its forms, else None."""
+    repo = repo_of(url)
+    return f"https://github.com/{repo}" if repo else None
 
 
 # -- apps -------------------------------------------------------------------------------------

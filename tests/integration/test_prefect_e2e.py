@@ -492,6 +492,16 @@ def test_integrations_gate_run_and_announce_a_deploy(env: Env) -> None:
     assert text.index(f"[{one.host}] releasing") < text.index(f"[{two.host}] releasing")
     assert text.rstrip().splitlines()[-1].startswith(">> Deploy finished after")
 
+    # The last notifications go out after the deploy has ended.
+    wait_for(
+        lambda: (
+            any(d["version"] == sha for d in sentry.deploys)
+            and any(s["state"] == "success" for s in github.deployment_statuses)
+            and any(s["state"] == "success" and s["sha"] == sha for s in github.created_statuses)
+        ),
+        30,
+        "the final notifications",
+    )
     # GitHub: the check read statuses until green; the deploy is a commit status and a Deployment.
     looks = github.received("GET", f"/repos/acme/web/commits/{sha}/status")
     assert len(looks) >= 2

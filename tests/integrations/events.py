@@ -1,10 +1,13 @@
-"""Deploy events as the outbox makes them, for the notifier tests."""
+"""Deploy events as the outbox makes them, and deploy contexts as a run makes them, for the
+integrations' tests."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from freight.notifiers import DeployEvent
+from freight.providers import DeployContext
 
 SHA = "3f2a" + "1" * 36
 PREV = "9e8d" + "2" * 36
@@ -29,3 +32,18 @@ def event(name: str = "queued", **fields: object) -> DeployEvent:
         commits=3,
     )
     return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def deploy_context(workspace: Path, **params: str) -> DeployContext:
+    return DeployContext(
+        deploy_id=1,
+        app="web",
+        environment="production",
+        number=7,
+        ref="main",
+        sha=SHA,
+        prev_sha=None,
+        user="ana",
+        workspace=workspace,
+        params=params,
+    )

@@ -14,12 +14,12 @@ import pytest
 
 from freight import procs
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout
-from freight.providers import DeployContext, ProviderRuntime
+from freight.providers import ProviderRuntime
 from freight.providers.fabric import FabricConfig, FabricProvider
 from tests.helpers import wait_for
+from tests.integrations.events import SHA, deploy_context
 from tests.sshd import SshKeys, SshServer, two_hosts
 
-SHA = "3f2a" + "1" * 36
 # The port a command's sshd listens on: tells the two loopback "hosts" apart.
 PORT = "$(echo $SSH_CONNECTION | cut -d' ' -f4)"
 
@@ -36,18 +36,7 @@ class Run:
     def __init__(self, **params: str) -> None:
         self.lines: list[str] = []
         self.cancel = threading.Event()
-        self.context = DeployContext(
-            deploy_id=1,
-            app="web",
-            environment="production",
-            number=7,
-            ref="main",
-            sha=SHA,
-            prev_sha=None,
-            user="ana",
-            workspace=Path("/tmp"),
-            params=params,
-        )
+        self.context = deploy_context(Path("/tmp"), **params)
 
     def __call__(
         self, config: FabricConfig, *, read_timeout: float = 30, timeout: float = 60

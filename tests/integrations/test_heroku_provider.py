@@ -12,12 +12,11 @@ import pytest
 
 from freight.errors import CommandFailed, DeployCancelled, ExternalError
 from freight.plugins import ServiceUrls
-from freight.providers import DeployContext, ProviderRuntime
+from freight.providers import ProviderRuntime
 from freight.providers.heroku import HerokuConfig, HerokuProvider
 from tests.doubles.heroku import ACCEPT, HerokuDouble
 from tests.helpers import wait_for
-
-SHA = "3f2a" + "1" * 36
+from tests.integrations.events import SHA, deploy_context
 
 
 @pytest.fixture
@@ -44,17 +43,7 @@ def deploy(
             HerokuConfig.model_validate(
                 {"type": "heroku", "app": "acme-web", "api_key": "heroku-key", **config}
             ),
-            DeployContext(
-                deploy_id=1,
-                app="web",
-                environment="production",
-                number=7,
-                ref="main",
-                sha=SHA,
-                prev_sha=None,
-                user="ana",
-                workspace=checkout,
-            ),
+            deploy_context(checkout),
             ProviderRuntime(
                 output=lines.append,
                 should_cancel=(cancel or threading.Event()).is_set,

@@ -244,10 +244,10 @@ def replace(text: str, old: str, new: str) -> str:
             id="bad-provider-override",
         ),
         pytest.param(
-            replace(MINIMAL, "{staging: {}}", "{staging: {provider: {type: fabric}}}"),
+            replace(MINIMAL, "{staging: {}}", "{staging: {provider: {type: ansible}}}"),
             "invalid_provider",
             "environments.staging.provider",
-            "Unknown provider type 'fabric'",
+            "Unknown provider type 'ansible'",
             id="override-with-unknown-provider-type",
         ),
         pytest.param(
