@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from freight import secrets, vcs
 from freight.checks import CheckContext
 from freight.db import App, Deploy, DeployStatus, User, utcnow
+from freight.db.functions import seconds_between
 from freight.errors import (
     AppLocked,
     DeployFinished,
@@ -222,20 +223,20 @@ def estimated_durations(
         return {}
     since = utcnow() - ESTIMATE_WINDOW
     rows = session.execute(
-        select(Deploy.app_id, Deploy.environment, Deploy.date_started, Deploy.date_finished).where(
-            Deploy.app_id.in_({app_id for app_id, _ in keys}),
+        select(
+            Deploy.app_id,
+            Deploy.environment,
+            func.avg(seconds_between(Deploy.date_started, Deploy.date_finished)),
+        )
+        .where(
+            tuple_(Deploy.app_id, Deploy.environment).in_(sorted(keys)),
             Deploy.status == DeployStatus.FINISHED,
             Deploy.date_finished >= since,
             Deploy.date_started.is_not(None),
         )
+        .group_by(Deploy.app_id, Deploy.environment)
     )
-    totals: dict[tuple[int, str], list[float]] = {}
-    for app_id, environment, started, finished in rows:
-        if (app_id, environment) in keys:
-            totals.setdefault((app_id, environment), []).append(
-                (finished - started).total_seconds()
-            )
-    return {key: sum(values) / len(values) for key, values in totals.items()}
+    return {(app_id, env): float(mean) for app_id, env, mean in rows if mean is not None}
 
 
 def daily_counts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, String, column, func, select, values
 from sqlalchemy.orm import Session
 
 from freight.db import App, Deploy, DeployStatus, Lock
@@ -69,25 +69,8 @@ def release_state(
         query = query.where(App.name.in_(apps_allowed))
     app_rows = list(session.scalars(query))
     ids = [app.id for app in app_rows]
-    newest = (
-        select(
-            Deploy.id,
-            func.row_number()
-            .over(
-                partition_by=(Deploy.app_id, Deploy.environment),
-                order_by=(Deploy.date_finished.desc(), Deploy.id.desc()),
-            )
-            .label("rank"),
-        )
-        .where(Deploy.app_id.in_(ids), Deploy.status == DeployStatus.FINISHED)
-        .subquery()
-    )
-    live = {
-        (d.app_id, d.environment): d
-        for d in session.scalars(
-            select(Deploy).join(newest, newest.c.id == Deploy.id).where(newest.c.rank == 1)
-        )
-    }
+    pairs = [(app.id, env) for app in app_rows for env in apps.spec_of(app).environments]
+    live = _live_deploys(session, pairs)
     running = {
         (d.app_id, d.environment): d
         for d in session.scalars(
@@ -124,6 +107,36 @@ def release_state(
                 )
             )
     return result
+
+
+def _live_deploys(session: Session, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], Deploy]:
+    """The live deploy of each (app id, environment): its latest finished one. Deploys of one
+    app/env run one at a time in id order, so the latest finished is the one with the highest
+    id; one index lookup per pair (ix_deploy_queue), however long the history."""
+    if not pairs:
+        return {}
+    # A CTE, not FROM (VALUES ...) AS t(a, b): SQLite takes the column names only that way.
+    wanted = (
+        values(column("app_id", Integer), column("environment", String), name="wanted")
+        .data(pairs)
+        .cte("wanted")
+    )
+    newest = (
+        select(func.max(Deploy.id))
+        .where(
+            Deploy.app_id == wanted.c.app_id,
+            Deploy.environment == wanted.c.environment,
+            Deploy.status == DeployStatus.FINISHED,
+        )
+        .scalar_subquery()
+    )
+    ids = [i for (i,) in session.execute(select(newest).select_from(wanted)) if i is not None]
+    if not ids:
+        return {}
+    return {
+        (d.app_id, d.environment): d
+        for d in session.scalars(select(Deploy).where(Deploy.id.in_(ids)))
+    }
 
 
 def history(
