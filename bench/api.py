@@ -29,7 +29,7 @@ from freight.catalogue import AppSpec
 from freight.db import App, AppSource, Deploy, LogChunk, User, make_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.demo import ensure_demo_repo
-from freight.service import apps
+from freight.service import apps, releases
 from freight.settings import Settings
 from freight.stack import running_stack
 
@@ -108,6 +108,8 @@ def populate(url: str, repo: Path, n_apps: int, n_deploys: int, n_chunks: int) -
     if rows:
         with session_scope(engine) as session:
             session.execute(insert(LogChunk), rows)
+    with session_scope(engine) as session:
+        releases.rebuild(session)
     with engine.connect() as connection:
         connection.exec_driver_sql("ANALYZE")
     engine.dispose()

@@ -263,3 +263,16 @@ class NotifierState(Base):
     deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
     notifier: Mapped[str] = mapped_column(String(100))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LiveRelease(Base):
+    """What is live in each app/environment: its latest finished deploy, kept as deploys finish
+    (so that "what runs where" is one small table, however long the history)."""
+
+    __tablename__ = "live_release"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+
+    deploy: Mapped[Deploy] = relationship(lazy="joined")

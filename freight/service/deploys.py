@@ -318,6 +318,8 @@ def mark_ended(
     deploy.status = status
     deploy.reason = reason
     deploy.date_finished = utcnow()
+    if status == DeployStatus.FINISHED:
+        releases.record_finished(session, deploy)
     if reason and announce:
         logs.append(session, deploy, f">> {reason}")
     notifications.enqueue(session, deploy, str(status))

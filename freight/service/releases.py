@@ -4,24 +4,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Integer, String, column, func, select, values
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from freight.db import App, Deploy, DeployStatus, Lock
+from freight.db import App, Deploy, DeployStatus, LiveRelease, Lock
 from freight.service import apps, locks
 
 
 def live_deploy(session: Session, app_id: int, environment: str) -> Deploy | None:
-    return session.scalar(
-        select(Deploy)
-        .where(
-            Deploy.app_id == app_id,
-            Deploy.environment == environment,
-            Deploy.status == DeployStatus.FINISHED,
+    release = session.get(LiveRelease, (app_id, environment))
+    return release.deploy if release else None
+
+
+def record_finished(session: Session, deploy: Deploy) -> None:
+    """A finished deploy is what is live in its environment now."""
+    release = session.get(LiveRelease, (deploy.app_id, deploy.environment))
+    if release is None:
+        session.add(
+            LiveRelease(app_id=deploy.app_id, environment=deploy.environment, deploy_id=deploy.id)
         )
-        .order_by(Deploy.date_finished.desc(), Deploy.id.desc())
-        .limit(1)
+    else:
+        release.deploy_id = deploy.id
+        session.expire(release, ["deploy"])
+
+
+def rebuild(session: Session) -> None:
+    """Work out what is live everywhere again from the whole history (after a bulk import).
+    One app/env's deploys run one at a time in id order: the latest finished has the top id."""
+    session.execute(delete(LiveRelease))
+    newest = (
+        select(Deploy.app_id, Deploy.environment, func.max(Deploy.id))
+        .where(Deploy.status == DeployStatus.FINISHED)
+        .group_by(Deploy.app_id, Deploy.environment)
     )
+    session.execute(insert(LiveRelease).from_select(["app_id", "environment", "deploy_id"], newest))
 
 
 def current_sha(session: Session, app_id: int, environment: str) -> str | None:
@@ -69,8 +85,7 @@ def release_state(
         query = query.where(App.name.in_(apps_allowed))
     app_rows = list(session.scalars(query))
     ids = [app.id for app in app_rows]
-    pairs = [(app.id, env) for app in app_rows for env in apps.spec_of(app).environments]
-    live = _live_deploys(session, pairs)
+    live = _live_deploys(session, ids)
     running = {
         (d.app_id, d.environment): d
         for d in session.scalars(
@@ -109,34 +124,9 @@ def release_state(
     return result
 
 
-def _live_deploys(session: Session, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], Deploy]:
-    """The live deploy of each (app id, environment): its latest finished one. Deploys of one
-    app/env run one at a time in id order, so the latest finished is the one with the highest
-    id; one index lookup per pair (ix_deploy_queue), however long the history."""
-    if not pairs:
-        return {}
-    # A CTE, not FROM (VALUES ...) AS t(a, b): SQLite takes the column names only that way.
-    wanted = (
-        values(column("app_id", Integer), column("environment", String), name="wanted")
-        .data(pairs)
-        .cte("wanted")
-    )
-    newest = (
-        select(func.max(Deploy.id))
-        .where(
-            Deploy.app_id == wanted.c.app_id,
-            Deploy.environment == wanted.c.environment,
-            Deploy.status == DeployStatus.FINISHED,
-        )
-        .scalar_subquery()
-    )
-    ids = [i for (i,) in session.execute(select(newest).select_from(wanted)) if i is not None]
-    if not ids:
-        return {}
-    return {
-        (d.app_id, d.environment): d
-        for d in session.scalars(select(Deploy).where(Deploy.id.in_(ids)))
-    }
+def _live_deploys(session: Session, app_ids: list[int]) -> dict[tuple[int, str], Deploy]:
+    rows = session.scalars(select(LiveRelease).where(LiveRelease.app_id.in_(app_ids)))
+    return {(r.app_id, r.environment): r.deploy for r in rows}
 
 
 def history(

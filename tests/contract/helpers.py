@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
-from freight.service import logs
+from freight.service import logs, releases
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -38,6 +38,7 @@ def finish(engine: Engine, deploy_id: int, *, sha: str | None = None) -> None:
         deploy.date_finished = utcnow()
         if sha:
             deploy.sha = sha
+        releases.record_finished(session, deploy)
 
 
 def write_log(engine: Engine, deploy_id: int, *lines: str) -> None:
@@ -74,3 +75,5 @@ def add_deploys(engine: Engine, app_id: int, environment: str, count: int, **val
                     **{k: v for k, v in values.items() if k != "status"},
                 )
             )
+        session.flush()
+        releases.rebuild(session)
