@@ -1,12 +1,12 @@
 """Wire shapes of Freight API 0 (field names as the clients read them) and the serialisers that
-build them from database rows, a page at a time (one query per related table, not per row)."""
+build them from database rows, a page at a time (one query per related table, not per row).
+The shapes are TypedDicts: plain dicts to build, as a page of hundreds of rows needs."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec
@@ -28,16 +28,16 @@ def github_repo_url(url: str) -> str | None:
 # -- apps -------------------------------------------------------------------------------------
 
 
-class EnvironmentPublic(BaseModel):
+class EnvironmentPublic(TypedDict):
     defaultRef: str
 
 
-class PluginPublic(BaseModel):
+class PluginPublic(TypedDict):
     type: str
     config: dict[str, Any]
 
 
-class AppPublic(BaseModel):
+class AppPublic(TypedDict):
     id: str
     name: str
     environments: dict[str, EnvironmentPublic]
@@ -83,7 +83,7 @@ def app_details(session: Session, app: App) -> AppDetails:
     spec: AppSpec = apps.spec_of(app)
     provider = spec.provider.model_dump(mode="json")
     return AppDetails(
-        **app_public(session, app).model_dump(),
+        **app_public(session, app),
         provider=provider.pop("type"),
         provider_config=provider,
         notifiers=_plugins(spec.notifiers),
@@ -95,23 +95,23 @@ def app_details(session: Session, app: App) -> AppDetails:
 # -- deploys ----------------------------------------------------------------------------------
 
 
-class AppRef(BaseModel):
+class AppRef(TypedDict):
     id: str
     name: str
 
 
-class Remote(BaseModel):
+class Remote(TypedDict):
     name: str
     url: str
 
 
-class UserPublic(BaseModel):
+class UserPublic(TypedDict):
     id: str
     name: str
     dateCreated: str | None
 
 
-class DeployPublic(BaseModel):
+class DeployPublic(TypedDict):
     id: str
     name: str
     app: AppRef
@@ -140,7 +140,9 @@ def _user(user: User | None) -> UserPublic | None:
 
 def deploy_page(session: Session, rows: list[Deploy]) -> list[DeployPublic]:
     """Serialise a page of deploys; the estimates come from one query for the whole page."""
-    estimates = deploys.estimated_durations(session, {(d.app_id, d.environment) for d in rows})
+    # A finished deploy's estimate is its own duration: only the others need the history.
+    unfinished = {(d.app_id, d.environment) for d in rows if d.date_finished is None}
+    estimates = deploys.estimated_durations(session, unfinished)
     out = []
     for deploy in rows:
         github = github_repo_url(deploy.app.repository.url)
@@ -184,12 +186,12 @@ def deploy_public(session: Session, deploy: Deploy) -> DeployPublic:
 # -- logs -------------------------------------------------------------------------------------
 
 
-class ChunkPublic(BaseModel):
+class ChunkPublic(TypedDict):
     text: str
     date: str | None
 
 
-class LogPublic(BaseModel):
+class LogPublic(TypedDict):
     nextOffset: int
     chunks: list[ChunkPublic]
 
@@ -197,7 +199,7 @@ class LogPublic(BaseModel):
 # -- locks, releases, keys -----------------------------------------------------------------------
 
 
-class LockPublic(BaseModel):
+class LockPublic(TypedDict):
     id: str
     app: str
     environment: str | None
@@ -227,7 +229,7 @@ def lock_public(lock: Lock) -> LockPublic:
     )
 
 
-class ReleasePublic(BaseModel):
+class ReleasePublic(TypedDict):
     app: str
     environment: str
     sha: str | None
@@ -242,7 +244,7 @@ class ReleasePublic(BaseModel):
 
 def release_page(session: Session, state: list[releases.Release]) -> list[ReleasePublic]:
     rows = [d for r in state for d in (r.live, r.running) if d is not None]
-    wire = {int(d.id): d for d in deploy_page(session, rows)}
+    wire = {int(d["id"]): d for d in deploy_page(session, rows)}
     out = []
     for release in state:
         live = release.live
@@ -263,7 +265,7 @@ def release_page(session: Session, state: list[releases.Release]) -> list[Releas
     return out
 
 
-class KeyPublic(BaseModel):
+class KeyPublic(TypedDict):
     id: str
     name: str
     prefix: str

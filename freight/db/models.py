@@ -135,7 +135,8 @@ class Deploy(Base):
     params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     force: Mapped[bool] = mapped_column(Boolean, default=False)
     # The environment's effective config at creation; editing the app never changes this deploy.
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Loaded when read: lists of deploys need none of it, and decoding it per row is their cost.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

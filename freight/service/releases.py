@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from freight.db import App, Deploy, DeployStatus, LiveRelease, Lock
 from freight.service import apps, locks
@@ -105,7 +105,7 @@ def release_state(
         in_force.setdefault(lock.app_id, []).append(lock)
     result = []
     for app in app_rows:
-        for environment in apps.spec_of(app).environments:
+        for environment in apps.environment_names(app):
             key = (app.id, environment)
             result.append(
                 Release(
@@ -125,7 +125,13 @@ def release_state(
 
 
 def _live_deploys(session: Session, app_ids: list[int]) -> dict[tuple[int, str], Deploy]:
-    rows = session.scalars(select(LiveRelease).where(LiveRelease.app_id.in_(app_ids)))
+    # The apps are in the session already: each deploy finds its app there, instead of every
+    # row carrying (and decoding) its app's whole config again.
+    rows = session.scalars(
+        select(LiveRelease)
+        .where(LiveRelease.app_id.in_(app_ids))
+        .options(joinedload(LiveRelease.deploy).lazyload(Deploy.app))
+    )
     return {(r.app_id, r.environment): r.deploy for r in rows}
 
 

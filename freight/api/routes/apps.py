@@ -144,7 +144,7 @@ def _set_lock(db: SessionDep, app: Any, reason: Any, who: Principal) -> None:
 def list_apps(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any]]:
     query = parse(AppQuery, values)
     return [
-        schemas.app_public(db, app).model_dump()
+        schemas.app_public(db, app)
         for app in apps.list_apps(db, name=query.name)
         if who.allows_app(app.name)
     ]
@@ -165,13 +165,13 @@ def create_app(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
     app = apps.create_app(db, _spec(fields, None))
     if fields.lockedReason not in UNLOCK:
         _set_lock(db, app, fields.lockedReason, who)
-    return JSONResponse(schemas.app_public(db, app).model_dump(), status_code=201)
+    return JSONResponse(schemas.app_public(db, app), status_code=201)
 
 
 @router.get("/apps/{app}/", operation_id="show_app")
 def show_app(db: SessionDep, who: Reader, app: str) -> dict[str, Any]:
     who.require(Scope.READ, app)
-    return schemas.app_details(db, apps.get_app(db, app)).model_dump()
+    return schemas.app_details(db, apps.get_app(db, app))
 
 
 @router.put(
@@ -188,7 +188,7 @@ def update_app(db: SessionDep, who: Admin, app: str, values: Values) -> dict[str
         apps.update_app(db, row, spec)
     if "lockedReason" in fields.model_fields_set:
         _set_lock(db, row, fields.lockedReason, who)
-    return schemas.app_details(db, row).model_dump()
+    return schemas.app_details(db, row)
 
 
 @router.delete("/apps/{app}/", operation_id="delete_app")

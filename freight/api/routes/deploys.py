@@ -88,7 +88,7 @@ def list_deploys(request: Request, db: SessionDep, who: Reader, values: Values) 
         apps=who.apps,
     )
     rows = deploys.list_deploys(db, where, offset=page.offset, limit=page.limit + 1)
-    body = [d.model_dump() for d in schemas.deploy_page(db, rows[: page.limit])]
+    body = schemas.deploy_page(db, rows[: page.limit])
     return paged(request, page, rows, body)
 
 
@@ -121,7 +121,7 @@ def create_deploy(
         workspace_root=rt.settings.workspaces,
         screen=rt.screen(),
     )
-    body = schemas.deploy_public(db, deploy).model_dump()
+    body = schemas.deploy_public(db, deploy)
     db.commit()
     hand_over_later(later, rt, deploy)
     return JSONResponse(body, status_code=201)
@@ -140,7 +140,7 @@ DeployByNumber = Annotated[Deploy, Depends(by_number)]
 
 
 def _show(db: Session, who: Principal, deploy: Deploy) -> dict[str, Any]:
-    return schemas.deploy_public(db, _readable(who, deploy)).model_dump()
+    return schemas.deploy_public(db, _readable(who, deploy))
 
 
 def _update(
@@ -152,7 +152,7 @@ def _update(
         deploy = deploys.cancel_deploy(
             db, deploy, by=args.user or who.name, orchestrator=rt.orchestrator
         )
-    return schemas.deploy_public(db, deploy).model_dump()
+    return schemas.deploy_public(db, deploy)
 
 
 def _log(
@@ -167,7 +167,7 @@ def _log(
             schemas.ChunkPublic(text=c.text, date=schemas.wire_date(c.date)) for c in page.chunks
         ],
     )
-    response = JSONResponse(body.model_dump())
+    response = JSONResponse(body)
     response.headers["Link"] = link_header(request, {"next": {"offset": page.next_offset}})
     return response
 

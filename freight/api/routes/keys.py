@@ -41,10 +41,7 @@ class KeyQuery(Arguments):
 def list_keys(db: SessionDep, who: Admin, values: Values) -> list[dict[str, Any]]:
     who.require_unlimited()
     query = parse(KeyQuery, values)
-    return [
-        schemas.key_public(row).model_dump()
-        for row in keys.list_keys(db, include_revoked=query.revoked)
-    ]
+    return [schemas.key_public(row) for row in keys.list_keys(db, include_revoked=query.revoked)]
 
 
 @router.post(
@@ -59,11 +56,11 @@ def create_key(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
     row, key = keys.create_key(
         db, name=args.name, scopes=args.scopes, apps=args.apps, created_by=who.name
     )
-    body = schemas.KeyCreated(**schemas.key_public(row).model_dump(), key=key)
-    return JSONResponse(body.model_dump(), status_code=201)
+    body = schemas.KeyCreated(**schemas.key_public(row), key=key)
+    return JSONResponse(body, status_code=201)
 
 
 @router.delete("/keys/{key_id}/", operation_id="revoke_key")
 def revoke_key(db: SessionDep, who: Admin, key_id: RowId) -> dict[str, Any]:
     who.require_unlimited()
-    return schemas.key_public(keys.revoke_key(db, key_id, by=who.name)).model_dump()
+    return schemas.key_public(keys.revoke_key(db, key_id, by=who.name))

@@ -51,7 +51,7 @@ def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, An
         include_history=query.history,
         apps_allowed=who.apps,
     )
-    return [schemas.lock_public(lock).model_dump() for lock in found]
+    return [schemas.lock_public(lock) for lock in found]
 
 
 @router.post(
@@ -78,7 +78,7 @@ def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
         owner=args.owner or who.name,
         expires=expires,
     )
-    return JSONResponse(schemas.lock_public(lock).model_dump(), status_code=201)
+    return JSONResponse(schemas.lock_public(lock), status_code=201)
 
 
 @router.delete(
@@ -90,4 +90,4 @@ def release_lock(db: SessionDep, who: Deployer, lock_id: RowId, values: Values) 
     args = parse(LockRelease, values)
     lock = locks.get_lock(db, lock_id)
     who.require(Scope.DEPLOY, lock.app.name)
-    return schemas.lock_public(locks.release_lock(db, lock, by=args.user or who.name)).model_dump()
+    return schemas.lock_public(locks.release_lock(db, lock, by=args.user or who.name))

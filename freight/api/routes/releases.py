@@ -37,7 +37,7 @@ def list_releases(request: Request, db: SessionDep, who: Reader, values: Values)
         apps.get_app(db, query.app)
     if query.env is None:
         state = releases.release_state(db, query.app, apps_allowed=who.apps)
-        return JSONResponse([r.model_dump() for r in schemas.release_page(db, state)])
+        return JSONResponse(schemas.release_page(db, state))
     if query.app is None:
         raise MissingArgument("Give the app whose environment's history you want")
     apps.environment_of(apps.get_app(db, query.app), query.env)
@@ -45,5 +45,5 @@ def list_releases(request: Request, db: SessionDep, who: Reader, values: Values)
     rows = releases.history(
         db, app=query.app, environment=query.env, offset=page.offset, limit=page.limit + 1
     )
-    body = [d.model_dump() for d in schemas.deploy_page(db, rows[: page.limit])]
+    body = schemas.deploy_page(db, rows[: page.limit])
     return paged(request, page, list(rows), list(body))

@@ -116,7 +116,7 @@ def webhook(
         )
 
     deploy, created = hooks.deliver_once(db, request.headers.get("x-github-delivery"), create)
-    wire = schemas.deploy_public(db, deploy).model_dump()
+    wire = schemas.deploy_public(db, deploy)
     db.commit()
     if created:
         hand_over_later(later, rt, deploy)
