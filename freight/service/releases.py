@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from freight.db import App, Deploy, DeployStatus, LiveRelease, Lock
 from freight.service import apps, locks
@@ -85,7 +86,7 @@ def release_state(
         query = query.where(App.name.in_(apps_allowed))
     app_rows = list(session.scalars(query))
     ids = [app.id for app in app_rows]
-    live = _live_deploys(session, ids)
+    live = _live_deploys(session, {app.id: app for app in app_rows})
     running = {
         (d.app_id, d.environment): d
         for d in session.scalars(
@@ -124,15 +125,19 @@ def release_state(
     return result
 
 
-def _live_deploys(session: Session, app_ids: list[int]) -> dict[tuple[int, str], Deploy]:
-    # The apps are in the session already: each deploy finds its app there, instead of every
-    # row carrying (and decoding) its app's whole config again.
+def _live_deploys(session: Session, apps_by_id: dict[int, App]) -> dict[tuple[int, str], Deploy]:
+    # The apps are loaded already: each deploy is given its app, instead of every row carrying
+    # (and decoding) its app's whole config again.
     rows = session.scalars(
         select(LiveRelease)
-        .where(LiveRelease.app_id.in_(app_ids))
-        .options(joinedload(LiveRelease.deploy).lazyload(Deploy.app))
+        .where(LiveRelease.app_id.in_(list(apps_by_id)))
+        .options(joinedload(LiveRelease.deploy).noload(Deploy.app))
     )
-    return {(r.app_id, r.environment): r.deploy for r in rows}
+    live = {}
+    for row in rows:
+        set_committed_value(row.deploy, "app", apps_by_id[row.app_id])
+        live[(row.app_id, row.environment)] = row.deploy
+    return live
 
 
 def history(
