@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
+from sqlalchemy.orm import Session
 
 from freight.api import schemas
 from freight.api.deps import Admin, Reader, SessionDep, Values
@@ -18,6 +19,7 @@ from freight.api.errors import describe_validation
 from freight.api.inputs import Arguments, JsonField, documented, parse
 from freight.api.routing import Router
 from freight.catalogue import AppSpec
+from freight.db import App
 from freight.errors import (
     InvalidCheck,
     InvalidConfig,
@@ -131,7 +133,7 @@ def _config_error(exc: ValidationError) -> InvalidRequest:
     return SECTION_ERRORS.get(section, InvalidConfig)(describe_validation([first]))
 
 
-def _set_lock(db: SessionDep, app: Any, reason: Any, who: Principal) -> None:
+def _set_lock(db: Session, app: App, reason: object, who: Principal) -> None:
     if reason in UNLOCK:
         locks.set_app_locked_reason(db, app, None, by=who.name)
     elif isinstance(reason, str):
