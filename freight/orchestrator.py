@@ -7,6 +7,7 @@ from types import TracebackType
 from uuid import UUID
 
 import httpx
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -15,6 +16,7 @@ from prefect.states import Cancelled, Crashed
 
 from freight.db import Deploy
 from freight.service.orchestration import RunState, RunStatus
+from freight.service.releases import ReleaseNotes
 
 HEALTH_TIMEOUT = 3.0
 HAND_OVER_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -112,6 +114,12 @@ class PrefectOrchestrator:
 
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+    def record_release(self, notes: ReleaseNotes) -> None:
+        # Within the flow run: the artifact belongs to it, and its key keeps a history per env.
+        create_markdown_artifact(
+            markdown=notes.markdown, key=notes.key, description=notes.description
+        )
 
     def problem(self) -> str | None:
         # Straight to /health with a short timeout: Prefect's client would retry for a minute.

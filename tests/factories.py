@@ -95,6 +95,7 @@ class RecordingOrchestrator:
         self.submitted: list[int] = []
         self.crashed: list[str] = []
         self.states: dict[str, RunState] = {}
+        self.releases: list[Any] = []
 
     def submit(self, deploy: Deploy) -> str:
         self.submitted.append(deploy.id)
@@ -111,6 +112,9 @@ class RecordingOrchestrator:
     def mark_crashed(self, run_id: str, message: str) -> None:
         self.crashed.append(run_id)
         self.states[run_id] = RunState.ENDED
+
+    def record_release(self, notes: Any) -> None:
+        self.releases.append(notes)
 
     def problem(self) -> str | None:
         return None

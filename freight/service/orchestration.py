@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from freight.db import Deploy
+
+if TYPE_CHECKING:
+    from freight.service.releases import ReleaseNotes
 
 
 class RunState(StrEnum):
@@ -36,6 +39,10 @@ class Orchestrator(Protocol):
         ...
 
     def mark_crashed(self, run_id: str, message: str) -> None: ...
+
+    def record_release(self, notes: ReleaseNotes) -> None:
+        """Keep a deploy's outcome where the engine's users look (Prefect: an artifact)."""
+        ...
 
     def problem(self) -> str | None:
         """Why the engine cannot take runs now, or None when it can (for health checks)."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from freight import vcs
 from freight.db import App, Deploy, DeployStatus, LiveRelease, Lock
+from freight.errors import FreightError
 from freight.service import apps, locks
 
 
@@ -157,4 +162,46 @@ def history(
             .offset(offset)
             .limit(limit)
         )
+    )
+
+
+@dataclass(frozen=True)
+class ReleaseNotes:
+    """One deploy's outcome as a page for the orchestrator's UI (a versioned history per env)."""
+
+    key: str
+    markdown: str
+    description: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def release_notes(session: Session, deploy: Deploy, *, workspace_root: Path) -> ReleaseNotes:
+    """What was deployed where, by whom, how it went, and the commits it shipped."""
+    commits: list[vcs.Commit] = []
+    if deploy.sha:
+        mirror = vcs.mirror_path(workspace_root, deploy.app.repository.url)
+        with contextlib.suppress(FreightError):
+            commits = vcs.commits_between(mirror, deploy.prev_sha, deploy.sha, limit=50)
+    duration = f"{deploy.duration:.0f} s" if deploy.duration is not None else "-"
+    rows = [
+        ("outcome", str(deploy.status) + (f": {deploy.reason}" if deploy.reason else "")),
+        ("sha", f"`{deploy.sha}`"),
+        ("ref", f"`{deploy.ref}`"),
+        ("previous sha", f"`{deploy.prev_sha}`" if deploy.prev_sha else "none (first deploy)"),
+        ("by", deploy.user.name if deploy.user else "-"),
+        ("duration", duration),
+    ]
+    lines = [f"## {deploy.name} {deploy.status}", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value.replace('|', '/')} |" for name, value in rows]
+    lines += ["", f"### Commits ({len(commits)}{'+' if len(commits) == 50 else ''})", ""]
+    lines += [
+        f"- `{c.sha[:7]}` {c.subject.replace('|', '/')} ({c.author_name})" for c in commits
+    ] or ["- none"]
+    return ReleaseNotes(
+        key=f"release-{_slug(deploy.app.name)}-{_slug(deploy.environment)}",
+        markdown="\n".join(lines) + "\n",
+        description=f"{deploy.name}: {deploy.status} at {(deploy.sha or '')[:7]}",
     )

@@ -85,6 +85,7 @@ class DeployRun:
         self._echo = echo
         self._mask = Masker(settings.secret_values())
         self._cancel = threading.Event()
+        self.started = False  # it got its turn and began (some deploys end while queued)
         self._stop = threading.Event()
         self._writer: logs.LogWriter | None = None
         self._monitor: threading.Thread | None = None
@@ -193,6 +194,7 @@ class DeployRun:
             time.sleep(self.settings.queue_poll_interval)
 
     def start(self) -> None:
+        self.started = True
         with session_scope(self.engine) as session:
             deploy = deploys.get_deploy(session, self.deploy_id)
             deploy.date_started = utcnow()
@@ -333,6 +335,11 @@ class DeployRun:
             secrets_from=os.environ,
         )
 
+    def release_notes(self) -> releases.ReleaseNotes:
+        with session_scope(self.engine, read_only=True) as session:
+            deploy = deploys.get_deploy(session, self.deploy_id)
+            return releases.release_notes(session, deploy, workspace_root=self.settings.workspaces)
+
     def hand_over(self, orchestrator: Orchestrator) -> None:
         """Start the next deploy of this app/env, now that this one is over."""
         with session_scope(self.engine) as session:
@@ -353,6 +360,13 @@ class DeployRun:
     def _raise_if_cancelled(self) -> None:
         if self._cancel.is_set():
             raise DeployCancelled("Deploy cancelled")
+
+
+def _record_release(run: DeployRun, orchestrator: Orchestrator) -> None:
+    try:
+        orchestrator.record_release(run.release_notes())
+    except Exception as exc:  # the record is for people; the deploy is done either way
+        run.output(f">> Could not record the release: {type(exc).__name__}: {exc}")
 
 
 Step = Callable[[DeployRun], object]
@@ -395,6 +409,8 @@ def execute(run: DeployRun, orchestrator: Orchestrator, steps: Steps | None = No
             run.hand_over(orchestrator)
         finally:
             steps.notify(run)
+            if run.started:
+                _record_release(run, orchestrator)
     if error is not None and not isinstance(error, Exception):
         raise error
     return status

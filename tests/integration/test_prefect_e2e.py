@@ -21,6 +21,8 @@ from uuid import UUID
 
 import pytest
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
     LogFilter,
@@ -244,6 +246,17 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
         return "\n".join(entry.message for entry in found)
 
     wait_for(lambda: f"deploying {done.sha}" in prefect_log(), 30, "the Prefect run log")
+
+    # The release, for the Prefect UI: an artifact whose key keeps a history per app/env.
+    def release_artifacts() -> list[Any]:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"release-{app}-staging"]))
+        )
+
+    wait_for(lambda: len(release_artifacts()) == 2, 30, "a release artifact per deploy")
+    latest = max(release_artifacts(), key=lambda artifact: artifact.created)
+    assert latest.type == "markdown" and f"`{done.sha}`" in str(latest.data)
+    assert f"## {app}/staging#2 finished" in str(latest.data)
 
     # Task run states reach the server through events, a moment after the flow run's own.
     wait_for(

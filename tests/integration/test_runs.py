@@ -547,3 +547,22 @@ def test_a_run_prefect_lost_before_it_started_is_replaced_a_few_times(harness: H
     assert report.reaped == [harness.deploy(deploy_id).name]
     lost = harness.deploy(deploy_id)
     assert lost.status == DeployStatus.FAILED and lost.reason and "Runner lost" in lost.reason
+
+
+def test_a_deploy_that_ran_leaves_release_notes_with_its_commits(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    first = harness.create(app)
+    assert harness.execute(first) == DeployStatus.FINISHED
+    harness.origin.commit("Fix the login | page", {"login.txt": "fixed"})
+    harness.origin.commit("Add a banner")
+    second = harness.create(app)
+    assert harness.execute(second) == DeployStatus.FINISHED
+    notes = harness.orchestrator.releases[-1]
+    deploy = harness.deploy(second)
+    assert notes.key == f"release-{app}-staging"
+    assert notes.description == f"{app}/staging#2: finished at {deploy.sha[:7]}"
+    assert f"## {app}/staging#2 finished" in notes.markdown
+    assert f"| previous sha | `{harness.deploy(first).sha}` |" in notes.markdown
+    assert "| by | ana |" in notes.markdown and "### Commits (2)" in notes.markdown
+    assert "Fix the login / page (Ana Dev)" in notes.markdown
+    assert len(harness.orchestrator.releases) == 2
