@@ -205,3 +205,38 @@ def release_notes(session: Session, deploy: Deploy, *, workspace_root: Path) -> 
         markdown="\n".join(lines) + "\n",
         description=f"{deploy.name}: {deploy.status} at {(deploy.sha or '')[:7]}",
     )
+
+
+def commits_between(
+    session: Session,
+    *,
+    app: str,
+    environment: str,
+    start: str | None,
+    end: str | None,
+    workspace_root: Path,
+    limit: int = 250,
+) -> tuple[str | None, str, list[vcs.Commit]]:
+    """The commits after `start` up to `end` (refs, shas, `:current`, `:previous`), newest
+    first. By default from what is live to the environment's default ref: what a deploy
+    would ship now. Returns (start sha, end sha, commits)."""
+    from freight.service import deploys  # deploys builds on releases: resolve at call time
+
+    app_row = apps.get_app(session, app)
+    config = apps.environment_of(app_row, environment)
+    start_sha = (
+        current_sha(session, app_row.id, environment)
+        if start is None
+        else deploys.resolve_sha(
+            session, app=app_row, environment=environment, ref=start, workspace_root=workspace_root
+        )
+    )
+    end_sha = deploys.resolve_sha(
+        session,
+        app=app_row,
+        environment=environment,
+        ref=end or config.default_ref,
+        workspace_root=workspace_root,
+    )
+    mirror = vcs.mirror_path(workspace_root, app_row.repository.url)
+    return start_sha, end_sha, vcs.commits_between(mirror, start_sha, end_sha, limit=limit)

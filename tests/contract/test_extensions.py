@@ -147,3 +147,38 @@ def test_health_reports_database_and_prefect_apart(prefect_down: ApiServer) -> N
         "error": "http://127.0.0.1:1/api/health: ConnectError",
     }
     assert report["status"] == "degraded"
+
+
+def test_the_commits_between_releases_and_what_a_deploy_would_ship(
+    server: ApiServer, origin: GitRepo
+) -> None:
+    first = origin.git("rev-parse", "HEAD")
+    with session_scope(server.engine) as session:
+        app = make_app(session, origin).name
+    with server.client("s3cr3t-api-key") as c:
+        one = body(c.post("/deploys/", json={"app": app, "env": "staging", "user": "ana"}), 201)
+        finish(server.engine, int(one["id"]))
+        second = origin.commit("Second: add caching")
+        third = origin.commit("Third: fix the cache key")
+        ship = body(c.get("/releases/commits/", params={"app": app, "env": "staging"}), 200)
+        assert (ship["from"], ship["to"]) == (first, third)
+        assert [(x["sha"], x["subject"]) for x in ship["commits"]] == [
+            (third, "Third: fix the cache key"),
+            (second, "Second: add caching"),
+        ]
+        assert ship["commits"][0]["author"] == {"name": "Ana Dev", "email": "ana@example.com"}
+        assert DATE.match(ship["commits"][0]["date"])
+        span = body(
+            c.get(
+                "/releases/commits/",
+                params={"app": app, "env": "staging", "from": first, "to": second},
+            ),
+            200,
+        )
+        assert [x["sha"] for x in span["commits"]] == [second]
+        assert error(
+            c.get("/releases/commits/", params={"app": app, "env": "staging", "to": "nope"}),
+            400,
+            "invalid_ref",
+        )
+        assert error(c.get("/releases/commits/", params={"app": app}), 400, "missing_argument")

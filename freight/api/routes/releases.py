@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from freight.api import schemas
-from freight.api.deps import Reader, SessionDep, Values
+from freight.api.deps import Reader, RuntimeDep, SessionDep, Values
 from freight.api.inputs import Arguments, documented, parse
 from freight.api.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, Page, paged
 from freight.api.routing import Router
@@ -47,3 +49,43 @@ def list_releases(request: Request, db: SessionDep, who: Reader, values: Values)
     )
     body = schemas.deploy_page(db, rows[: page.limit])
     return paged(request, page, list(rows), list(body))
+
+
+class CommitsQuery(Arguments):
+    app: str
+    env: str
+    start: str | None = Field(default=None, alias="from")
+    end: str | None = Field(default=None, alias="to")
+
+
+@router.get(
+    "/releases/commits/",
+    operation_id="release_commits",
+    openapi_extra=documented(CommitsQuery, body=False),
+)
+def release_commits(db: SessionDep, rt: RuntimeDep, who: Reader, values: Values) -> dict[str, Any]:
+    """The commits between two refs of an app (by default: from what is live in `env` to its
+    default ref, i.e. what a deploy would ship), newest first, from Freight's mirror."""
+    query = parse(CommitsQuery, values)
+    who.require(Scope.READ, query.app)
+    start, end, commits = releases.commits_between(
+        db,
+        app=query.app,
+        environment=query.env,
+        start=query.start,
+        end=query.end,
+        workspace_root=rt.settings.workspaces,
+    )
+    return {
+        "from": start,
+        "to": end,
+        "commits": [
+            {
+                "sha": c.sha,
+                "author": {"name": c.author_name, "email": c.author_email},
+                "date": schemas.wire_date(c.date),
+                "subject": c.subject,
+            }
+            for c in commits
+        ],
+    }
