@@ -277,3 +277,17 @@ class LiveRelease(Base):
     deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
 
     deploy: Mapped[Deploy] = relationship(lazy="joined")
+
+
+class AutoDeployState(Base):
+    """What automatic deploys of an environment did at their last look, and why."""
+
+    __tablename__ = "auto_deploy_state"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    branch: Mapped[str] = mapped_column(String(200), default="")
+    sha: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    date_checked: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from freight import checks
-from freight.checks import CheckContext, Verdict
+from freight.checks import CheckContext, CheckResult, Verdict
 from freight.errors import CheckFailed, DeployCancelled
 from freight.plugins import PluginConfig
 
@@ -21,10 +21,16 @@ MAX_DELAY = 30.0
 REPEAT_AFTER = 60.0
 
 
+def look_once(
+    configs: Sequence[PluginConfig], context: CheckContext
+) -> list[tuple[PluginConfig, CheckResult]]:
+    """Every check's verdict on the sha, as of now."""
+    return [(c, checks.registry.get(c.type).evaluate(c, context)) for c in configs]
+
+
 def check_once(configs: Sequence[PluginConfig], context: CheckContext) -> None:
     """Refuse a sha that a check reports as failed; pending is fine at request time."""
-    for config in configs:
-        result = checks.registry.get(config.type).evaluate(config, context)
+    for config, result in look_once(configs, context):
         if result.verdict == Verdict.FAILED:
             raise CheckFailed(f"Check {config.type} failed: {result.summary}")
 

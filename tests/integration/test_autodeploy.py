@@ -1,0 +1,192 @@
+"""Automatic deploys against real git remotes, commits pushed during the test: a new commit
+deploys once, two quick commits deploy only the newest, a failed sha is not retried, a lock
+holds it, pending checks wait; each environment says what it is doing and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from freight import checks
+from freight.catalogue import AppSpec
+from freight.checks import CheckContext, CheckResult, Verdict
+from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope
+from freight.plugins import PluginConfig
+from freight.service import apps, autodeploy, deploys, locks, queue
+from freight.service.autodeploy import AutoState
+from freight.settings import Settings
+from tests.factories import GitRepo, RecordingOrchestrator, unique_name
+
+
+class Poller:
+    def __init__(self, engine: Engine, settings: Settings, origin: GitRepo) -> None:
+        self.engine, self.settings, self.origin = engine, settings, origin
+        self.orchestrator = RecordingOrchestrator()
+        self.http = httpx.Client(timeout=5)
+
+    def app(self, *, checks: list[dict[str, object]] | None = None) -> str:
+        spec = AppSpec.model_validate(
+            {
+                "name": unique_name("auto"),
+                "repository": self.origin.url,
+                "provider": {"type": "shell", "command": "true"},
+                "checks": checks or [],
+                "environments": {
+                    "staging": {"default_ref": "main", "auto_deploy": {"branch": "main"}},
+                    "production": {"default_ref": "main"},
+                },
+            }
+        )
+        with session_scope(self.engine) as session:
+            return apps.save_app(session, spec, source=AppSource.API).name
+
+    def poll(self, app: str) -> autodeploy.Outcome:
+        outcomes = autodeploy.poll(
+            self.engine,
+            self.orchestrator,
+            autodeploy.PollContext(
+                workspace_root=self.settings.workspaces,
+                client=self.http,
+                urls=self.settings.service_urls(),
+                secrets_from={},
+            ),
+        )
+        (mine,) = [o for o in outcomes if o.app == app]
+        return mine
+
+    def deploys(self, app: str) -> list[tuple[int, str, str | None, str]]:
+        """(number, status, sha, user) of the app's staging deploys, oldest first."""
+        with session_scope(self.engine) as session:
+            rows = deploys.list_deploys(
+                session, deploys.DeployFilter(app=app, environment="staging"), limit=100
+            )
+            return [
+                (d.number, str(d.status), d.sha, d.user.name if d.user else "")
+                for d in reversed(rows)
+            ]
+
+    def end(self, app: str, number: int, status: DeployStatus = DeployStatus.FINISHED) -> None:
+        with session_scope(self.engine) as session:
+            deploy = deploys.get_deploy_by_number(
+                session, app=app, environment="staging", number=number
+            )
+            if deploy.status == DeployStatus.PENDING:
+                assert queue.claim_next(session, deploy.app_id, "staging") is deploy
+            deploys.mark_ended(session, deploy, status, None)
+
+
+@pytest.fixture
+def poller(engine: Engine, settings: Settings, origin: GitRepo) -> Iterator[Poller]:
+    poller = Poller(engine, settings, origin)
+    yield poller
+    poller.http.close()
+
+
+def test_a_new_commit_deploys_once(poller: Poller) -> None:
+    app = poller.app()
+    head = poller.origin.git("rev-parse", "HEAD")
+    first = poller.poll(app)
+    assert (first.state, first.reason, first.sha) == (
+        AutoState.QUEUED,
+        f"queued {app}/staging#1",
+        head,
+    )
+    again = poller.poll(app)
+    assert (again.state, again.reason) == (AutoState.DEPLOYING, f"deploying {app}/staging#1")
+    assert poller.deploys(app) == [(1, "in_progress", head, "autodeploy")]
+    poller.end(app, 1)
+    assert poller.poll(app).reason == "up to date"
+    newer = poller.origin.commit("a change")
+    assert poller.poll(app).reason == f"queued {app}/staging#2"
+    assert poller.deploys(app)[-1] == (2, "in_progress", newer, "autodeploy")
+    with session_scope(poller.engine) as session:
+        row = session.get(AutoDeployState, (apps.get_app(session, app).id, "staging"))
+        assert row is not None and (row.state, row.sha, row.branch) == ("queued", newer, "main")
+
+
+def test_newer_commits_supersede_queued_ones(poller: Poller) -> None:
+    app = poller.app()
+    poller.poll(app)  # #1 runs (and stays running)
+    a = poller.origin.commit("commit a")
+    assert poller.poll(app).reason == f"queued {app}/staging#2"
+    b = poller.origin.commit("commit b")
+    c = poller.origin.commit("commit c")  # two commits between polls
+    assert poller.poll(app).reason == f"queued {app}/staging#3"
+    assert [(n, s, sha) for n, s, sha, _ in poller.deploys(app)][1:] == [
+        (2, "cancelled", a),
+        (3, "pending", c),
+    ]
+    assert b not in {sha for _, _, sha, _ in poller.deploys(app)}
+    with session_scope(poller.engine) as session:
+        cancelled = deploys.get_deploy_by_number(session, app=app, environment="staging", number=2)
+        assert cancelled.reason == "Cancelled by autodeploy (superseded by #3) while queued"
+
+
+def test_a_failed_sha_is_not_retried_until_someone_deploys(poller: Poller) -> None:
+    app = poller.app()
+    head = poller.origin.git("rev-parse", "HEAD")
+    poller.poll(app)
+    poller.end(app, 1, DeployStatus.FAILED)
+    held = poller.poll(app)
+    assert (held.state, held.reason) == (
+        AutoState.BLOCKED,
+        f"sha {head[:7]} failed, deploy manually to resume",
+    )
+    assert poller.poll(app).state == AutoState.BLOCKED and len(poller.deploys(app)) == 1
+    fix = poller.origin.commit("the fix")
+    assert poller.poll(app).reason == f"queued {app}/staging#2"
+    assert poller.deploys(app)[-1][2] == fix
+
+
+def test_a_lock_holds_automatic_deploys(poller: Poller) -> None:
+    app = poller.app()
+    with session_scope(poller.engine) as session:
+        lock = locks.create_lock(
+            session, app=app, environment="staging", reason="migration", owner="ana"
+        )
+        lock_id = lock.id
+    held = poller.poll(app)
+    assert (held.state, held.reason) == (AutoState.BLOCKED, "locked by ana: migration")
+    assert poller.deploys(app) == []
+    with session_scope(poller.engine) as session:
+        locks.release_lock(session, locks.get_lock(session, lock_id), by="ana")
+    assert poller.poll(app).state == AutoState.QUEUED
+
+
+def test_pending_checks_wait_and_failed_checks_block(
+    poller: Poller, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class GateConfig(PluginConfig):
+        type: Literal["gate"] = "gate"
+
+    verdict = {"now": Verdict.PENDING}
+
+    class Gate:
+        def evaluate(self, config: PluginConfig, context: CheckContext) -> CheckResult:
+            return CheckResult(verdict["now"], f"ci/build is {verdict['now']}")
+
+    monkeypatch.setitem(checks.registry._kinds, "gate", (GateConfig, Gate()))
+    app = poller.app(checks=[{"type": "gate"}])
+    waiting = poller.poll(app)
+    assert (waiting.state, waiting.reason) == (AutoState.WAITING, "ci/build is pending")
+    assert poller.deploys(app) == []
+    verdict["now"] = Verdict.FAILED
+    blocked = poller.poll(app)
+    assert (
+        blocked.state == AutoState.BLOCKED
+        and "failed check gate: ci/build is failed" in blocked.reason
+    )
+    verdict["now"] = Verdict.PASSED
+    assert poller.poll(app).state == AutoState.QUEUED
+
+
+def test_a_missing_branch_is_reported(poller: Poller, tmp_path: Path) -> None:
+    app = poller.app()
+    poller.origin.git("branch", "-m", "main", "trunk")
+    missing = poller.poll(app)
+    assert (missing.state, missing.reason) == (AutoState.ERROR, "branch main not found")
