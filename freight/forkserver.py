@@ -32,6 +32,7 @@ PRELOAD = (
     "prefect.flow_engine",
     "prefect.logging.handlers",
     "prefect.events.clients",
+    "flows.autodeploy",
     "flows.deploy",
     "flows.maintenance",
 )

@@ -229,6 +229,15 @@ def lock_public(lock: Lock) -> LockPublic:
     )
 
 
+class AutoDeployPublic(TypedDict):
+    branch: str
+    enabled: bool
+    state: str
+    reason: str
+    sha: str | None
+    dateChecked: str | None
+
+
 class ReleasePublic(TypedDict):
     app: str
     environment: str
@@ -240,6 +249,7 @@ class ReleasePublic(TypedDict):
     running: DeployPublic | None
     queued: int
     locks: list[LockPublic]
+    autoDeploy: AutoDeployPublic | None
 
 
 def release_page(session: Session, state: list[releases.Release]) -> list[ReleasePublic]:
@@ -260,9 +270,23 @@ def release_page(session: Session, state: list[releases.Release]) -> list[Releas
                 running=wire[release.running.id] if release.running else None,
                 queued=release.queued,
                 locks=[lock_public(lock) for lock in release.locks],
+                autoDeploy=_auto_deploy(release.auto_deploy),
             )
         )
     return out
+
+
+def _auto_deploy(auto: releases.AutoDeploy | None) -> AutoDeployPublic | None:
+    if auto is None:
+        return None
+    return AutoDeployPublic(
+        branch=auto.branch,
+        enabled=auto.enabled,
+        state=auto.state,
+        reason=auto.reason,
+        sha=auto.sha,
+        dateChecked=wire_date(auto.checked),
+    )
 
 
 class KeyPublic(TypedDict):

@@ -17,7 +17,7 @@ def releases(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = 
         state = client.get("/releases/", app=app_name)
     table(
         None,
-        ("app", "env", "live", "ref", "by", "when", "now", "queued", "lock"),
+        ("app", "env", "live", "ref", "by", "when", "now", "queued", "lock", "auto-deploy"),
         [
             (
                 r["app"],
@@ -29,6 +29,9 @@ def releases(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = 
                 f"{r['running']['name']} {status_text('in_progress')}" if r["running"] else "",
                 r["queued"] or "",
                 "; ".join(f"{lock['owner']}: {lock['reason']}" for lock in r["locks"]),
+                f"{r['autoDeploy']['branch']}: {r['autoDeploy']['reason']}"
+                if r["autoDeploy"]
+                else "",
             )
             for r in state
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from freight import vcs
-from freight.db import App, Deploy, DeployStatus, LiveRelease, Lock
+from freight.db import App, AutoDeployState, Deploy, DeployStatus, LiveRelease, Lock
 from freight.errors import FreightError
 from freight.service import apps, locks
 
@@ -70,6 +71,18 @@ def previous_sha(session: Session, app_id: int, environment: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class AutoDeploy:
+    """An environment's automatic deploys: on which branch, and what they did at last look."""
+
+    branch: str
+    enabled: bool
+    state: str  # see service.autodeploy.AutoState; "" before the first look
+    reason: str
+    sha: str | None
+    checked: datetime | None
+
+
+@dataclass(frozen=True)
 class Release:
     app: str
     environment: str
@@ -77,6 +90,7 @@ class Release:
     running: Deploy | None
     queued: int
     locks: list[Lock] = field(default_factory=list)
+    auto_deploy: AutoDeploy | None = None
 
 
 def release_state(
@@ -106,6 +120,10 @@ def release_state(
             .group_by(Deploy.app_id, Deploy.environment)
         )
     }
+    looked = {
+        (row.app_id, row.environment): row
+        for row in session.scalars(select(AutoDeployState).where(AutoDeployState.app_id.in_(ids)))
+    }
     in_force: dict[int, list[Lock]] = {}
     for lock in locks.active_for_apps(session, ids):
         in_force.setdefault(lock.app_id, []).append(lock)
@@ -125,9 +143,28 @@ def release_state(
                         for lock in in_force.get(app.id, [])
                         if lock.environment in (None, environment)
                     ],
+                    auto_deploy=_auto_deploy(app, environment, looked.get(key)),
                 )
             )
     return result
+
+
+def _auto_deploy(app: App, environment: str, looked: AutoDeployState | None) -> AutoDeploy | None:
+    configured = app.config["environments"][environment].get("auto_deploy")
+    if not configured:
+        return None
+    if looked is None or looked.branch != configured["branch"]:
+        return AutoDeploy(
+            configured["branch"], configured.get("enabled", True), "", "not checked yet", None, None
+        )
+    return AutoDeploy(
+        looked.branch,
+        configured.get("enabled", True),
+        looked.state,
+        looked.reason,
+        looked.sha,
+        looked.date_checked,
+    )
 
 
 def _live_deploys(session: Session, apps_by_id: dict[int, App]) -> dict[tuple[int, str], Deploy]:

@@ -17,7 +17,7 @@ from freight.catalogue import AppSpec
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope
 from freight.plugins import PluginConfig
-from freight.service import apps, autodeploy, deploys, locks, queue
+from freight.service import apps, autodeploy, deploys, locks, queue, releases
 from freight.service.autodeploy import AutoState
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, unique_name
@@ -190,3 +190,17 @@ def test_a_missing_branch_is_reported(poller: Poller, tmp_path: Path) -> None:
     poller.origin.git("branch", "-m", "main", "trunk")
     missing = poller.poll(app)
     assert (missing.state, missing.reason) == (AutoState.ERROR, "branch main not found")
+
+
+def test_release_state_says_what_automatic_deploys_are_doing(poller: Poller) -> None:
+    app = poller.app()
+    with session_scope(poller.engine) as session:
+        before = {r.environment: r.auto_deploy for r in releases.release_state(session, app)}
+    assert before["production"] is None
+    assert before["staging"] is not None and before["staging"].reason == "not checked yet"
+    poller.poll(app)
+    with session_scope(poller.engine) as session:
+        after = {r.environment: r.auto_deploy for r in releases.release_state(session, app)}
+    staging = after["staging"]
+    assert staging is not None and (staging.branch, staging.state) == ("main", "queued")
+    assert staging.reason == f"queued {app}/staging#1" and staging.checked is not None
