@@ -127,3 +127,36 @@ def history(
             for d in rows
         ],
     )
+
+
+@app.command("queue")
+def show_queue(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str, typer.Argument(help="Environment.")],
+) -> None:
+    """The deploys waiting for APP/ENV, in the order they will run."""
+    with connect() as client:
+        waiting = client.get("/deploys/", app=app_name, env=env, status="pending", limit=100)
+    table(
+        None,
+        ("#", "deploy", "ref", "sha", "user", "queued"),
+        [
+            (
+                i,
+                d["name"],
+                d["ref"],
+                short(d["sha"]),
+                d["user"]["name"] if d.get("user") else "",
+                when(d["dateCreated"]),
+            )
+            for i, d in enumerate(waiting, 1)
+        ],
+    )
+
+
+@app.command()
+def front(task: Annotated[str, typer.Argument(metavar="APP/ENV#N")]) -> None:
+    """Move a queued deploy to the front of its queue."""
+    with connect() as client:
+        deploy = client.put(f"/deploys/{task_path(task)}/", {"position": "front"})
+    out.print(f"{deploy['name']} is next")

@@ -151,6 +151,9 @@ class Deploy(Base):
     # Claims that handed it to the orchestrator; a run the orchestrator lost before it started
     # is handed over again, a few times.
     hand_overs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Queues run highest priority first, then in creation order; moving a deploy to the front
+    # (a rollback goes there by itself) gives it one more than any other queued deploy.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     date_started: Mapped[datetime | None] = mapped_column(UTCDateTime)
     date_finished: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -160,6 +160,8 @@ def create_deploy(
             config=config.model_dump(mode="json"),
             flow_run_id=flow_run_id,
         )
+        if ref == ":previous":  # a rollback jumps the queue: whatever is queued may be why
+            deploy.priority = queue.front_priority(session, app_row.id, environment)
         try:
             with session.begin_nested():
                 session.add(deploy)
@@ -208,7 +210,7 @@ def list_deploys(
     if where.statuses:
         query = query.where(Deploy.status.in_([str(s) for s in where.statuses]))
     queue_order = bool(where.statuses) and set(where.statuses) == {DeployStatus.PENDING}
-    query = query.order_by(Deploy.id if queue_order else Deploy.id.desc())
+    query = query.order_by(*queue.QUEUE_ORDER) if queue_order else query.order_by(Deploy.id.desc())
     return list(session.scalars(query.offset(offset).limit(limit)))
 
 

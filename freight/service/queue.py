@@ -1,14 +1,16 @@
-"""The deploy queue: FIFO per app/env, one in progress at a time (a unique index guards that)."""
+"""The deploy queue per app/env: one in progress at a time (a unique index guards that), the
+rest in creation order, except those moved to the front (rollbacks go there by themselves)."""
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from freight.db import Deploy, DeployStatus, utcnow
+from freight.errors import InvalidRequest
 from freight.service.orchestration import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,10 @@ def running(session: Session, app_id: int, environment: str) -> Deploy | None:
     )
 
 
+# The order a queue runs in: the highest priority first, then the oldest.
+QUEUE_ORDER = (Deploy.priority.desc(), Deploy.id)
+
+
 def pending(session: Session, app_id: int, environment: str) -> list[Deploy]:
     """The queue of one app/env, head first."""
     return list(
@@ -34,9 +40,36 @@ def pending(session: Session, app_id: int, environment: str) -> list[Deploy]:
                 Deploy.environment == environment,
                 Deploy.status == DeployStatus.PENDING,
             )
-            .order_by(Deploy.id)
+            .order_by(*QUEUE_ORDER)
         )
     )
+
+
+def move_to_front(session: Session, deploy: Deploy) -> Deploy:
+    """Run this queued deploy before every other queued one of its app/env."""
+    session.execute(select(Deploy.id).where(Deploy.id == deploy.id).with_for_update())
+    session.refresh(deploy)
+    if deploy.status != DeployStatus.PENDING:
+        raise InvalidRequest(f"Deploy {deploy.name} is {deploy.status}: only a queued deploy moves")
+    deploy.priority = max(
+        deploy.priority, front_priority(session, deploy.app_id, deploy.environment, deploy.id)
+    )
+    session.flush()
+    return deploy
+
+
+def front_priority(
+    session: Session, app_id: int, environment: str, excluding: int | None = None
+) -> int:
+    """A priority that puts a deploy before every queued one of the app/env."""
+    query = select(func.max(Deploy.priority)).where(
+        Deploy.app_id == app_id,
+        Deploy.environment == environment,
+        Deploy.status == DeployStatus.PENDING,
+    )
+    if excluding is not None:
+        query = query.where(Deploy.id != excluding)
+    return (session.scalar(query) or 0) + 1
 
 
 def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None:
@@ -52,7 +85,7 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
             Deploy.environment == environment,
             Deploy.status == DeployStatus.PENDING,
         )
-        .order_by(Deploy.id)
+        .order_by(*QUEUE_ORDER)
         .limit(1)
         .with_for_update()
     )

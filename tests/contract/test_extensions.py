@@ -15,6 +15,7 @@ from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.contract.helpers import DATE, add_deploys, body, error, finish
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
+from tests.helpers import wait_for
 
 
 def test_locks_block_others_expire_and_keep_their_history(
@@ -182,3 +183,29 @@ def test_the_commits_between_releases_and_what_a_deploy_would_ship(
             "invalid_ref",
         )
         assert error(c.get("/releases/commits/", params={"app": app}), 400, "missing_argument")
+
+
+def test_the_queue_in_order_and_moving_a_deploy_to_its_front(
+    server: ApiServer, origin: GitRepo, orchestrator: RecordingOrchestrator
+) -> None:
+    with session_scope(server.engine) as session:
+        app = make_app(session, origin).name
+    deploy = {"app": app, "env": "staging", "user": "ana"}
+    queue_args = {"app": app, "env": "staging", "status": "pending"}
+    with server.client("s3cr3t-api-key") as c:
+        first = body(c.post("/deploys/", json=deploy), 201)
+        wait_for(
+            lambda: int(first["id"]) in orchestrator.submitted, 10, "the first to be handed over"
+        )
+        for _ in range(2):
+            body(c.post("/deploys/", json=deploy), 201)
+        assert [d["number"] for d in body(c.get("/deploys/", params=queue_args), 200)] == [2, 3]
+        moved = body(c.put(f"/deploys/{app}/staging/3/", json={"position": "front"}), 200)
+        assert moved["status"] == "pending"
+        assert [d["number"] for d in body(c.get("/deploys/", params=queue_args), 200)] == [3, 2]
+        assert "only a queued deploy moves" in error(
+            c.put(f"/deploys/{app}/staging/1/", json={"position": "front"}), 400, "invalid_request"
+        )
+        assert error(
+            c.put(f"/deploys/{app}/staging/2/", json={"position": "back"}), 400, "invalid_request"
+        )

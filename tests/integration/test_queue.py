@@ -6,10 +6,12 @@ import itertools
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import Engine
 
 from freight.db import DeployStatus, session_scope
-from freight.service import deploys, runs
+from freight.errors import InvalidRequest
+from freight.service import deploys, queue, runs
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 
@@ -69,3 +71,46 @@ def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
         d.date_started < production.date_finished and production.date_started < d.date_finished  # type: ignore[operator]
         for d in staging
     ), "production ran while staging's queue drained"
+
+
+def test_a_queued_deploy_moves_to_the_front_and_rollbacks_go_there(
+    engine: Engine, settings: Settings, origin: GitRepo
+) -> None:
+    orchestrator = RecordingOrchestrator()
+    with session_scope(engine) as session:
+        app = make_app(session, origin).name
+
+    def create(ref: str | None = None) -> int:
+        with session_scope(engine) as session:
+            return deploys.queue_deploy(
+                session,
+                orchestrator,
+                app=app,
+                environment="staging",
+                user="ana",
+                ref=ref,
+                workspace_root=settings.workspaces,
+            ).id
+
+    def finish_running() -> None:
+        with session_scope(engine) as session:
+            running = queue.running(session, deploys.get_deploy(session, ids[0]).app_id, "staging")
+            assert running is not None
+            deploys.mark_ended(session, running, DeployStatus.FINISHED, None)
+            queue.advance(session, orchestrator, running.app_id, "staging")
+
+    ids = [create()]  # #1 runs (the first commit), #2 #3 #4 (the second) wait
+    origin.commit("second")
+    ids += [create() for _ in range(3)]
+    with session_scope(engine) as session:
+        queue.move_to_front(session, deploys.get_deploy(session, ids[3]))
+        app_id = deploys.get_deploy(session, ids[0]).app_id
+        assert [d.number for d in queue.pending(session, app_id, "staging")] == [4, 2, 3]
+        with pytest.raises(InvalidRequest, match="only a queued deploy moves"):
+            queue.move_to_front(session, deploys.get_deploy(session, ids[0]))
+    finish_running()  # #1 finishes: #4 is handed over next
+    assert orchestrator.submitted == [ids[0], ids[3]]
+    finish_running()  # #4 finishes and #2 runs; #3 waits
+    rollback = create(":previous")  # back to #1's sha, before #3
+    with session_scope(engine) as session:
+        assert [d.id for d in queue.pending(session, app_id, "staging")] == [rollback, ids[2]]

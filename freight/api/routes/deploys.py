@@ -61,6 +61,8 @@ class DeployCreate(Arguments):
 
 class DeployUpdate(Arguments):
     status: Literal["cancelled"] | None = None
+    # Move a queued deploy before every other queued one of its app/env.
+    position: Literal["front"] | None = None
     user: Text | None = None
 
 
@@ -152,6 +154,8 @@ def _update(
         deploy = deploys.cancel_deploy(
             db, deploy, by=args.user or who.name, orchestrator=rt.orchestrator
         )
+    elif args.position == "front":
+        deploy = queue.move_to_front(db, deploy)
     return schemas.deploy_public(db, deploy)
 
 
