@@ -34,6 +34,8 @@ def maintenance() -> None:
         logger.info("Removed stray checkout %s", path)
     for name in report.handed_over:
         logger.info("Handed %s over to a worker", name)
+    for scope in report.expired_locks:
+        logger.info("The lock on %s expired", scope)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,31 @@ class DeployEvent:
 
 
 @dataclass(frozen=True)
+class LockNotice:
+    """A lock put on, taken off, or run out: `event` is locked, unlocked or expired."""
+
+    event: str
+    app: str
+    environment: str | None  # None: every environment of the app
+    reason: str
+    owner: str
+    by: str  # who locked or unlocked it ("expired" for a lock that ran out)
+    expires: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return self.app if self.environment is None else f"{self.app}/{self.environment}"
+
+    def sentence(self) -> str:
+        if self.event == "locked":
+            until = f" until {self.expires}" if self.expires else ""
+            return f"{self.scope} locked by {self.owner}{until}: {self.reason}"
+        if self.event == "expired":
+            return f"{self.scope} unlocked: the lock by {self.owner} expired ({self.reason})"
+        return f"{self.scope} unlocked by {self.by} (was {self.owner}: {self.reason})"
+
+
+@dataclass(frozen=True)
 class NotifyContext:
     client: httpx.Client
     urls: ServiceUrls
@@ -59,4 +84,8 @@ class Notifier(Protocol):
         """Deliver the event; return what to keep for later events (None: keep what was).
 
         Raise IntegrationError when the service refused it (it is retried, and logged)."""
+        ...
+
+    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+        """Tell of a lock (a notifier with nothing to say about locks does nothing)."""
         ...

@@ -14,7 +14,7 @@ from pydantic import Field
 from freight.errors import IntegrationError
 from freight.github import repo_of
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, NotifyContext
+from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
 from freight.plugins import PluginConfig
 
 
@@ -30,6 +30,9 @@ class SentryConfig(PluginConfig):
 
 
 class SentryNotifier:
+    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+        """Locks are not Sentry's business."""
+
     def send(
         self, config: PluginConfig, event: DeployEvent, context: NotifyContext
     ) -> Mapping[str, Any] | None:

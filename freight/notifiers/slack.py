@@ -16,7 +16,7 @@ from slack_sdk.webhook import WebhookClient
 from freight.errors import IntegrationError
 from freight.github import repo_of
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, NotifyContext
+from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
 from freight.plugins import PluginConfig
 
 TIMEOUT = 10
@@ -99,7 +99,7 @@ class SlackNotifier:
         assert isinstance(config, SlackConfig)
         if config.token is None:
             assert config.webhook_url is not None
-            self._webhook(config.webhook_url, event)
+            self._webhook(config.webhook_url, message(event))
             return None
         client = WebClient(token=config.token, base_url=context.urls.slack, timeout=TIMEOUT)
         content = message(event)
@@ -122,9 +122,31 @@ class SlackNotifier:
             raise IntegrationError(f"Slack unreachable at {context.urls.slack}: {exc}") from exc
         return state
 
-    def _webhook(self, url: str, event: DeployEvent) -> None:
+    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+        assert isinstance(config, SlackConfig)
+        text = (
+            f":lock: {notice.sentence()}"
+            if notice.event == "locked"
+            else f":unlock: {notice.sentence()}"
+        )
+        if config.token is None:
+            assert config.webhook_url is not None
+            self._webhook(config.webhook_url, {"text": text})
+            return
+        client = WebClient(token=config.token, base_url=context.urls.slack, timeout=TIMEOUT)
+        channel = config.channel_for(notice.environment) if notice.environment else config.channel
+        channels = [channel] if channel else sorted(set(config.channels.values()))
         try:
-            response = WebhookClient(url, timeout=TIMEOUT).send(**message(event))
+            for one in channels:
+                client.chat_postMessage(channel=one, text=text)
+        except SlackApiError as exc:
+            raise _slack_error(exc) from exc
+        except OSError as exc:
+            raise IntegrationError(f"Slack unreachable at {context.urls.slack}: {exc}") from exc
+
+    def _webhook(self, url: str, content: dict[str, Any]) -> None:
+        try:
+            response = WebhookClient(url, timeout=TIMEOUT).send(**content)
         except OSError as exc:
             raise IntegrationError(f"Slack webhook unreachable: {exc}") from exc
         if response.status_code != 200:

@@ -14,7 +14,7 @@ from pydantic import AnyHttpUrl, Field
 
 from freight.errors import IntegrationError
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, NotifyContext
+from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
 from freight.plugins import PluginConfig
 
 SIGNATURE_HEADER = "X-Freight-Signature-256"
@@ -64,7 +64,28 @@ class WebhookNotifier:
         self, config: PluginConfig, event: DeployEvent, context: NotifyContext
     ) -> Mapping[str, Any] | None:
         assert isinstance(config, WebhookConfig)
-        body = json.dumps(payload(event)).encode()
+        self._post(config, payload(event), context)
+        return None
+
+    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+        assert isinstance(config, WebhookConfig)
+        self._post(
+            config,
+            {
+                "event": notice.event,
+                "app": notice.app,
+                "env": notice.environment,
+                "reason": notice.reason,
+                "owner": notice.owner,
+                "by": notice.by,
+                "expires": notice.expires,
+                "title": notice.sentence(),
+            },
+            context,
+        )
+
+    def _post(self, config: WebhookConfig, data: dict[str, object], context: NotifyContext) -> None:
+        body = json.dumps(data).encode()
         headers = {**config.headers, "Content-Type": "application/json"}
         if config.secret:
             headers[SIGNATURE_HEADER] = signature(config.secret, body)
@@ -74,7 +95,6 @@ class WebhookNotifier:
             raise IntegrationError(f"Webhook {config.url} unreachable: {exc}") from exc
         if response.status_code >= 300:
             raise IntegrationError(f"Webhook {config.url} answered {response.status_code}")
-        return None
 
 
 registry.register("webhook", WebhookConfig)(WebhookNotifier())

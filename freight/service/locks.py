@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 
 from freight.db import App, Deploy, Lock, utcnow
 from freight.errors import AppLocked, InvalidEnvironment, InvalidRequest, NotFound
+from freight.notifiers import LockNotice
 from freight.service import apps
+
+EXPIRED = "expired"  # who released a lock that ran out
 
 
 def _active(now: datetime) -> list[object]:
@@ -155,13 +158,49 @@ def app_locked_reason(session: Session, app_id: int) -> str | None:
     return locks[-1].reason if locks else None
 
 
-def set_app_locked_reason(session: Session, app: App, reason: str | None, *, by: str) -> None:
-    """Freight's `lockedReason` semantics: a reason locks the app, None unlocks it."""
+def set_app_locked_reason(
+    session: Session, app: App, reason: str | None, *, by: str
+) -> list[tuple[Lock, str]]:
+    """Freight's `lockedReason` semantics: a reason locks the app, None unlocks it. Returns
+    the locks put on or taken off, with "locked" or "unlocked", for the notifiers."""
     current = active_locks(session, app.id, None)
     if reason is None:
-        for lock in current:
-            release_lock(session, lock, by=by)
-    elif current:
+        return [(release_lock(session, lock, by=by), "unlocked") for lock in current]
+    if current:
         current[-1].reason = reason
-    else:
-        create_lock(session, app=app.name, environment=None, reason=reason, owner=by)
+        return []
+    return [
+        (create_lock(session, app=app.name, environment=None, reason=reason, owner=by), "locked")
+    ]
+
+
+def notice(lock: Lock, event: str, *, by: str) -> LockNotice:
+    expires = lock.date_expires.isoformat().replace("+00:00", "Z") if lock.date_expires else None
+    return LockNotice(
+        event=event,
+        app=lock.app.name,
+        environment=lock.environment,
+        reason=lock.reason,
+        owner=lock.owner,
+        by=by,
+        expires=expires,
+    )
+
+
+def expire_due(session: Session) -> list[Lock]:
+    """Mark the locks whose time is up as released by "expired" (their history says when)."""
+    now = utcnow()
+    due = list(
+        session.scalars(
+            select(Lock).where(
+                Lock.date_released.is_(None),
+                Lock.date_expires.is_not(None),
+                Lock.date_expires <= now,
+            )
+        )
+    )
+    for lock in due:
+        lock.released_by = EXPIRED
+        lock.date_released = lock.date_expires
+    session.flush()
+    return due

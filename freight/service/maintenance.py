@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.runner import stop_orphaned_group
-from freight.service import deploys, notifications, queue
+from freight.service import deploys, locks, notifications, queue
 from freight.service.orchestration import Orchestrator, RunState
 from freight.settings import Settings
 
@@ -31,6 +31,7 @@ class MaintenanceReport:
     removed_workspaces: list[str] = field(default_factory=list)
     handed_over: list[str] = field(default_factory=list)
     notified: list[int] = field(default_factory=list)
+    expired_locks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,25 @@ def run_maintenance(
         grace=settings.cancel_grace,
     )
     report.removed_workspaces = remove_stray_workspaces(engine, workspace_root=settings.workspaces)
+    with session_scope(engine) as session:
+        expired = [
+            (
+                notifications.lock_notifiers(lock.app, lock.environment),
+                locks.notice(lock, "expired", by=locks.EXPIRED),
+            )
+            for lock in locks.expire_due(session)
+        ]
+    for configs, notice in expired:
+        notifications.announce_lock(
+            configs,
+            notice,
+            client=client,
+            urls=settings.service_urls(),
+            output=output,
+            retry_delays=settings.notify_retry_delays,
+            secrets_from=os.environ,
+        )
+        report.expired_locks.append(notice.scope)
     with session_scope(engine) as session:
         report.handed_over = [d.name for d in queue.advance_all(session, orchestrator)]
     # A runner delivers its deploy's events within seconds of ending; give it a minute.

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import Engine, and_, or_, select
 from sqlalchemy.orm import Session
 
 from freight import notifiers, secrets, vcs
-from freight.db import Deploy, DeployStatus, Notification, NotifierState, session_scope, utcnow
+from freight.db import App, Deploy, DeployStatus, Notification, NotifierState, session_scope, utcnow
 from freight.errors import FreightError
-from freight.notifiers import DeployEvent, NotifyContext
+from freight.notifiers import DeployEvent, LockNotice, NotifyContext
 from freight.plugins import PluginConfig, ServiceUrls
-from freight.service import logs
+from freight.service import apps, logs
 
 EVENTS = ("queued", "started", "finished", "failed", "cancelled")
 # The deploy's status as of the event, whatever it is by the time the event is delivered.
@@ -173,20 +174,63 @@ def _send_with_retries(
     retry_delays: tuple[float, ...],
 ) -> Mapping[str, Any] | None:
     notifier = notifiers.registry.get(config.type)
+    return _with_retries(
+        lambda: notifier.send(config, event, context),
+        f"{config.type} failed on '{event.event}'",
+        output,
+        retry_delays,
+    )
+
+
+T = TypeVar("T")
+
+
+def _with_retries(
+    call: Callable[[], T],
+    failed: str,
+    output: Callable[[str], None],
+    retry_delays: tuple[float, ...],
+) -> T | None:
     for attempt, delay in enumerate((0.0, *retry_delays)):
         time.sleep(delay)
         try:
-            return notifier.send(config, event, context)
+            return call()
         except Exception as exc:  # a notifier's bug must not stop the deploy either
             last = attempt == len(retry_delays)
             message = (
                 exc.message if isinstance(exc, FreightError) else f"{type(exc).__name__}: {exc}"
             )
-            output(
-                f">> Notifier {config.type} failed on '{event.event}': {message}"
-                + (" (giving up)" if last else ", retrying")
-            )
+            output(f">> Notifier {failed}: {message}" + (" (giving up)" if last else ", retrying"))
     return None
+
+
+def lock_notifiers(app: App, environment: str | None) -> list[PluginConfig]:
+    """Who hears of a lock: the environment's notifiers, or the app's for an app-wide one."""
+    spec = apps.spec_of(app)
+    return list(spec.environment(environment).notifiers if environment else spec.notifiers)
+
+
+def announce_lock(
+    configs: list[PluginConfig],
+    notice: LockNotice,
+    *,
+    client: httpx.Client,
+    urls: ServiceUrls,
+    output: Callable[[str], None],
+    retry_delays: tuple[float, ...],
+    secrets_from: Mapping[str, str],
+) -> None:
+    """Tell each notifier of a lock; one that keeps failing is logged and skipped."""
+    resolved, _ = secrets.resolve_all(configs, secrets_from)
+    context = NotifyContext(client=client, urls=urls)
+    for config in resolved:
+        notifier = notifiers.registry.get(config.type)
+        _with_retries(
+            functools.partial(notifier.announce, config, notice, context),
+            f"{config.type} failed on '{notice.event}'",
+            output,
+            retry_delays,
+        )
 
 
 def unattended(engine: Engine, *, settle: float) -> list[int]:

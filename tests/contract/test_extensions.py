@@ -14,6 +14,7 @@ from freight.db import session_scope
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.contract.helpers import DATE, add_deploys, body, error, finish
+from tests.doubles import HttpDouble, Reply
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 from tests.helpers import wait_for
 
@@ -209,3 +210,32 @@ def test_the_queue_in_order_and_moving_a_deploy_to_its_front(
         assert error(
             c.put(f"/deploys/{app}/staging/2/", json={"position": "back"}), 400, "invalid_request"
         )
+
+
+def test_locks_are_announced_to_the_apps_notifiers(server: ApiServer, origin: GitRepo) -> None:
+    hook = HttpDouble()
+    hook.route("POST", "/hook", lambda request: Reply(200, "ok"))
+    with hook.running():
+        with session_scope(server.engine) as session:
+            app = make_app(
+                session, origin, notifiers=[{"type": "webhook", "url": f"{hook.url}/hook"}]
+            ).name
+        with server.client("s3cr3t-api-key") as c:
+            made = body(
+                c.post(
+                    "/locks/",
+                    json={"app": app, "env": "staging", "reason": "db migration", "owner": "ana"},
+                ),
+                201,
+            )
+            body(c.delete(f"/locks/{made['id']}/", params={"user": "bob"}), 200)
+            c.put(f"/apps/{app}/", json={"lockedReason": "freeze"})
+            c.put(f"/apps/{app}/", json={"lockedReason": "false"})
+        wait_for(lambda: len(hook.requests) == 4, 10, "four lock notices")
+    notices = [(r.json()["event"], r.json()["title"]) for r in hook.requests]
+    assert notices == [
+        ("locked", f"{app}/staging locked by ana: db migration"),
+        ("unlocked", f"{app}/staging unlocked by bob (was ana: db migration)"),
+        ("locked", f"{app} locked by api-key: freeze"),
+        ("unlocked", f"{app} unlocked by api-key (was api-key: freeze)"),
+    ]

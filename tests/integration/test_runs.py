@@ -22,7 +22,7 @@ from freight import checks, procs, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
 from freight.plugins import PluginConfig
-from freight.service import deploys, logs, maintenance, queue, runs
+from freight.service import deploys, locks, logs, maintenance, queue, runs
 from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.doubles import RecordingServer, recording_server
@@ -566,3 +566,27 @@ def test_a_deploy_that_ran_leaves_release_notes_with_its_commits(harness: Harnes
     assert "| by | ana |" in notes.markdown and "### Commits (2)" in notes.markdown
     assert "Fix the login / page (Ana Dev)" in notes.markdown
     assert len(harness.orchestrator.releases) == 2
+
+
+def test_maintenance_marks_locks_that_ran_out_and_announces_them(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    with session_scope(harness.engine) as session:
+        lock = locks.create_lock(
+            session,
+            app=app,
+            environment="staging",
+            reason="load test",
+            owner="ana",
+            expires=utcnow() + timedelta(hours=1),
+        )
+        lock_id = lock.id
+    assert harness.maintain().expired_locks == []
+    with session_scope(harness.engine) as session:
+        session.get_one(Lock, lock_id).date_expires = utcnow() - timedelta(seconds=1)
+    assert harness.maintain().expired_locks == [f"{app}/staging"]
+    with session_scope(harness.engine) as session:
+        expired = session.get_one(Lock, lock_id)
+        assert expired.released_by == "expired" and expired.date_released == expired.date_expires
+    (notice,) = [r.json() for r in harness.hook.requests if r.json()["event"] == "expired"]
+    assert notice["title"] == f"{app}/staging unlocked: the lock by ana expired (load test)"
+    assert harness.maintain().expired_locks == []  # once

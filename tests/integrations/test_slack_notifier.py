@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from freight.errors import IntegrationError
-from freight.notifiers import NotifyContext
+from freight.notifiers import LockNotice, NotifyContext
 from freight.notifiers.slack import SlackConfig, SlackNotifier
 from freight.plugins import ServiceUrls
 from tests.doubles.slack import SlackDouble, ratelimited
@@ -120,3 +120,21 @@ def test_incoming_webhook_posts_each_event(slack: SlackDouble) -> None:
 def test_config_needs_a_way_in() -> None:
     with pytest.raises(ValueError, match="bot token and a channel"):
         SlackConfig(token="xoxb-test")
+
+
+def test_locks_are_announced_in_the_channel(slack: SlackDouble) -> None:
+    config = SlackConfig(
+        token="xoxb-test", channel="#deploys", channels={"production": "#deploys-prod"}
+    )
+    notice = LockNotice(
+        "locked", "web", "production", "db migration", "ana", "ana", "2026-12-02T18:00:00Z"
+    )
+    with httpx.Client() as client:
+        SlackNotifier().announce(
+            config, notice, NotifyContext(client=client, urls=ServiceUrls(slack=slack.api_url))
+        )
+    (posted,) = slack.main_messages("C0PROD").values()
+    assert (
+        posted["text"]
+        == ":lock: web/production locked by ana until 2026-12-02T18:00:00Z: db migration"
+    )

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import BackgroundTasks
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 from sqlalchemy.orm import Session
 
 from freight.api import schemas
-from freight.api.deps import Admin, Reader, SessionDep, Values
+from freight.api.deps import Admin, Reader, Runtime, RuntimeDep, SessionDep, Values
 from freight.api.errors import describe_validation
 from freight.api.inputs import Arguments, JsonField, documented, parse
+from freight.api.routes.locks import announce_later
 from freight.api.routing import Router
 from freight.catalogue import AppSpec
 from freight.db import App
@@ -133,13 +135,17 @@ def _config_error(exc: ValidationError) -> InvalidRequest:
     return SECTION_ERRORS.get(section, InvalidConfig)(describe_validation([first]))
 
 
-def _set_lock(db: Session, app: App, reason: object, who: Principal) -> None:
+def _set_lock(
+    db: Session, rt: Runtime, later: BackgroundTasks, app: App, reason: object, who: Principal
+) -> None:
     if reason in UNLOCK:
-        locks.set_app_locked_reason(db, app, None, by=who.name)
+        changed = locks.set_app_locked_reason(db, app, None, by=who.name)
     elif isinstance(reason, str):
-        locks.set_app_locked_reason(db, app, reason.strip(), by=who.name)
+        changed = locks.set_app_locked_reason(db, app, reason.strip(), by=who.name)
     else:
         raise InvalidRequest("lockedReason: must be a string (locks) or false/null (unlocks)")
+    for lock, event in changed:
+        announce_later(later, rt, lock, event, by=who.name)
 
 
 @router.get("/apps/", operation_id="list_apps", openapi_extra=documented(AppQuery, body=False))
@@ -158,7 +164,9 @@ def list_apps(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any
     operation_id="create_app",
     openapi_extra=documented(AppFields, body=True),
 )
-def create_app(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
+def create_app(
+    db: SessionDep, rt: RuntimeDep, who: Admin, values: Values, later: BackgroundTasks
+) -> JSONResponse:
     fields = parse(AppFields, values)
     if not fields.name or not fields.repository:
         missing = "name" if not fields.name else "repository"
@@ -166,7 +174,7 @@ def create_app(db: SessionDep, who: Admin, values: Values) -> JSONResponse:
     who.require(Scope.ADMIN, fields.name)
     app = apps.create_app(db, _spec(fields, None))
     if fields.lockedReason not in UNLOCK:
-        _set_lock(db, app, fields.lockedReason, who)
+        _set_lock(db, rt, later, app, fields.lockedReason, who)
     return JSONResponse(schemas.app_public(db, app), status_code=201)
 
 
@@ -179,7 +187,9 @@ def show_app(db: SessionDep, who: Reader, app: str) -> dict[str, Any]:
 @router.put(
     "/apps/{app}/", operation_id="update_app", openapi_extra=documented(AppFields, body=True)
 )
-def update_app(db: SessionDep, who: Admin, app: str, values: Values) -> dict[str, Any]:
+def update_app(
+    db: SessionDep, rt: RuntimeDep, who: Admin, app: str, values: Values, later: BackgroundTasks
+) -> dict[str, Any]:
     who.require(Scope.ADMIN, app)
     row = apps.get_app(db, app)
     fields = parse(AppFields, values)
@@ -189,7 +199,7 @@ def update_app(db: SessionDep, who: Admin, app: str, values: Values) -> dict[str
     if spec != current:
         apps.update_app(db, row, spec)
     if "lockedReason" in fields.model_fields_set:
-        _set_lock(db, row, fields.lockedReason, who)
+        _set_lock(db, rt, later, row, fields.lockedReason, who)
     return schemas.app_details(db, row)
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import datetime
 from typing import Any
 
+from fastapi import BackgroundTasks
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from freight.api import schemas
-from freight.api.deps import Deployer, Reader, SessionDep, Values
+from freight.api.deps import Deployer, Reader, Runtime, RuntimeDep, SessionDep, Values
 from freight.api.inputs import Arguments, Flag, RowId, documented, parse
 from freight.api.routing import Router
-from freight.db import utcnow
+from freight.db import Lock, utcnow
 from freight.errors import InvalidRequest
-from freight.service import locks
+from freight.service import locks, notifications
 from freight.service.keys import Scope
 
 router = Router(tags=["locks"])
+log = logging.getLogger(__name__)
 
 
 class LockQuery(Arguments):
@@ -37,6 +41,22 @@ class LockCreate(Arguments):
 
 class LockRelease(Arguments):
     user: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def announce_later(later: BackgroundTasks, rt: Runtime, lock: Lock, event: str, *, by: str) -> None:
+    """Tell the lock's notifiers after the response (they may be slow; a client must not wait)."""
+    configs = notifications.lock_notifiers(lock.app, lock.environment)
+    if configs:
+        later.add_task(
+            notifications.announce_lock,
+            configs,
+            locks.notice(lock, event, by=by),
+            client=rt.http,
+            urls=rt.settings.service_urls(),
+            output=log.warning,
+            retry_delays=rt.settings.notify_retry_delays,
+            secrets_from=os.environ,
+        )
 
 
 @router.get("/locks/", operation_id="list_locks", openapi_extra=documented(LockQuery, body=False))
@@ -60,7 +80,9 @@ def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, An
     operation_id="create_lock",
     openapi_extra=documented(LockCreate, body=True),
 )
-def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
+def create_lock(
+    db: SessionDep, rt: RuntimeDep, who: Deployer, values: Values, later: BackgroundTasks
+) -> JSONResponse:
     args = parse(LockCreate, values)
     who.require(Scope.DEPLOY, args.app)
     if args.expires is not None and args.duration is not None:
@@ -78,6 +100,7 @@ def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
         owner=args.owner or who.name,
         expires=expires,
     )
+    announce_later(later, rt, lock, "locked", by=who.name)
     return JSONResponse(schemas.lock_public(lock), status_code=201)
 
 
@@ -86,8 +109,18 @@ def create_lock(db: SessionDep, who: Deployer, values: Values) -> JSONResponse:
     operation_id="release_lock",
     openapi_extra=documented(LockRelease, body=False),
 )
-def release_lock(db: SessionDep, who: Deployer, lock_id: RowId, values: Values) -> dict[str, Any]:
+def release_lock(
+    db: SessionDep,
+    rt: RuntimeDep,
+    who: Deployer,
+    lock_id: RowId,
+    values: Values,
+    later: BackgroundTasks,
+) -> dict[str, Any]:
     args = parse(LockRelease, values)
     lock = locks.get_lock(db, lock_id)
     who.require(Scope.DEPLOY, lock.app.name)
-    return schemas.lock_public(locks.release_lock(db, lock, by=args.user or who.name))
+    by = args.user or who.name
+    released = locks.release_lock(db, lock, by=by)
+    announce_later(later, rt, released, "unlocked", by=by)
+    return schemas.lock_public(released)
