@@ -14,11 +14,25 @@ from freight.cli.output import FINAL, deploy_line, follow, out, short, status_te
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="Print the log until it ends.")]
 
 
-def _start(app_name: str, env: str, ref: str | None, force: bool, follow_log: bool) -> None:
+def _start(
+    app_name: str,
+    env: str,
+    ref: str | None,
+    force: bool,
+    follow_log: bool,
+    reason: str | None = None,
+) -> None:
     with connect() as client:
         deploy = client.post(
             "/deploys/",
-            {"app": app_name, "env": env, "ref": ref, "force": force, "user": client.config.user},
+            {
+                "app": app_name,
+                "env": env,
+                "ref": ref,
+                "force": force,
+                "reason": reason,
+                "user": client.config.user,
+            },
         )
         out.print(f"Queued {deploy_line(deploy)}")
         if not follow_log:
@@ -37,10 +51,13 @@ def deploy(
         str | None, typer.Option(help="Branch, tag or sha (default: the env's).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Skip checks, and override others' locks.")] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (needed to --force past someone else's lock).")
+    ] = None,
     follow_log: Follow = False,
 ) -> None:
     """Deploy APP to ENV; with --follow, print the log and exit 1 unless it finished."""
-    _start(app_name, env, ref, force, follow_log)
+    _start(app_name, env, ref, force, follow_log, reason)
 
 
 @app.command()

@@ -134,6 +134,8 @@ class Deploy(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     force: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why it was forced past someone else's lock (required then; logged and notified).
+    force_reason: Mapped[str | None] = mapped_column(Text)
     # The environment's effective config at creation; editing the app never changes this deploy.
     # Loaded when read: lists of deploys need none of it, and decoding it per row is their cost.
     config: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)

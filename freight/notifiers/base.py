@@ -33,6 +33,7 @@ class DeployEvent:
     date_finished: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     log_tail: tuple[str, ...] = ()  # the last lines of the log, for failures
+    force_reason: str | None = None  # why it was forced past someone else's lock
 
     @property
     def name(self) -> str:

@@ -82,6 +82,8 @@ def message(event: DeployEvent) -> dict[str, Any]:
         lines.append(f"took {event.duration:.0f}s")
     if event.reason and event.event in ("failed", "cancelled"):
         lines.append(event.reason)
+    if event.force_reason:
+        lines.append(f":warning: forced past a lock: {event.force_reason}")
     text = f"{event.name} {word}: {event.ref} ({(event.sha or '')[:7]}) by {event.user}"
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]
     return {"text": text, "attachments": [{"color": color, "blocks": blocks}]}

@@ -47,6 +47,7 @@ def payload(event: DeployEvent) -> dict[str, object]:
         "date_created": event.date_created,
         "date_started": event.date_started,
         "date_finished": event.date_finished,
+        "force_reason": event.force_reason,
         # Freight's own webhook fields, for receivers written for it.
         "app_name": event.app,
         "environment": event.environment,

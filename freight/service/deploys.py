@@ -97,6 +97,7 @@ def create_deploy(
     force: bool = False,
     flow_run_id: str | None = None,
     screen: Screen | None = None,
+    force_reason: str | None = None,
 ) -> Deploy:
     """Create a pending deploy with its number, resolved sha and config snapshot.
 
@@ -113,10 +114,12 @@ def create_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
-    if screen is not None and not force:
-        lock = locks.blocking_lock(session, app_row.id, environment, user)
-        if lock is not None:
-            raise AppLocked(locks.describe(lock))
+    lock = locks.blocking_lock(session, app_row.id, environment, user) if screen else None
+    if lock is not None and not force:
+        raise AppLocked(locks.describe(lock))
+    if lock is not None and not (force_reason and force_reason.strip()):
+        raise MissingArgument(f"{locks.describe(lock)}: forcing past it needs a reason")
+    overridden = locks.describe(lock) if lock is not None else None
     sha = resolve_sha(
         session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
     )
@@ -167,6 +170,11 @@ def create_deploy(
                 session.add(deploy)
         except IntegrityError:
             continue
+        if overridden:
+            deploy.force_reason = force_reason
+            logs.append(
+                session, deploy, f">> Forced by {user} past the lock ({overridden}): {force_reason}"
+            )
         notifications.enqueue(session, deploy, "queued")
         return deploy
     raise InvalidRequest(f"Could not number a deploy of {app}/{environment}: too much contention")

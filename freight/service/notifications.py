@@ -65,6 +65,7 @@ def event_of(
         date_finished=_iso(deploy.date_finished),
         params=dict(deploy.params or {}),
         log_tail=log_tail,
+        force_reason=deploy.force_reason,
     )
 
 

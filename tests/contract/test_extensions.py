@@ -38,7 +38,20 @@ def test_locks_block_others_expire_and_keep_their_history(
             c.post("/deploys/", json={**deploy, "user": "bob"}), 400, "locked"
         )
         assert body(c.post("/deploys/", json={**deploy, "user": "ana"}), 201)  # the owner may
-        assert body(c.post("/deploys/", json={**deploy, "user": "bob", "force": True}), 201)
+        refused = c.post("/deploys/", json={**deploy, "user": "bob", "force": True})
+        assert "forcing past it needs a reason" in error(refused, 400, "missing_argument")
+        forced = body(
+            c.post(
+                "/deploys/",
+                json={**deploy, "user": "bob", "force": True, "reason": "hotfix for #12"},
+            ),
+            201,
+        )
+        log = body(c.get(f"/deploys/{forced['id']}/log/"), 200)
+        assert log["chunks"][0]["text"] == (
+            f">> Forced by bob past the lock ({app}/staging is locked by ana: db migration): "
+            "hotfix for #12\n"
+        )
         assert body(c.post("/deploys/", json={"app": app, "env": "production", "user": "bob"}), 201)
 
         timed = body(c.post("/locks/", json={"app": app, "reason": "freeze", "for": "2h"}), 201)

@@ -138,3 +138,11 @@ def test_locks_are_announced_in_the_channel(slack: SlackDouble) -> None:
         posted["text"]
         == ":lock: web/production locked by ana until 2026-12-02T18:00:00Z: db migration"
     )
+
+
+def test_a_deploy_forced_past_a_lock_says_why(slack: SlackDouble) -> None:
+    config = SlackConfig(token="xoxb-test", channel="#deploys")
+    state = send_all(slack, config, event("started", force_reason="hotfix for #12"))
+    assert ":warning: forced past a lock: hotfix for #12" in text_of(
+        slack.main_messages("C0DEPLOYS")[state["ts"]]
+    )

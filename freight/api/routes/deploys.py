@@ -57,6 +57,8 @@ class DeployCreate(Arguments):
     user: Text | None = None
     params: Annotated[dict[str, str], JsonField] | None = None
     force: Flag = False
+    # Why: required with `force` when someone else's lock covers the environment.
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
 
 
 class DeployUpdate(Arguments):
@@ -120,6 +122,7 @@ def create_deploy(
         user=args.user,
         params=args.params,
         force=args.force,
+        force_reason=args.reason,
         workspace_root=rt.settings.workspaces,
         screen=rt.screen(),
     )
