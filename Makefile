@@ -22,8 +22,9 @@ services:
 	@for i in $$(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 0.5; done; \
 		echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
 
-# The Fabric provider's tests run real OpenSSH servers (and sudo) from Debian's packages.
-SYSTEM_PACKAGES := openssh-server:/usr/sbin/sshd sudo:/usr/bin/sudo
+# Tests run real OpenSSH servers (and sudo) for Fabric, and Chromium for the dashboard, from
+# Debian's packages.
+SYSTEM_PACKAGES := openssh-server:/usr/sbin/sshd sudo:/usr/bin/sudo chromium:/usr/bin/chromium
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 		[ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \

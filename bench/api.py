@@ -172,6 +172,8 @@ def main() -> None:
             def some_deploy() -> str:
                 return f"app{rng.randrange(args.apps):03d}/{rng.choice(ENVS)}/{rng.randint(1, 50)}"
 
+            browser = httpx.Client(base_url=stack.api_url)
+            assert browser.post("/login", data={"key": KEY}).status_code in (200, 303)
             cases: list[tuple[str, Callable[[], httpx.Response]]] = [
                 ("GET /deploys/ (first page)", lambda: client.get("/deploys/")),
                 (
@@ -187,14 +189,20 @@ def main() -> None:
                     lambda: client.get(f"/deploys/{some_deploy()}/log/"),
                 ),
                 ("GET /releases/", lambda: client.get("/releases/")),
+                ("dashboard overview (GET /, 300 app/envs)", lambda: browser.get("/")),
+                (
+                    "dashboard app page",
+                    lambda: browser.get(f"/apps/app{rng.randrange(args.apps):03d}"),
+                ),
             ]
             print("| request | p50 | p95 | n | target |\n|---|---|---|---|---|")
             for label, call in cases:
                 call()  # warm the connection and caches
                 values = timed(call, n)
+                target = "p50 ≤ 100 ms" if label.startswith("dashboard") else "p50 ≤ 20 ms"
                 print(
                     f"| {label} | {statistics.median(values) * 1000:.1f} ms | "
-                    f"{percentile(values, 0.95) * 1000:.1f} ms | {n} | p50 ≤ 20 ms |",
+                    f"{percentile(values, 0.95) * 1000:.1f} ms | {n} | {target} |",
                     flush=True,
                 )
             # One app/env: the deploys queue behind each other, one runs at a time.

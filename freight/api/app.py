@@ -1,4 +1,5 @@
-"""The HTTP API: Freight API 0 under `/api/0`, signed hooks under `/webhooks`, `/health`."""
+"""The HTTP API: Freight API 0 under `/api/0`, signed hooks under `/webhooks`, `/health`, and
+the dashboard's pages (`/`, `/apps/APP`, `/deploys/APP/ENV/N`) with their assets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,10 +19,14 @@ from freight.api import errors
 from freight.api.deps import Runtime
 from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
 from freight.api.routing import PREFIX
-from freight.db import get_engine
+from freight.dashboard import pages
+from freight.db import get_engine, session_scope
+from freight.service import server_secrets
 from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
 from freight.telemetry import report_errors
+
+DASHBOARD_SECRET = "dashboard_key"
 
 
 class BodyLimit:
@@ -95,7 +101,9 @@ def create_app(
 
                 orchestrator_ = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
             http = stack.enter_context(httpx.Client(timeout=settings.notify_timeout))
-            app.state.runtime = Runtime(settings, engine_, orchestrator_, http)
+            with session_scope(engine_) as db:
+                secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
+            app.state.runtime = Runtime(settings, engine_, orchestrator_, http, secret)
             yield
 
     app = FastAPI(
@@ -113,6 +121,9 @@ def create_app(
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
 
     # Freight's catch-all: any other path (or method) is a JSON 404.
     @app.api_route(

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from freight.api.inputs import collect
+from freight.dashboard import session as login
 from freight.db import session_scope
 from freight.errors import Unauthorized
 from freight.service import deploys, keys
@@ -33,6 +34,8 @@ class Runtime:
     orchestrator: Orchestrator
     # For the checks a deploy request is screened with.
     http: httpx.Client
+    # Signs dashboard sessions and their CSRF tokens; the same for every process of a server.
+    session_secret: str
 
     def screen(self) -> deploys.Screen:
         return deploys.Screen(
@@ -71,7 +74,7 @@ def presented_key(request: Request) -> str | None:
 def principal(request: Request, rt: RuntimeDep) -> Principal:
     key = presented_key(request)
     if key is None:
-        raise Unauthorized("No API key given")
+        return dashboard_principal(request, rt, for_api=True)
     admin_key = rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
     with session_scope(rt.engine, read_only=True) as db:
         found = keys.authenticate(db, key, admin_key=admin_key)
@@ -81,6 +84,30 @@ def principal(request: Request, rt: RuntimeDep) -> Principal:
         with session_scope(rt.engine) as db:
             keys.record_use(db, found)
     return found
+
+
+def dashboard_principal(request: Request, rt: RuntimeDep, *, for_api: bool = False) -> Principal:
+    """Who a dashboard session belongs to. Through the API, a session may read; a write also
+    needs the page's CSRF token in X-CSRF-Token (a cookie alone proves nothing about intent)."""
+    cookie = request.cookies.get(login.COOKIE)
+    found = login.read(rt.session_secret, cookie)
+    if found is None:
+        raise Unauthorized("No API key given")
+    if (
+        for_api
+        and request.method not in ("GET", "HEAD")
+        and not login.csrf_ok(rt.session_secret, cookie, request.headers.get("x-csrf-token"))
+    ):
+        raise Unauthorized("A write through a dashboard session needs its CSRF token")
+    if found.key == login.ADMIN:
+        if rt.settings.api_key is None:
+            raise Unauthorized("The shared API key is no longer configured")
+        return keys.SHARED_KEY
+    with session_scope(rt.engine, read_only=True) as db:
+        who = keys.principal_of(db, int(found.key))
+    if who is None:
+        raise Unauthorized("The key of this session was revoked")
+    return who
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

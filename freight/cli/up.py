@@ -42,6 +42,7 @@ def up() -> None:
         with running_stack(settings) as stack:
             out.print(f"Prefect UI:   {stack.ui_url}")
             out.print(f"Prefect API:  {settings.prefect_api_url}")
+            out.print(f"Dashboard:    {stack.api_url}/  (log in with an API key)")
             out.print(f"Freight API:  {stack.api_url}/api/0/  (docs: {stack.api_url}/api/0/docs)")
             if admin_key:
                 out.print(f"Admin key:    {admin_key}")

@@ -249,21 +249,48 @@ def estimated_durations(
     return {(app_id, env): float(mean) for app_id, env, mean in rows if mean is not None}
 
 
+def daily_outcomes(
+    session: Session, *, days: int, today: datetime, app: str | None = None
+) -> list[tuple[datetime, dict[str, int]]]:
+    """Deploys started per UTC day by how they ended (or "other" while not ended), for the
+    `days` days ending with today's."""
+    midnight = today.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight - timedelta(days=days - 1)
+    query = select(Deploy.date_started, Deploy.status).where(Deploy.date_started >= first)
+    if app is not None:
+        query = query.join(App).where(App.name == app)
+    counts: list[dict[str, int]] = [{} for _ in range(days)]
+    for started, status in session.execute(query):
+        index = (started - first).days
+        if 0 <= index < days:
+            outcome = status if DeployStatus(status).is_final else "other"
+            counts[index][outcome] = counts[index].get(outcome, 0) + 1
+    return [(first + timedelta(days=i), counts[i]) for i in range(days)]
+
+
 def daily_counts(
     session: Session, *, days: int, today: datetime, app: str | None = None
 ) -> list[tuple[datetime, int]]:
     """Deploys started per UTC day, for the `days` days ending with today's."""
-    midnight = today.replace(hour=0, minute=0, second=0, microsecond=0)
-    first = midnight - timedelta(days=days - 1)
-    query = select(Deploy.date_started).where(Deploy.date_started >= first)
-    if app is not None:
-        query = query.join(App).where(App.name == app)
-    counts = dict.fromkeys(range(days), 0)
-    for (started,) in session.execute(query):
-        index = (started - first).days
-        if 0 <= index < days:
-            counts[index] += 1
-    return [(first + timedelta(days=i), counts[i]) for i in range(days)]
+    return [
+        (day, sum(by_outcome.values()))
+        for day, by_outcome in daily_outcomes(session, days=days, today=today, app=app)
+    ]
+
+
+def recent_durations(
+    session: Session, *, app: str, limit: int = 50
+) -> list[tuple[datetime, float, str]]:
+    """(finished at, seconds, name) of the app's last finished deploys, oldest first."""
+    rows = session.scalars(
+        select(Deploy)
+        .join(App)
+        .where(App.name == app, Deploy.status == DeployStatus.FINISHED)
+        .order_by(Deploy.id.desc())
+        .limit(limit)
+    )
+    points = [(d.date_finished, d.duration or 0.0, d.name) for d in rows if d.date_finished]
+    return list(reversed(points))
 
 
 def get_deploy(session: Session, deploy_id: int) -> Deploy:

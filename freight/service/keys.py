@@ -119,12 +119,23 @@ def revoke_key(session: Session, key_id: int, *, by: str) -> ApiKey:
     return row
 
 
+# Freight's single shared key (FREIGHT_API_KEY): whoever holds it administers everything.
+SHARED_KEY = Principal(name="api-key", scopes=frozenset({Scope.ADMIN}))
+
+
 def authenticate(session: Session, key: str, *, admin_key: str | None) -> Principal | None:
     """The principal a presented key stands for, or None when it is unknown or revoked."""
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
-        # Freight's single shared key: whoever holds it administers everything.
-        return Principal(name="api-key", scopes=frozenset({Scope.ADMIN}))
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+        return SHARED_KEY
+    return _principal(session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))))
+
+
+def principal_of(session: Session, key_id: int) -> Principal | None:
+    """The principal of a stored key by its id (a dashboard session), None once revoked."""
+    return _principal(session.get(ApiKey, key_id))
+
+
+def _principal(row: ApiKey | None) -> Principal | None:
     if row is None or row.date_revoked is not None:
         return None
     return Principal(

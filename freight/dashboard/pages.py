@@ -1,0 +1,353 @@
+"""The dashboard: web pages served by the API, built from the same service functions.
+
+Log in with an API key (the session is a signed, http-only cookie; forms carry a CSRF token).
+The overview and the deploy page refresh themselves by fetching partials and the log API.
+Assets are served from this package: no CDN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from freight.api import schemas
+from freight.api.deps import Runtime, RuntimeDep, SessionDep, dashboard_principal
+from freight.api.routes.deploys import hand_over_later
+from freight.api.routes.locks import announce_later
+from freight.dashboard import charts
+from freight.dashboard import session as login
+from freight.db import DeployStatus, session_scope, utcnow
+from freight.errors import FreightError, Unauthorized
+from freight.service import apps, deploys, keys, locks, queue, releases
+from freight.service.keys import Principal, Scope
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+class LoginRequired(Exception):
+    """No (valid) session: the page sends the browser to the login form."""
+
+
+def viewer(request: Request, rt: RuntimeDep) -> Principal:
+    try:
+        return dashboard_principal(request, rt)
+    except Unauthorized:
+        raise LoginRequired from None
+
+
+Viewer = Annotated[Principal, Depends(viewer)]
+
+
+def _page(
+    request: Request, rt: Runtime, name: str, who: Principal | None, **context: Any
+) -> Response:
+    cookie = request.cookies.get(login.COOKIE)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "who": who,
+            "csrf": login.csrf_token(rt.session_secret, cookie) if cookie else "",
+            "error": request.query_params.get("error"),
+            "notice": request.query_params.get("notice"),
+            "prefect_url": rt.settings.prefect_api_url.removesuffix("/api"),
+            **context,
+        },
+    )
+
+
+def _back(path: str, **message: str) -> RedirectResponse:
+    query = f"?{urlencode(message)}" if message else ""
+    return RedirectResponse(path + query, status_code=303)
+
+
+def _checked(request: Request, rt: Runtime, token: str) -> None:
+    if not login.csrf_ok(rt.session_secret, request.cookies.get(login.COOKIE), token):
+        raise Unauthorized("The form is stale or not ours (CSRF check failed); reload the page")
+
+
+def _release_rows(db: Session, who: Principal, app: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for release in schemas.release_page(db, releases.release_state(db, app, apps_allowed=who.apps)):
+        running = release["running"]
+        progress = None
+        if running and running["estimatedDuration"] and running["duration"] is not None:
+            progress = min(99, int(100 * running["duration"] / running["estimatedDuration"]))
+        rows.append({**release, "progress": progress})
+    return rows
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, rt: RuntimeDep) -> Response:
+    return _page(request, rt, "login.html", None)
+
+
+@router.post("/login")
+def login_submit(request: Request, rt: RuntimeDep, key: Annotated[str, Form()] = "") -> Response:
+    admin_key = rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
+    with session_scope(rt.engine, read_only=True) as db:
+        who = keys.authenticate(db, key.strip(), admin_key=admin_key) if key.strip() else None
+    if who is None:
+        return _back("/login", error="That key is not valid (unknown or revoked).")
+    cookie = login.issue(rt.session_secret, str(who.key_id) if who.key_id else login.ADMIN)
+    response = _back("/")
+    response.set_cookie(
+        login.COOKIE,
+        cookie,
+        max_age=login.LIFETIME,
+        httponly=True,
+        samesite="strict",
+        secure=rt.settings.public_url.startswith("https://"),
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, rt: RuntimeDep, csrf: Annotated[str, Form()] = "") -> Response:
+    _checked(request, rt, csrf)
+    response = _back("/login", notice="Logged out.")
+    response.delete_cookie(login.COOKIE)
+    return response
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def overview(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
+    return _page(request, rt, "overview.html", who, releases=_release_rows(db, who))
+
+
+@router.get("/partials/overview")
+def overview_partial(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
+    return _page(request, rt, "_grid.html", who, releases=_release_rows(db, who))
+
+
+@router.get("/apps/{app}")
+def app_page(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    app: str,
+    env: str | None = None,
+    status: str | None = None,
+    user: str | None = None,
+) -> Response:
+    who.require(Scope.READ, app)
+    row = apps.get_app(db, app)
+    statuses = [DeployStatus(status)] if status in set(DeployStatus) else []
+    history = deploys.list_deploys(
+        db,
+        deploys.DeployFilter(
+            app=app, environment=env or None, user=user or None, statuses=statuses
+        ),
+        limit=50,
+    )
+    shipping = {}
+    for name in apps.environment_names(row):
+        try:
+            start, end, commits = releases.commits_between(
+                db,
+                app=app,
+                environment=name,
+                start=None,
+                end=None,
+                workspace_root=rt.settings.workspaces,
+            )
+            shipping[name] = {
+                "from": start,
+                "to": end,
+                "commits": commits[:20],
+                "count": len(commits),
+            }
+        except FreightError as exc:
+            shipping[name] = {"error": exc.message}
+    return _page(
+        request,
+        rt,
+        "app.html",
+        who,
+        app=schemas.app_details(db, row),
+        releases=_release_rows(db, who, app),
+        history=schemas.deploy_page(db, history),
+        filters={"env": env or "", "status": status or "", "user": user or ""},
+        statuses=[str(s) for s in DeployStatus],
+        shipping=shipping,
+        per_day=charts.deploys_per_day(
+            deploys.daily_outcomes(db, days=31, today=utcnow(), app=app)
+        ),
+        durations=charts.durations(deploys.recent_durations(db, app=app)),
+        locks=[schemas.lock_public(lock) for lock in locks.list_locks(db, app=app)],
+    )
+
+
+@router.get("/deploys/{app}/{env}/{number}")
+@router.get("/deploys/{app}/{env}/{number}/")
+def deploy_page(
+    request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer, app: str, env: str, number: int
+) -> Response:
+    who.require(Scope.READ, app)
+    deploy = deploys.get_deploy_by_number(db, app=app, environment=env, number=number)
+    return _page(request, rt, "deploy.html", who, deploy=schemas.deploy_public(db, deploy))
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+def _act(
+    request: Request, rt: Runtime, csrf: str, back: str, action: Callable[[], tuple[str, str]]
+) -> Response:
+    """Run a form's action: on to the page it names with its notice, or back to `back` with
+    the error it raised."""
+    try:
+        _checked(request, rt, csrf)
+        path, notice = action()
+    except FreightError as exc:
+        return _back(back, error=exc.message)
+    return _back(path, notice=notice)
+
+
+@router.post("/actions/deploy")
+def act_deploy(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    later: BackgroundTasks,
+    app: Annotated[str, Form()],
+    env: Annotated[str, Form()],
+    csrf: Annotated[str, Form()] = "",
+    ref: Annotated[str, Form()] = "",
+    force: Annotated[bool, Form()] = False,
+    reason: Annotated[str, Form()] = "",
+    rollback: Annotated[bool, Form()] = False,
+) -> Response:
+    def start() -> tuple[str, str]:
+        who.require(Scope.DEPLOY, app)
+        deploy = deploys.create_deploy(
+            db,
+            app=app,
+            environment=env,
+            ref=":previous" if rollback else (ref.strip() or None),
+            user=who.name,
+            force=force,
+            force_reason=reason.strip() or None,
+            workspace_root=rt.settings.workspaces,
+            screen=rt.screen(),
+        )
+        name, path = deploy.name, f"/deploys/{app}/{env}/{deploy.number}"
+        db.commit()
+        hand_over_later(later, rt, deploy)
+        return path, f"Queued {name}"
+
+    return _act(request, rt, csrf, f"/apps/{quote(app)}", start)
+
+
+@router.post("/actions/cancel")
+def act_cancel(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    deploy_id: Annotated[int, Form()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    deploy = deploys.get_deploy(db, deploy_id)
+    path = f"/deploys/{deploy.app.name}/{deploy.environment}/{deploy.number}"
+
+    def cancel() -> tuple[str, str]:
+        who.require(Scope.DEPLOY, deploy.app.name)
+        deploys.cancel_deploy(db, deploy, by=who.name, orchestrator=rt.orchestrator)
+        return path, f"Cancel of {deploy.name} asked"
+
+    return _act(request, rt, csrf, path, cancel)
+
+
+@router.post("/actions/front")
+def act_front(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    deploy_id: Annotated[int, Form()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    deploy = deploys.get_deploy(db, deploy_id)
+
+    back = f"/apps/{quote(deploy.app.name)}"
+
+    def front() -> tuple[str, str]:
+        who.require(Scope.DEPLOY, deploy.app.name)
+        queue.move_to_front(db, deploy)
+        return back, f"{deploy.name} is next"
+
+    return _act(request, rt, csrf, back, front)
+
+
+@router.post("/actions/lock")
+def act_lock(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    later: BackgroundTasks,
+    app: Annotated[str, Form()],
+    reason: Annotated[str, Form()] = "",
+    env: Annotated[str, Form()] = "",
+    duration: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    back = f"/apps/{quote(app)}"
+
+    def lock() -> tuple[str, str]:
+        who.require(Scope.DEPLOY, app)
+        expires = utcnow() + locks.parse_duration(duration) if duration.strip() else None
+        made = locks.create_lock(
+            db, app=app, environment=env or None, reason=reason, owner=who.name, expires=expires
+        )
+        announce_later(later, rt, made, "locked", by=who.name)
+        return back, f"Locked {locks.notice(made, 'locked', by=who.name).scope}"
+
+    return _act(request, rt, csrf, back, lock)
+
+
+@router.post("/actions/unlock")
+def act_unlock(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    later: BackgroundTasks,
+    lock_id: Annotated[int, Form()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    held = locks.get_lock(db, lock_id)
+    back = f"/apps/{quote(held.app.name)}"
+
+    def unlock() -> tuple[str, str]:
+        who.require(Scope.DEPLOY, held.app.name)
+        released = locks.release_lock(db, held, by=who.name)
+        announce_later(later, rt, released, "unlocked", by=who.name)
+        return back, f"Unlocked {locks.notice(released, 'unlocked', by=who.name).scope}"
+
+    return _act(request, rt, csrf, back, unlock)
+
+
+async def login_redirect(request: Request, exc: Exception) -> Response:
+    return _back("/login")
+
+
+STATIC = HERE / "static"

@@ -1,0 +1,52 @@
+"""The dashboard's login: a signed, http-only cookie naming the key that logged in, and the
+CSRF token its forms carry. The key itself is never stored in the cookie; a revoked key ends
+its sessions at their next request."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+COOKIE = "freight_session"
+LIFETIME = 12 * 3600
+ADMIN = "env"  # the session of FREIGHT_API_KEY, which has no row
+
+
+@dataclass(frozen=True)
+class Session:
+    key: str  # a stored key's id, or ADMIN
+    expires: int
+
+
+def _sign(secret: str, text: str) -> str:
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def issue(secret: str, key: str, *, now: float | None = None) -> str:
+    expires = int((now or time.time()) + LIFETIME)
+    body = f"{key}.{expires}"
+    return f"{body}.{_sign(secret, 'session:' + body)}"
+
+
+def read(secret: str, cookie: str | None, *, now: float | None = None) -> Session | None:
+    if not cookie or cookie.count(".") != 2:
+        return None
+    key, expires, signature = cookie.split(".")
+    body = f"{key}.{expires}"
+    if not hmac.compare_digest(signature.encode(), _sign(secret, "session:" + body).encode()):
+        return None
+    if not expires.isdigit() or int(expires) < (now or time.time()):
+        return None
+    return Session(key, int(expires))
+
+
+def csrf_token(secret: str, cookie: str) -> str:
+    return _sign(secret, "csrf:" + cookie)
+
+
+def csrf_ok(secret: str, cookie: str | None, token: str | None) -> bool:
+    return bool(cookie and token) and hmac.compare_digest(
+        str(token).encode(), csrf_token(secret, str(cookie)).encode()
+    )

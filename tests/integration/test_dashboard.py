@@ -1,0 +1,145 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): log in, start a
+deploy and watch its log lines appear, cancel one, lock and unlock, at a laptop's and a phone's
+width; the overview's screenshot is kept in .artifacts/."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import Engine
+
+from freight.db import session_scope
+from freight.settings import Settings
+from tests.apiserver import ApiServer, serve_api
+from tests.factories import GitRepo, InlineOrchestrator, make_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
+KEY = "s3cr3t-api-key"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Chromium is missing: `make test` installs it (see Makefile)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dashboard(settings: Settings, engine: Engine) -> Iterator[ApiServer]:
+    orchestrator = InlineOrchestrator(engine, settings)
+    with serve_api(settings, engine, orchestrator) as running:
+        yield running
+    orchestrator.join()
+
+
+def logged_in(browser: Browser, server: ApiServer, *, width: int = 1280, height: int = 800) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.fill("input[name=key]", KEY)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("What runs where")
+    return page
+
+
+def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    with session_scope(dashboard.engine) as session:
+        app = make_app(
+            session,
+            origin,
+            command="printf '\\033[32mbuilding\\033[0m\\n'; "
+            "for i in 1 2 3; do echo step-$i; sleep 0.2; done; "
+            f'if [ "$FREIGHT_NUMBER" = 2 ]; then while [ ! -e {gate} ]; do sleep 0.1; done; fi; '
+            "echo done",
+        ).name
+    page = logged_in(browser, dashboard)
+
+    # A wrong key is refused, and a page without a session sends you to log in.
+    other = browser.new_page()
+    other.goto(dashboard.url + f"/apps/{app}")
+    expect(other).to_have_url(re.compile(r"/login$"))
+    other.fill("input[name=key]", "nope")
+    other.click("button[type=submit]")
+    expect(other.locator(".flash.error")).to_contain_text("not valid")
+    other.close()
+
+    row = page.locator(f"tr[data-app='{app}'][data-env='staging']")
+    expect(row).to_contain_text("never deployed")
+
+    # Deploy from the app page and watch the log grow, colours and all.
+    page.click(f"a[href='/apps/{app}']")
+    staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
+    staging.locator("form.deploy-form button").click()
+    expect(page).to_have_url(re.compile(rf"/deploys/{app}/staging/1\?notice="))
+    expect(page.locator(".flash.notice")).to_have_text(f"Queued {app}/staging#1")
+    expect(page.locator("#log")).to_contain_text("step-3")
+    expect(page.locator("#log .ansi-green")).to_have_text("building")
+    expect(page.locator("#status")).to_have_text("finished")
+    expect(page.locator("#log")).to_contain_text(">> Deploy finished after")
+
+    # A second deploy waits on the gate: cancel it from its page.
+    page.goto(dashboard.url + f"/apps/{app}")
+    staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
+    staging.locator("form.deploy-form button").click()
+    expect(page.locator("#log")).to_contain_text("step-3")
+    expect(page.locator("#status")).to_have_text("in_progress")
+    page.click("#cancel button")
+    expect(page.locator(".flash.notice")).to_contain_text("Cancel of")
+    expect(page.locator("#status")).to_have_text("cancelled")
+
+    # Lock staging, see it everywhere, then unlock it.
+    page.goto(dashboard.url + f"/apps/{app}")
+    lock_form = page.locator("tr", has_text="staging").locator("form.lock-form")
+    lock_form.locator("input[name=reason]").fill("db migration")
+    lock_form.locator("input[name=duration]").fill("2h")
+    lock_form.locator("button").click()
+    expect(page.locator(".flash.notice")).to_have_text(f"Locked {app}/staging")
+    page.goto(dashboard.url + "/")
+    expect(row).to_contain_text("db migration")
+    expect(row).to_contain_text(f"{origin.git('rev-parse', 'HEAD')[:7]}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+    page.goto(dashboard.url + f"/apps/{app}")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-app.png"), full_page=True)
+    page.locator("tr", has_text="staging").locator("button", has_text="unlock").click()
+    expect(page.locator(".flash.notice")).to_have_text(f"Unlocked {app}/staging")
+    page.goto(dashboard.url + "/")
+    expect(row).not_to_contain_text("db migration")
+    gate.touch()
+
+
+def test_the_overview_refreshes_itself_and_fits_a_phone(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(session, origin, command="echo hi").name
+    page = logged_in(browser, dashboard, width=390, height=844)
+    row = page.locator(f"tr[data-app='{app}'][data-env='production']")
+    expect(row).to_contain_text("never deployed")
+    with dashboard.client(KEY) as client:
+        assert client.post("/deploys/", json={"app": app, "user": "ana"}).status_code == 201
+    # No reload: the grid fetches itself again.
+    expect(row).to_contain_text("ana", timeout=20_000)
+    wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    assert not wide, "the page is wider than a phone"
