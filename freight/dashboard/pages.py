@@ -156,6 +156,9 @@ def app_page(
         ),
         limit=50,
     )
+    waiting = deploys.list_deploys(
+        db, deploys.DeployFilter(app=app, statuses=[DeployStatus.PENDING]), limit=100
+    )
     shipping = {}
     for name in apps.environment_names(row):
         try:
@@ -183,6 +186,7 @@ def app_page(
         app=schemas.app_details(db, row),
         releases=_release_rows(db, who, app),
         history=schemas.deploy_page(db, history),
+        waiting=schemas.deploy_page(db, waiting),
         filters={"env": env or "", "status": status or "", "user": user or ""},
         statuses=[str(s) for s in DeployStatus],
         shipping=shipping,

@@ -143,3 +143,26 @@ def test_the_overview_refreshes_itself_and_fits_a_phone(
     expect(row).to_contain_text("ana", timeout=20_000)
     wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not wide, "the page is wider than a phone"
+
+
+def test_a_read_key_sees_but_cannot_act_and_a_form_without_its_token_is_refused(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(session, origin, command="echo hi").name
+    reader = dashboard.key("read", name="viewer")
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(dashboard.url + "/login")
+    page.fill("input[name=key]", reader)
+    page.click("button[type=submit]")
+    page.goto(dashboard.url + f"/apps/{app}")
+    page.locator("tr", has_text="staging").locator("form.deploy-form button").click()
+    expect(page.locator(".flash.error")).to_contain_text("lacks the 'deploy' scope")
+    # The same form posted from elsewhere, without the page's CSRF token, does nothing.
+    response = page.request.post(
+        dashboard.url + "/actions/deploy", form={"app": app, "env": "staging"}, max_redirects=0
+    )
+    assert response.status == 303 and "CSRF" in (response.headers.get("location") or "")
+    with dashboard.client(reader) as client:
+        assert client.get("/deploys/", params={"app": app}).json() == []
