@@ -5,6 +5,7 @@ holds it, pending checks wait; each environment says what it is doing and why.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +16,7 @@ from sqlalchemy import Engine
 from freight import checks
 from freight.catalogue import AppSpec
 from freight.checks import CheckContext, CheckResult, Verdict
-from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope
+from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope, utcnow
 from freight.plugins import PluginConfig
 from freight.service import apps, autodeploy, deploys, locks, queue, releases
 from freight.service.autodeploy import AutoState
@@ -155,6 +156,16 @@ def test_a_lock_holds_automatic_deploys(poller: Poller) -> None:
     assert poller.deploys(app) == []
     with session_scope(poller.engine) as session:
         locks.release_lock(session, locks.get_lock(session, lock_id), by="ana")
+        # Freight's lockedReason is an app-wide lock: it holds every environment, even for
+        # the lock's owner, until it runs out.
+        ((locked, _),) = locks.set_app_locked_reason(
+            session, apps.get_app(session, app), "freeze", by="autodeploy"
+        )
+        locked.date_expires = utcnow() + timedelta(hours=1)
+        lock_id = locked.id
+    assert poller.poll(app).reason == "locked by autodeploy: freeze"
+    with session_scope(poller.engine) as session:
+        locks.get_lock(session, lock_id).date_expires = utcnow() - timedelta(seconds=1)
     assert poller.poll(app).state == AutoState.QUEUED
 
 

@@ -22,7 +22,7 @@ from freight import checks, procs, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
 from freight.plugins import PluginConfig
-from freight.service import deploys, locks, logs, maintenance, queue, runs
+from freight.service import deploys, locks, logs, maintenance, queue, releases, runs
 from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.doubles import RecordingServer, recording_server
@@ -590,3 +590,57 @@ def test_maintenance_marks_locks_that_ran_out_and_announces_them(harness: Harnes
     (notice,) = [r.json() for r in harness.hook.requests if r.json()["event"] == "expired"]
     assert notice["title"] == f"{app}/staging unlocked: the lock by ana expired (load test)"
     assert harness.maintain().expired_locks == []  # once
+
+
+def test_release_state_follows_deploys_a_failure_and_a_rollback(harness: Harness) -> None:
+    app = harness.app("if [ -f broken ]; then echo broken; exit 3; fi; echo ok {sha}")
+    one_sha = harness.origin.git("rev-parse", "HEAD")
+    one = harness.create(app)
+    assert harness.execute(one) == DeployStatus.FINISHED
+    two_sha = harness.origin.commit("Add caching")
+    two = harness.create(app)
+    assert harness.execute(two) == DeployStatus.FINISHED
+    three_sha = harness.origin.commit("Break the build", {"broken": "yes"})
+    three = harness.create(app)
+    assert harness.execute(three) == DeployStatus.FAILED
+    back = harness.create(app, ref=":previous", user="bob")
+    assert harness.execute(back) == DeployStatus.FINISHED
+
+    with session_scope(harness.engine) as session:
+        (state,) = [r for r in releases.release_state(session, app) if r.environment == "staging"]
+        assert state.live is not None and state.live.id == back
+        assert (state.live.sha, state.live.prev_sha, state.live.user.name) == (
+            one_sha,
+            two_sha,
+            "bob",
+        )
+        assert state.running is None and state.queued == 0
+        # What was live, newest first: the failed deploy never was.
+        assert [d.id for d in releases.history(session, app=app, environment="staging")] == [
+            back,
+            two,
+            one,
+        ]
+        assert releases.previous_sha(session, state.live.app_id, "staging") == two_sha
+        failed = deploys.get_deploy(session, three)
+        assert (failed.sha, failed.reason) == (three_sha, "Command exited with status 3")
+        for deploy_id in (one, two, three, back):
+            duration = deploys.get_deploy(session, deploy_id).duration
+            assert duration is not None and duration > 0
+        start, end, shipped = releases.commits_between(
+            session,
+            app=app,
+            environment="staging",
+            start=None,
+            end=None,
+            workspace_root=harness.settings.workspaces,
+        )
+    # Deploying the branch again would ship both commits after the rolled-back-to one.
+    assert (start, end) == (one_sha, three_sha)
+    assert [(c.sha, c.subject) for c in shipped] == [
+        (three_sha, "Break the build"),
+        (two_sha, "Add caching"),
+    ]
+    notes = harness.orchestrator.releases[-1]
+    assert notes.description == f"{app}/staging#4: finished at {one_sha[:7]}"
+    assert f"| previous sha | `{two_sha}` |" in notes.markdown
