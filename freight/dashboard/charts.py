@@ -6,13 +6,18 @@ from datetime import datetime
 from html import escape
 
 COLORS = {"finished": "#2eb67d", "failed": "#e01e5a", "cancelled": "#ecb22e", "other": "#9e9e9e"}
-WIDTH, HEIGHT, PAD = 620, 160, 24
+WIDTH, HEIGHT, PAD = 620, 180, 28
+LABELS = {"other": "running or queued"}
 LINE = "#2196f3"
 
 
 def _text(x: float, y: float, text: str, *, end: bool = False, cls: str = "chart-note") -> str:
     anchor = ' text-anchor="end"' if end else ""
     return f'<text x="{x:.0f}" y="{y:.0f}"{anchor} class="{cls}">{escape(text)}</text>'
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 10 else f"{value:.0f}s"
 
 
 def _titled(shape: str, title: str) -> str:
@@ -35,7 +40,7 @@ def deploys_per_day(days: list[tuple[datetime, dict[str, int]]]) -> str:
                     f'rect x="{x + 1:.1f}" y="{bottom:.1f}" width="{max(slot - 2, 1):.1f}" '
                     f'height="{height:.1f}" fill="{COLORS[outcome]}"'
                 )
-                marks.append(_titled(rect, f"{day:%b %d}: {count} {outcome}"))
+                marks.append(_titled(rect, f"{day:%b %d}: {count} {LABELS.get(outcome, outcome)}"))
     edges = (days[0][0].strftime("%b %d"), days[-1][0].strftime("%b %d")) if days else ("", "")
     return _frame("Deploys per day, last 31 days", marks, edges, f"max {top}/day")
 
@@ -54,9 +59,9 @@ def durations(points: list[tuple[datetime, float, str]]) -> str:
     marks = [f'<polyline points="{line}" fill="none" stroke="{LINE}" stroke-width="2"/>']
     for (x, y), (when, seconds, name) in zip(coords, points, strict=True):
         dot = f'circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{LINE}"'
-        marks.append(_titled(dot, f"{name}: {seconds:.0f}s ({when:%b %d %H:%M})"))
+        marks.append(_titled(dot, f"{name}: {_seconds(seconds)} ({when:%b %d %H:%M})"))
     edges = (points[0][0].strftime("%b %d"), points[-1][0].strftime("%b %d"))
-    return _frame("Deploy duration", marks, edges, f"max {top:.0f}s")
+    return _frame("Deploy duration", marks, edges, f"max {_seconds(top)}")
 
 
 def _frame(title: str, marks: list[str], edges: tuple[str, str], scale: str) -> str:
@@ -65,8 +70,8 @@ def _frame(title: str, marks: list[str], edges: tuple[str, str], scale: str) -> 
         [
             f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
             f'aria-label="{escape(title)}">',
-            _text(PAD, 14, title, cls="chart-title"),
-            _text(WIDTH - PAD, 14, scale, end=True),
+            _text(PAD, 18, title, cls="chart-title"),
+            _text(WIDTH - PAD, 18, scale, end=True),
             axis,
             *marks,
             _text(PAD, HEIGHT - 6, edges[0]),

@@ -268,9 +268,15 @@ def act_cancel(
     who: Viewer,
     deploy_id: Annotated[int, Form()],
     csrf: Annotated[str, Form()] = "",
+    to_app: Annotated[bool, Form()] = False,
 ) -> Response:
     deploy = deploys.get_deploy(db, deploy_id)
-    path = f"/deploys/{deploy.app.name}/{deploy.environment}/{deploy.number}"
+    # Cancelling from the app's queue stays on the queue; elsewhere, show the deploy.
+    path = (
+        f"/apps/{quote(deploy.app.name)}"
+        if to_app
+        else f"/deploys/{deploy.app.name}/{deploy.environment}/{deploy.number}"
+    )
 
     def cancel() -> tuple[str, str]:
         who.require(Scope.DEPLOY, deploy.app.name)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
@@ -16,6 +18,7 @@ from freight.db import session_scope
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.factories import GitRepo, InlineOrchestrator, make_app
+from tests.helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
@@ -166,3 +169,76 @@ def test_a_read_key_sees_but_cannot_act_and_a_form_without_its_token_is_refused(
     assert response.status == 303 and "CSRF" in (response.headers.get("location") or "")
     with dashboard.client(reader) as client:
         assert client.get("/deploys/", params={"app": app}).json() == []
+
+
+def test_the_app_page_shows_what_would_ship_the_queue_in_order_and_the_charts(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    with session_scope(dashboard.engine) as session:
+        app = make_app(
+            session,
+            origin,
+            command=f'[ "$FREIGHT_NUMBER" != 2 ] || until [ -e {gate} ]; do sleep 0.1; done; '
+            "echo done",
+        ).name
+    staging = {"app": app, "env": "staging"}
+
+    def status(client: httpx.Client, number: int) -> str:
+        return str(client.get(f"/deploys/{app}/staging/{number}/").json()["status"])
+
+    with dashboard.client(KEY) as client:
+        assert client.post("/deploys/", json={**staging, "user": "ana"}).status_code == 201
+        wait_for(lambda: status(client, 1) == "finished", 30, "the first deploy to finish")
+        banner = origin.commit("Add a banner")
+        for user in ("ana", "bob", "carl"):
+            assert client.post("/deploys/", json={**staging, "user": user}).status_code == 201
+        wait_for(lambda: status(client, 2) == "in_progress", 30, "#2 to start")
+    page = logged_in(browser, dashboard)
+
+    # The overview: #2 runs, with a progress bar from #1's duration, and two wait behind it.
+    row = page.locator(f"tr[data-app='{app}'][data-env='staging']")
+    expect(row).to_contain_text("#2 deploying")
+    expect(row).to_contain_text("2 waiting")
+    expect(row.locator("progress")).to_have_count(1)
+
+    page.goto(dashboard.url + f"/apps/{app}")
+    environment = page.locator("tr", has_text="staging").filter(
+        has=page.locator("form.deploy-form")
+    )
+    environment.locator("summary", has_text="1 commit").click()
+    expect(environment.locator("ul.commits li")).to_have_text(
+        re.compile(rf"^{banner[:7]} Add a banner\s+Ana Dev$")
+    )
+
+    # The queue in order: #3 (bob) then #4 (carl); carl's goes to the front, bob's is cancelled.
+    queued = page.locator("#queue tbody tr")
+    expect(queued).to_have_count(2)
+    expect(queued.nth(0)).to_contain_text("bob")
+    expect(queued.nth(1)).to_contain_text("carl")
+    queued.nth(1).locator("button", has_text="to the front").click()
+    expect(page.locator(".flash.notice")).to_contain_text(f"{app}/staging#4")
+    expect(queued.nth(0)).to_contain_text("carl")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-queue.png"), full_page=True)
+    queued.nth(1).locator("button", has_text="cancel").click()
+    expect(queued).to_have_count(1)
+    expect(queued.nth(0)).to_contain_text("carl")
+
+    # Charts: today's bar by outcome (bob's never started, so it is not a deploy of the day),
+    # and #1's duration as a point.
+    per_day = page.locator("svg.chart[aria-label='Deploys per day, last 31 days'] rect title")
+    today = datetime.now(UTC).strftime("%b %d")
+    expect(per_day).to_have_text([f"{today}: 1 finished", f"{today}: 1 running or queued"])
+    expect(page.locator("svg.chart[aria-label='Deploy duration'] circle")).to_have_count(1)
+
+    # The deploy page links to its Prefect flow run; when #2 ends, carl's runs next.
+    page.goto(dashboard.url + f"/deploys/{app}/staging/2")
+    expect(page.locator("a", has_text="flow run")).to_have_attribute(
+        "href", re.compile(r"/runs/flow-run/run-\d+$")
+    )
+    gate.touch()
+    expect(page.locator("#status")).to_have_text("finished")
+    page.goto(dashboard.url + "/")
+    expect(row).to_contain_text("carl")
+    expect(row).not_to_contain_text("waiting")
