@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -30,10 +31,12 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Scheduled
 from sqlalchemy import Engine, select
 
 from freight import procs
-from freight.db import Deploy, DeployStatus, get_engine, session_scope
+from freight.catalogue import AppSpec
+from freight.db import AppSource, Deploy, DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import apps, deploys, logs
@@ -544,3 +547,60 @@ def test_integrations_gate_run_and_announce_a_deploy(env: Env) -> None:
     (record,) = [d for d in sentry.deploys if d["version"] == sha]
     assert (record["environment"], record["name"]) == ("staging", f"{app}/staging#1")
     assert sentry.releases[sha]["dateReleased"] == record["dateFinished"]
+
+
+def test_poll_vcs_deploys_a_pushed_commit_and_late_runs_never_pile_up(env: Env) -> None:
+    """The poll-vcs deployment as prefect.yaml makes it: every 60 s, one run at a time. Runs
+    that fell due while no worker was there start together; all but one are dropped."""
+    client = env.orchestrator.client
+    deployment = client.read_deployment_by_name("poll-vcs/poll-vcs")
+    assert [s.schedule.interval.total_seconds() for s in deployment.schedules] == [60]  # type: ignore[union-attr]
+    assert deployment.concurrency_options is not None
+    assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
+
+    origin = env.repo()
+    spec = AppSpec.model_validate(
+        {
+            "name": f"auto{uuid.uuid4().hex[:8]}",
+            "repository": origin.url,
+            "provider": {"type": "shell", "command": "echo auto-deployed {sha}"},
+            "environments": {"staging": {"default_ref": "main", "auto_deploy": {"branch": "main"}}},
+        }
+    )
+    with session_scope(env.engine) as session:
+        app = apps.save_app(session, spec, source=AppSource.API).name
+    pushed = origin.commit("Ship the banner")
+
+    late = datetime.now(UTC) - timedelta(minutes=3)
+    runs = [
+        client.create_flow_run_from_deployment(
+            deployment.id, state=Scheduled(scheduled_time=late + timedelta(minutes=i))
+        )
+        for i in range(3)
+    ]
+
+    def ended() -> list[StateType | None]:
+        return [env.run_state(str(run.id)) for run in runs]
+
+    wait_for(
+        lambda: all(state in {StateType.COMPLETED, StateType.CANCELLED} for state in ended()),
+        90,
+        "the late poll-vcs runs to end",
+        lambda: f"{ended()}\n{env.diagnostics()}",
+    )
+    assert ended().count(StateType.COMPLETED) <= 1, ended()
+
+    def automatic() -> list[Deploy]:
+        with session_scope(env.engine) as session:
+            app_id = apps.get_app(session, app).id
+            return list(session.scalars(select(Deploy).where(Deploy.app_id == app_id)))
+
+    wait_for(automatic, 90, "an automatic deploy", env.diagnostics)
+    (deploy,) = automatic()
+    done = env.wait_status(deploy.id, DeployStatus.FINISHED, DeployStatus.FAILED)
+    assert (done.status, done.sha, done.user.name if done.user else None) == (
+        DeployStatus.FINISHED,
+        pushed,
+        "autodeploy",
+    )
+    assert f"auto-deployed {pushed}\n" in env.log(deploy.id)
