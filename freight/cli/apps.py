@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from freight import catalogue
 from freight.cli import app as root
@@ -60,7 +61,11 @@ def validate(directory: Directory = None) -> None:
     """Check every catalogue file; print each app, or the first problem (file, field, why)."""
     for spec, path in catalogue.load_dir(directory or get_settings().catalogue_dir):
         envs = ", ".join(spec.environments)
-        out.print(f"[green]ok[/green] {spec.name} ({path.name}): {spec.provider.type}; {envs}")
+        out.print(
+            Text.assemble(
+                ("ok", "green"), f" {spec.name} ({path.name}): {spec.provider.type}; {envs}"
+            )
+        )
 
 
 @apps.command()

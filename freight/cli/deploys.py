@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from freight.cli import app, connect
 from freight.cli.client import task_path
@@ -34,11 +35,11 @@ def _start(
                 "user": client.config.user,
             },
         )
-        out.print(f"Queued {deploy_line(deploy)}")
+        out.print(Text.assemble("Queued ", deploy_line(deploy)))
         if not follow_log:
             return
         status = follow(client, task_path(deploy["name"]))
-    out.print(f"{deploy['name']} {status_text(status)}")
+    out.print(Text.assemble(f"{deploy['name']} ", status_text(status)))
     if status != "finished":
         sys.exit(1)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from freight.cli import app, connect
 from freight.cli.client import ApiError
-from freight.cli.output import out, when
+from freight.cli.output import out, table, when
 
 Env = Annotated[str | None, typer.Argument(metavar="[ENV]", help="Default: every environment.")]
 
@@ -20,6 +21,10 @@ def lock(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")] = "",
     duration: Annotated[
         str | None, typer.Option("--for", help="Expire after e.g. 30m, 2h, 1d.")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Expire at a time: 2026-12-24T18:00 (your local time) or with a zone."),
     ] = None,
 ) -> None:
     """Lock APP (or one ENV): only you may deploy it until you unlock it or it expires."""
@@ -34,11 +39,23 @@ def lock(
                 "reason": reason,
                 "owner": client.config.user,
                 "for": duration,
+                "expires": _moment(until) if until else None,
             },
         )
     scope = f"{app_name}/{env}" if env else f"{app_name} (every environment)"
     until = f" until {when(made['dateExpires'])} UTC" if made["dateExpires"] else ""
     out.print(f"Locked {scope} for {made['owner']}: {made['reason']}{until} (lock {made['id']})")
+
+
+def _moment(text: str) -> str:
+    """An ISO time as UTC; one without a zone is the user's local time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            f"--until: '{text}' is not a time; use e.g. 2026-12-24T18:00", "invalid_request"
+        ) from None
+    return moment.astimezone(UTC).isoformat()
 
 
 @app.command()
@@ -52,3 +69,38 @@ def unlock(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Env = N
             client.delete(f"/locks/{held['id']}/", user=client.config.user)
             scope = f"{app_name}/{held['environment']}" if held["environment"] else app_name
             out.print(f"Unlocked {scope} (was {held['owner']}: {held['reason']})")
+
+
+def _released(held: dict[str, str | None]) -> str:
+    if held["releasedBy"] == "expired" or (not held["active"] and not held["releasedBy"]):
+        return f"expired {when(held['dateReleased'] or held['dateExpires'])}"
+    return f"{when(held['dateReleased'])} by {held['releasedBy']}" if held["releasedBy"] else ""
+
+
+@app.command("locks")
+def list_locks(
+    app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = None,
+    env: Env = None,
+    history: Annotated[bool, typer.Option("--history", help="Released ones too.")] = False,
+) -> None:
+    """The locks in force (or, with --history, every lock): who locked what, why, until when,
+    and who unlocked it."""
+    with connect() as client:
+        found = client.get("/locks/", app=app_name, env=env, history="true" if history else None)
+    table(
+        None,
+        ("lock", "app", "env", "owner", "reason", "since", "until", "released"),
+        [
+            (
+                held["id"],
+                held["app"],
+                held["environment"] or "(all)",
+                held["owner"],
+                held["reason"],
+                when(held["dateCreated"]),
+                when(held["dateExpires"]),
+                _released(held),
+            )
+            for held in found
+        ],
+    )

@@ -1,4 +1,5 @@
-"""How the command line prints: rich tables and lines, deploy logs as they are."""
+"""How the command line prints: rich tables and lines, deploy logs as they are. Markup is off:
+what the server sends (reasons, refs, names) is printed as it is, colour comes from `Text`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from freight.cli.client import Client
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 FINAL = ("finished", "failed", "cancelled")
 STATUS_STYLE = {
     "finished": "green",
@@ -24,8 +26,8 @@ STATUS_STYLE = {
 FOLLOW_INTERVAL = 0.5
 
 
-def status_text(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, "white"))
 
 
 def short(sha: str | None) -> str:
@@ -41,15 +43,21 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(
+            *(
+                cell if isinstance(cell, Text) else Text("" if cell is None else str(cell))
+                for cell in row
+            )
+        )
     out.print(grid)
 
 
-def deploy_line(deploy: dict[str, Any]) -> str:
+def deploy_line(deploy: dict[str, Any]) -> Text:
     who = deploy["user"]["name"] if deploy.get("user") else "?"
-    return (
-        f"{deploy['name']} {status_text(deploy['status'])}: {deploy['ref']} "
-        f"({short(deploy['sha'])}) by {who}"
+    return Text.assemble(
+        f"{deploy['name']} ",
+        status_text(deploy["status"]),
+        f": {deploy['ref']} ({short(deploy['sha'])}) by {who}",
     )
 
 

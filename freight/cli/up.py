@@ -8,6 +8,7 @@ from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
+from rich.text import Text
 
 from freight import catalogue
 from freight.cli import app
@@ -67,7 +68,11 @@ def up() -> None:
             while all(p.poll() is None for p in stack.processes.values()):
                 time.sleep(0.5)
             dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-            out.print(f"[red]{', '.join(dead)} exited[/red]; see {stack.log_dir}; stopping")
+            out.print(
+                Text.assemble(
+                    (f"{', '.join(dead)} exited", "red"), f"; see {stack.log_dir}; stopping"
+                )
+            )
     except KeyboardInterrupt:
         out.print("Stopping...")
     out.print("Stopped.")

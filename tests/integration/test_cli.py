@@ -1,18 +1,23 @@
-"""`freight apps validate|sync` as a user runs them: a subprocess, exit codes, one-line errors."""
+"""The `freight` command as a user runs it: a subprocess, exit codes, one-line errors; `apps
+validate|sync` on this machine, release history, commits and locks through a real API."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from freight.db import session_scope
 from freight.service import apps
-from tests.factories import GitRepo
+from freight.settings import Settings
+from tests.apiserver import serve_api
+from tests.factories import GitRepo, InlineOrchestrator, make_app
 
 FREIGHT = str(Path(sys.executable).parent / "freight")
 APP = """name: {name}
@@ -73,3 +78,65 @@ def test_sync_applies_the_catalogue_all_or_nothing(
         assert command == "echo {sha}"
         assert apps.find_app(session, "zz") is None
     shutil.rmtree(catalogue)
+
+
+def test_release_history_commits_and_locks_from_the_command_line(
+    settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path
+) -> None:
+    orchestrator = InlineOrchestrator(engine, settings)
+    with serve_api(settings, engine, orchestrator) as server:
+        with session_scope(engine) as session:
+            app = make_app(session, origin, command="echo ok").name
+        env = {
+            "FREIGHT_URL": server.url,
+            "FREIGHT_API_KEY": "s3cr3t-api-key",
+            "FREIGHT_USER": "ana",
+            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
+            "COLUMNS": "200",
+        }
+        first = origin.git("rev-parse", "HEAD")
+        assert freight("deploy", app, "staging", "--follow", **env).returncode == 0
+        # What people type is printed as typed, brackets and all (no markup).
+        second = origin.commit("Show the [bold]banner[/] again")
+        assert freight("deploy", app, "staging", "--follow", **env).returncode == 0
+
+        history = freight("releases", app, "staging", **env)
+        assert history.returncode == 0, history.stderr
+        names = re.findall(rf"{app}/staging#\d", history.stdout)
+        assert names == [f"{app}/staging#2", f"{app}/staging#1"]
+        older = freight("releases", app, "staging", "--limit", "1", "--page", "2", **env)
+        assert re.findall(rf"{app}/staging#\d", older.stdout) == [f"{app}/staging#1"]
+
+        span = freight("commits", app, "staging", "--from", ":previous", **env)
+        assert span.returncode == 0, span.stderr
+        assert span.stdout.splitlines() == [
+            f"{first[:7]}..{second[:7]}: 1 commit",
+            f"{second[:7]} Show the [bold]banner[/] again (Ana Dev)",
+        ]
+
+        until = (datetime.now() + timedelta(hours=2)).replace(microsecond=0)
+        locked = freight(
+            "lock", app, "staging", "--reason", "[/] migration", "--until", until.isoformat(), **env
+        )
+        assert locked.returncode == 0, locked.stderr
+        expected = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        assert f"Locked {app}/staging for ana: [/] migration until {expected} UTC" in locked.stdout
+        assert "ana: [/] migration" in freight("releases", app, **env).stdout
+        assert freight("unlock", app, "staging", **env).returncode == 0
+        assert freight("lock", app, "--reason", "freeze", "--for", "1h", **env).returncode == 0
+
+        now = freight("locks", app, **env).stdout
+        assert "freeze" in now and "migration" not in now
+        history_of_locks = freight("locks", app, "--history", **env)
+        rows = [line for line in history_of_locks.stdout.splitlines() if app in line]
+        assert len(rows) == 2 and "freeze" in rows[0] and "(all)" in rows[0]
+        assert "[/] migration" in rows[1] and "by ana" in rows[1]
+
+        bad = freight("lock", app, "--reason", "x", "--until", "tomorrow", **env)
+        assert bad.returncode == 1
+        assert bad.stderr.strip() == (
+            "error (invalid_request): --until: 'tomorrow' is not a time; use e.g. 2026-12-24T18:00"
+        )
+        past = freight("lock", app, "--reason", "x", "--until", "2020-01-01T00:00Z", **env)
+        assert past.returncode == 1 and "in the future" in past.stderr
+    orchestrator.join()
