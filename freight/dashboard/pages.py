@@ -194,7 +194,10 @@ def app_page(
             deploys.daily_outcomes(db, days=31, today=utcnow(), app=app)
         ),
         durations=charts.durations(deploys.recent_durations(db, app=app)),
-        locks=[schemas.lock_public(lock) for lock in locks.list_locks(db, app=app)],
+        locks=[
+            schemas.lock_public(lock)
+            for lock in locks.list_locks(db, app=app, include_history=True, limit=20)
+        ],
     )
 
 

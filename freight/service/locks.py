@@ -139,6 +139,7 @@ def list_locks(
     environment: str | None = None,
     include_history: bool = False,
     apps_allowed: frozenset[str] | None = None,
+    limit: int | None = None,
 ) -> list[Lock]:
     query = select(Lock).join(App).order_by(Lock.id.desc())
     if app is not None:
@@ -149,7 +150,7 @@ def list_locks(
         query = query.where(App.name.in_(apps_allowed))
     if not include_history:
         query = query.where(*_active(utcnow()))
-    return list(session.scalars(query))
+    return list(session.scalars(query.limit(limit)))
 
 
 def app_locked_reason(session: Session, app_id: int) -> str | None:

@@ -129,6 +129,23 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     expect(page.locator(".flash.notice")).to_have_text(f"Unlocked {app}/staging")
     page.goto(dashboard.url + "/")
     expect(row).not_to_contain_text("db migration")
+
+    # Lock every environment at once; the app's lock history keeps the one just released.
+    page.goto(dashboard.url + f"/apps/{app}")
+    history = page.locator("#locks tbody tr")
+    expect(history).to_have_count(1)
+    expect(history.nth(0)).to_contain_text("db migration")
+    expect(history.nth(0)).to_contain_text("by api-key")
+    app_lock = page.locator("form.app-lock")
+    app_lock.locator("input[name=reason]").fill("release freeze")
+    app_lock.locator("button").click()
+    expect(page.locator(".flash.notice")).to_have_text(f"Locked {app}")
+    expect(history.nth(0)).to_contain_text("every environment")
+    expect(history.nth(0)).to_contain_text("in force")
+    page.goto(dashboard.url + "/")
+    for name in ("staging", "production"):
+        environment = page.locator(f"tr[data-app='{app}'][data-env='{name}']")
+        expect(environment).to_contain_text("release freeze")
     gate.touch()
 
 
