@@ -2,10 +2,11 @@
 
 Each poll looks up, with `git ls-remote` (every remote at once, bounded), where the branch of
 each environment with `auto_deploy` points. A sha that is new (not live, not queued or
-running, not already failed) is deployed as user `autodeploy` once its checks pass; a newer
-commit supersedes the older automatic deploys still queued. A lock holds it (always), as does a
-sha whose deploy failed (until a person deploys). What each environment is doing, and why it
-is not deploying, is kept for the API, the CLI and the dashboard.
+running, not already failed) is deployed as user `autodeploy` once its checks pass; when the
+branch moves on, the older automatic deploys still queued are cancelled. A lock holds it
+(always), as does a sha whose deploy failed, was cancelled by a person or was rolled back from
+(until a person deploys or the branch moves). What each environment is doing, and why it is not
+deploying, is kept for the API, the CLI and the dashboard.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import httpx
@@ -28,20 +28,12 @@ from freight.errors import FreightError
 from freight.plugins import ServiceUrls
 from freight.service import apps, deploys, gating, locks, queue, releases
 from freight.service.orchestration import Orchestrator
+from freight.service.releases import AutoState
 
 log = logging.getLogger(__name__)
 
 AUTODEPLOY_USER = "autodeploy"
 REMOTE_TIMEOUT = 30.0
-
-
-class AutoState(StrEnum):
-    UP_TO_DATE = "up_to_date"
-    DEPLOYING = "deploying"  # a deploy of the branch's head is queued or running
-    QUEUED = "queued"  # this poll queued one
-    WAITING = "waiting"  # for checks
-    BLOCKED = "blocked"  # a lock, a failed sha, failed checks
-    ERROR = "error"  # the remote could not be read
 
 
 @dataclass(frozen=True)
@@ -107,12 +99,14 @@ def poll(engine: Engine, orchestrator: Orchestrator, context: PollContext) -> li
     outcomes = []
     for target in wanted:
         head = found[(target.url, target.branch)]
+        sha = head if isinstance(head, str) else None
         try:
             outcome = _decide(engine, orchestrator, context, target, head)
         except FreightError as exc:
-            outcome = _outcome(
-                target, head if isinstance(head, str) else None, AutoState.ERROR, exc.message
-            )
+            outcome = _outcome(target, sha, AutoState.ERROR, exc.message)
+        except Exception as exc:  # one app's trouble must not stop the others' deploys
+            log.exception("autodeploy of %s/%s", target.app, target.environment)
+            outcome = _outcome(target, sha, AutoState.ERROR, f"internal error: {exc}")
         _remember(engine, target, outcome)
         outcomes.append(outcome)
     return outcomes
@@ -133,42 +127,11 @@ def _decide(
         return _outcome(target, None, AutoState.ERROR, f"cannot read {target.branch}: {head}")
     if head is None:
         return _outcome(target, None, AutoState.ERROR, f"branch {target.branch} not found")
-    short = head[:7]
+    _supersede(engine, target, head)
     with session_scope(engine, read_only=True) as session:
-        if releases.current_sha(session, target.app_id, target.environment) == head:
-            return _outcome(target, head, AutoState.UP_TO_DATE, "up to date")
-        under_way = session.scalar(
-            select(Deploy)
-            .where(
-                Deploy.app_id == target.app_id,
-                Deploy.environment == target.environment,
-                Deploy.sha == head,
-                Deploy.status.in_([DeployStatus.PENDING, DeployStatus.IN_PROGRESS]),
-            )
-            .limit(1)
-        )
-        if under_way is not None:
-            return _outcome(target, head, AutoState.DEPLOYING, f"deploying {under_way.name}")
-        failed = session.scalar(
-            select(Deploy.id)
-            .where(
-                Deploy.app_id == target.app_id,
-                Deploy.environment == target.environment,
-                Deploy.sha == head,
-                Deploy.status == DeployStatus.FAILED,
-            )
-            .limit(1)
-        )
-        if failed is not None:
-            return _outcome(
-                target, head, AutoState.BLOCKED, f"sha {short} failed, deploy manually to resume"
-            )
-        held = locks.active_locks(session, target.app_id, target.environment)
-        if held:
-            lock = held[0]
-            return _outcome(
-                target, head, AutoState.BLOCKED, f"locked by {lock.owner}: {lock.reason}"
-            )
+        held = _held(session, target, head)
+        if held is not None:
+            return held
         app = session.get_one(App, target.app_id)
         config = apps.environment_of(app, target.environment)
     if config.checks:
@@ -187,12 +150,68 @@ def _decide(
         )
         for check, result in verdicts:
             if result.verdict == Verdict.FAILED:
-                reason = f"sha {short} failed check {check.type}: {result.summary}"
+                reason = f"sha {head[:7]} failed check {check.type}: {result.summary}"
                 return _outcome(target, head, AutoState.BLOCKED, reason)
         waiting = [result.summary for _, result in verdicts if result.verdict == Verdict.PENDING]
         if waiting:
             return _outcome(target, head, AutoState.WAITING, "; ".join(waiting))
     return _queue(engine, orchestrator, context, target, head)
+
+
+def _supersede(engine: Engine, target: Target, head: str) -> None:
+    """The branch moved on: automatic deploys of older commits still queued will not run."""
+    with session_scope(engine) as session:
+        for older in queue.pending(session, target.app_id, target.environment):
+            if older.sha != head and older.user is not None and older.user.name == AUTODEPLOY_USER:
+                by = f"{AUTODEPLOY_USER} (superseded: {target.branch} is at {head[:7]})"
+                deploys.cancel_deploy(session, older, by=by)
+
+
+def _held(session: Session, target: Target, head: str) -> Outcome | None:
+    """Why the branch's head is not to be deployed now, if it is not."""
+    short = head[:7]
+    live = releases.live_deploy(session, target.app_id, target.environment)
+    if live is not None and live.sha == head:
+        return _outcome(target, head, AutoState.UP_TO_DATE, "up to date")
+    of_head = (
+        select(Deploy)
+        .where(
+            Deploy.app_id == target.app_id,
+            Deploy.environment == target.environment,
+            Deploy.sha == head,
+        )
+        .order_by(Deploy.id.desc())
+    )
+    under_way = session.scalar(
+        of_head.where(Deploy.status.in_([DeployStatus.PENDING, DeployStatus.IN_PROGRESS]))
+    )
+    if under_way is not None:
+        return _outcome(target, head, AutoState.DEPLOYING, f"deploying {under_way.name}")
+    # The last word on this sha, by a person or by how its deploy went, stands until a person
+    # deploys (or the branch moves): a failure, a cancel, a rollback away from it.
+    for ended in session.scalars(of_head.where(Deploy.status.in_(FINAL)).limit(5)):
+        if ended.status == DeployStatus.FAILED:
+            why = f"sha {short} failed"
+        elif ended.status == DeployStatus.FINISHED and live is not None:
+            who = f" by {live.user.name}" if live.user else ""
+            why = f"sha {short} was replaced by {live.name}{who}"
+        elif ended.status == DeployStatus.CANCELLED and _cancelled_by_a_person(ended):
+            why = f"sha {short} was cancelled by {ended.cancelled_by}"
+        else:
+            continue
+        return _outcome(target, head, AutoState.BLOCKED, f"{why}, deploy manually to resume")
+    held = locks.active_locks(session, target.app_id, target.environment)
+    if held:
+        return _outcome(target, head, AutoState.BLOCKED, locks.holding(held[0]))
+    return None
+
+
+FINAL = [DeployStatus.FINISHED, DeployStatus.FAILED, DeployStatus.CANCELLED]
+
+
+def _cancelled_by_a_person(deploy: Deploy) -> bool:
+    by = deploy.cancelled_by or ""
+    return by != locks.REFUSED and not by.startswith(AUTODEPLOY_USER)
 
 
 def _queue(
@@ -203,20 +222,12 @@ def _queue(
             session,
             app=target.app,
             environment=target.environment,
-            ref=head,
+            ref=target.branch,
+            sha=head,
             user=AUTODEPLOY_USER,
             workspace_root=context.workspace_root,
         )
-        name, number = deploy.name, deploy.number
-        for older in queue.pending(session, target.app_id, target.environment):
-            if (
-                older.id != deploy.id
-                and older.user is not None
-                and older.user.name == AUTODEPLOY_USER
-            ):
-                deploys.cancel_deploy(
-                    session, older, by=f"{AUTODEPLOY_USER} (superseded by #{number})"
-                )
+        name = deploy.name
         queue.advance(session, orchestrator, target.app_id, target.environment)
     return _outcome(target, head, AutoState.QUEUED, f"queued {name}")
 

@@ -54,9 +54,16 @@ def get_or_create_user(session: Session, name: str) -> User:
 
 
 def resolve_sha(
-    session: Session, *, app: App, environment: str, ref: str, workspace_root: Path
+    session: Session,
+    *,
+    app: App,
+    environment: str,
+    ref: str,
+    workspace_root: Path,
+    fresh_within: float = 0,
 ) -> str:
-    """Resolve a ref to a commit sha: `:current`, `:previous`, or a git branch, tag or sha."""
+    """Resolve a ref to a commit sha: `:current`, `:previous`, or a git branch, tag or sha,
+    fetched now (or within `fresh_within` seconds)."""
     if ref in (":current", ":previous"):
         finder = releases.current_sha if ref == ":current" else releases.previous_sha
         sha = finder(session, app.id, environment)
@@ -68,7 +75,7 @@ def resolve_sha(
     url = app.repository.url
     # A fetch can take long; end the read transaction first so it holds no database lock meanwhile.
     session.commit()
-    mirror = vcs.update_mirror(workspace_root, url)
+    mirror = vcs.update_mirror(workspace_root, url, max_age=fresh_within)
     try:
         return vcs.resolve_ref(mirror, ref)
     except InvalidRef:
@@ -98,8 +105,10 @@ def create_deploy(
     flow_run_id: str | None = None,
     screen: Screen | None = None,
     force_reason: str | None = None,
+    sha: str | None = None,
 ) -> Deploy:
-    """Create a pending deploy with its number, resolved sha and config snapshot.
+    """Create a pending deploy with its number, resolved sha and config snapshot. With `sha`,
+    the deploy is of that commit (fetched if the mirror lacks it), `ref` only names it.
 
     With `screen`, a request is refused here, before anything is written, if someone else's
     lock covers the environment or a check already reports the sha as failed (`force` skips
@@ -120,9 +129,13 @@ def create_deploy(
     if lock is not None and not (force_reason and force_reason.strip()):
         raise MissingArgument(f"{locks.describe(lock)}: forcing past it needs a reason")
     overridden = locks.describe(lock) if lock is not None else None
-    sha = resolve_sha(
-        session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
-    )
+    if sha is None:
+        sha = resolve_sha(
+            session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
+        )
+    else:
+        session.commit()  # as resolve_sha: no database lock held across a fetch
+        vcs.mirror_with(workspace_root, app_row.repository.url, sha)
     if screen is not None and not force and config.checks:
         configs, _ = secrets.resolve_all(config.checks, screen.secrets_from)
         gating.check_once(

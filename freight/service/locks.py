@@ -17,6 +17,7 @@ from freight.notifiers import LockNotice
 from freight.service import apps
 
 EXPIRED = "expired"  # who released a lock that ran out
+REFUSED = "a lock"  # who cancelled a deploy that a lock stopped before it ran
 
 
 def _active(now: datetime) -> list[object]:
@@ -51,6 +52,11 @@ def active_for_apps(session: Session, app_ids: list[int]) -> list[Lock]:
 def describe(lock: Lock) -> str:
     scope = lock.app.name if lock.environment is None else f"{lock.app.name}/{lock.environment}"
     return f"{scope} is locked by {lock.owner}: {lock.reason}"
+
+
+def holding(lock: Lock) -> str:
+    """What a lock does to automatic deploys, in a few words."""
+    return f"locked by {lock.owner}: {lock.reason}"
 
 
 def blocking_lock(session: Session, app_id: int, environment: str, user: str | None) -> Lock | None:

@@ -6,6 +6,7 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select
@@ -70,13 +71,24 @@ def previous_sha(session: Session, app_id: int, environment: str) -> str | None:
     )
 
 
+class AutoState(StrEnum):
+    UP_TO_DATE = "up_to_date"
+    DEPLOYING = "deploying"  # a deploy of the branch's head is queued or running
+    QUEUED = "queued"  # this poll queued one
+    WAITING = "waiting"  # for checks
+    BLOCKED = "blocked"  # a lock, a failed sha, failed checks
+    ERROR = "error"  # the remote could not be read
+    DISABLED = "disabled"  # by the app's config
+    UNKNOWN = ""  # not looked at yet
+
+
 @dataclass(frozen=True)
 class AutoDeploy:
     """An environment's automatic deploys: on which branch, and what they did at last look."""
 
     branch: str
     enabled: bool
-    state: str  # see service.autodeploy.AutoState; "" before the first look
+    state: AutoState
     reason: str
     sha: str | None
     checked: datetime | None
@@ -131,6 +143,9 @@ def release_state(
     for app in app_rows:
         for environment in apps.environment_names(app):
             key = (app.id, environment)
+            held = [
+                lock for lock in in_force.get(app.id, []) if lock.environment in (None, environment)
+            ]
             result.append(
                 Release(
                     app=app.name,
@@ -138,33 +153,32 @@ def release_state(
                     live=live.get(key),
                     running=running.get(key),
                     queued=queued.get(key, 0),
-                    locks=[
-                        lock
-                        for lock in in_force.get(app.id, [])
-                        if lock.environment in (None, environment)
-                    ],
-                    auto_deploy=_auto_deploy(app, environment, looked.get(key)),
+                    locks=held,
+                    auto_deploy=_auto_deploy(app, environment, looked.get(key), held),
                 )
             )
     return result
 
 
-def _auto_deploy(app: App, environment: str, looked: AutoDeployState | None) -> AutoDeploy | None:
+def _auto_deploy(
+    app: App, environment: str, looked: AutoDeployState | None, held: list[Lock]
+) -> AutoDeploy | None:
+    """What the last poll saw, except what is known now without one: the config turned it
+    off, or a lock holds it (the poll would only say so up to a minute later)."""
     configured = app.config["environments"][environment].get("auto_deploy")
     if not configured:
         return None
-    if looked is None or looked.branch != configured["branch"]:
-        return AutoDeploy(
-            configured["branch"], configured.get("enabled", True), "", "not checked yet", None, None
-        )
-    return AutoDeploy(
-        looked.branch,
-        configured.get("enabled", True),
-        looked.state,
-        looked.reason,
-        looked.sha,
-        looked.date_checked,
-    )
+    branch, enabled = configured["branch"], configured.get("enabled", True)
+    seen = looked if looked is not None and looked.branch == branch else None
+    sha, checked = (seen.sha, seen.date_checked) if seen else (None, None)
+    if not enabled:
+        reason = "turned off in the app's config"
+        return AutoDeploy(branch, False, AutoState.DISABLED, reason, sha, checked)
+    if held:
+        return AutoDeploy(branch, True, AutoState.BLOCKED, locks.holding(held[0]), sha, checked)
+    if seen is None:
+        return AutoDeploy(branch, True, AutoState.UNKNOWN, "not checked yet", None, None)
+    return AutoDeploy(branch, True, AutoState(seen.state), seen.reason, sha, checked)
 
 
 def _live_deploys(session: Session, apps_by_id: dict[int, App]) -> dict[tuple[int, str], Deploy]:
@@ -218,10 +232,15 @@ def _slug(text: str) -> str:
 def release_notes(session: Session, deploy: Deploy, *, workspace_root: Path) -> ReleaseNotes:
     """What was deployed where, by whom, how it went, and the commits it shipped."""
     commits: list[vcs.Commit] = []
+    heading = "Commits"
     if deploy.sha:
         mirror = vcs.mirror_path(workspace_root, deploy.app.repository.url)
         with contextlib.suppress(FreightError):
             commits = vcs.commits_between(mirror, deploy.prev_sha, deploy.sha, limit=50)
+            if not commits and deploy.prev_sha and deploy.prev_sha != deploy.sha:
+                # Nothing new: a step back, and what it took away is the news.
+                commits = vcs.commits_between(mirror, deploy.sha, deploy.prev_sha, limit=50)
+                heading = "Rolled back"
     duration = f"{deploy.duration:.0f} s" if deploy.duration is not None else "-"
     rows = [
         ("outcome", str(deploy.status) + (f": {deploy.reason}" if deploy.reason else "")),
@@ -233,7 +252,7 @@ def release_notes(session: Session, deploy: Deploy, *, workspace_root: Path) -> 
     ]
     lines = [f"## {deploy.name} {deploy.status}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value.replace('|', '/')} |" for name, value in rows]
-    lines += ["", f"### Commits ({len(commits)}{'+' if len(commits) == 50 else ''})", ""]
+    lines += ["", f"### {heading} ({len(commits)}{'+' if len(commits) == 50 else ''})", ""]
     lines += [
         f"- `{c.sha[:7]}` {c.subject.replace('|', '/')} ({c.author_name})" for c in commits
     ] or ["- none"]
@@ -253,10 +272,12 @@ def commits_between(
     end: str | None,
     workspace_root: Path,
     limit: int = 250,
+    fresh_within: float = 0,
 ) -> tuple[str | None, str, list[vcs.Commit]]:
     """The commits after `start` up to `end` (refs, shas, `:current`, `:previous`), newest
     first. By default from what is live to the environment's default ref: what a deploy
-    would ship now. Returns (start sha, end sha, commits)."""
+    would ship now. Refs are fetched now, or within `fresh_within` seconds. Returns (start
+    sha, end sha, commits)."""
     from freight.service import deploys  # deploys builds on releases: resolve at call time
 
     app_row = apps.get_app(session, app)
@@ -265,7 +286,12 @@ def commits_between(
         current_sha(session, app_row.id, environment)
         if start is None
         else deploys.resolve_sha(
-            session, app=app_row, environment=environment, ref=start, workspace_root=workspace_root
+            session,
+            app=app_row,
+            environment=environment,
+            ref=start,
+            workspace_root=workspace_root,
+            fresh_within=fresh_within,
         )
     )
     end_sha = deploys.resolve_sha(
@@ -274,6 +300,7 @@ def commits_between(
         environment=environment,
         ref=end or config.default_ref,
         workspace_root=workspace_root,
+        fresh_within=fresh_within,
     )
     mirror = vcs.mirror_path(workspace_root, app_row.repository.url)
     return start_sha, end_sha, vcs.commits_between(mirror, start_sha, end_sha, limit=limit)

@@ -22,6 +22,7 @@ from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import (
+    AppLocked,
     CommandFailed,
     DeployCancelled,
     DeployTimeout,
@@ -306,8 +307,12 @@ class DeployRun:
             elif self.cancelled or not isinstance(error, Exception):
                 # A signal to the runner (KeyboardInterrupt, Prefect's TerminationSignal) is how
                 # the orchestrator cancels; the command was already stopped on the way out.
-                by = deploy.cancelled_by or "Prefect"
+                deploy.cancelled_by = by = deploy.cancelled_by or "Prefect"
                 status, reason = DeployStatus.CANCELLED, f"Cancelled by {by}"
+            elif isinstance(error, AppLocked):
+                # A lock taken while it waited: it never ran, so it did not fail.
+                deploy.cancelled_by = locks.REFUSED
+                status, reason = DeployStatus.CANCELLED, f"Not run: {error.message}"
             elif isinstance(error, FreightError):
                 status, reason = DeployStatus.FAILED, error.message
             else:

@@ -18,7 +18,7 @@ from freight.catalogue import AppSpec
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope, utcnow
 from freight.plugins import PluginConfig
-from freight.service import apps, autodeploy, deploys, locks, queue, releases
+from freight.service import apps, autodeploy, deploys, locks, queue, releases, runs
 from freight.service.autodeploy import AutoState
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, unique_name
@@ -30,7 +30,7 @@ class Poller:
         self.orchestrator = RecordingOrchestrator()
         self.http = httpx.Client(timeout=5)
 
-    def app(self, *, checks: list[dict[str, object]] | None = None) -> str:
+    def app(self, *, checks: list[dict[str, object]] | None = None, enabled: bool = True) -> str:
         spec = AppSpec.model_validate(
             {
                 "name": unique_name("auto"),
@@ -38,7 +38,10 @@ class Poller:
                 "provider": {"type": "shell", "command": "true"},
                 "checks": checks or [],
                 "environments": {
-                    "staging": {"default_ref": "main", "auto_deploy": {"branch": "main"}},
+                    "staging": {
+                        "default_ref": "main",
+                        "auto_deploy": {"branch": "main", "enabled": enabled},
+                    },
                     "production": {"default_ref": "main"},
                 },
             }
@@ -46,17 +49,16 @@ class Poller:
         with session_scope(self.engine) as session:
             return apps.save_app(session, spec, source=AppSource.API).name
 
-    def poll(self, app: str) -> autodeploy.Outcome:
-        outcomes = autodeploy.poll(
-            self.engine,
-            self.orchestrator,
-            autodeploy.PollContext(
-                workspace_root=self.settings.workspaces,
-                client=self.http,
-                urls=self.settings.service_urls(),
-                secrets_from={},
-            ),
+    def context(self) -> autodeploy.PollContext:
+        return autodeploy.PollContext(
+            workspace_root=self.settings.workspaces,
+            client=self.http,
+            urls=self.settings.service_urls(),
+            secrets_from={},
         )
+
+    def poll(self, app: str) -> autodeploy.Outcome:
+        outcomes = autodeploy.poll(self.engine, self.orchestrator, self.context())
         (mine,) = [o for o in outcomes if o.app == app]
         return mine
 
@@ -70,6 +72,12 @@ class Poller:
                 (d.number, str(d.status), d.sha, d.user.name if d.user else "")
                 for d in reversed(rows)
             ]
+
+    def first_id(self, app: str) -> int:
+        with session_scope(self.engine) as session:
+            return deploys.get_deploy_by_number(
+                session, app=app, environment="staging", number=1
+            ).id
 
     def end(self, app: str, number: int, status: DeployStatus = DeployStatus.FINISHED) -> None:
         with session_scope(self.engine) as session:
@@ -125,7 +133,11 @@ def test_newer_commits_supersede_queued_ones(poller: Poller) -> None:
     assert b not in {sha for _, _, sha, _ in poller.deploys(app)}
     with session_scope(poller.engine) as session:
         cancelled = deploys.get_deploy_by_number(session, app=app, environment="staging", number=2)
-        assert cancelled.reason == "Cancelled by autodeploy (superseded by #3) while queued"
+        assert cancelled.reason == (
+            f"Cancelled by autodeploy (superseded: main is at {c[:7]}) while queued"
+        )
+        newest = deploys.get_deploy_by_number(session, app=app, environment="staging", number=3)
+        assert (newest.ref, newest.sha) == ("main", c)  # the branch, pinned to what was seen
 
 
 def test_a_failed_sha_is_not_retried_until_someone_deploys(poller: Poller) -> None:
@@ -215,3 +227,107 @@ def test_release_state_says_what_automatic_deploys_are_doing(poller: Poller) -> 
     staging = after["staging"]
     assert staging is not None and (staging.branch, staging.state) == ("main", "queued")
     assert staging.reason == f"queued {app}/staging#1" and staging.checked is not None
+
+    # A lock shows at once, without waiting for the next poll; so does a config turning it off.
+    with session_scope(poller.engine) as session:
+        locks.create_lock(session, app=app, environment=None, reason="freeze", owner="ana")
+        (locked,) = [r.auto_deploy for r in releases.release_state(session, app) if r.auto_deploy]
+    assert locked is not None
+    assert (locked.state, locked.reason) == (AutoState.BLOCKED, "locked by ana: freeze")
+    off = poller.app(enabled=False)
+    poller_targets = {
+        o.app for o in autodeploy.poll(poller.engine, poller.orchestrator, poller.context())
+    }
+    assert off not in poller_targets  # not polled at all
+    with session_scope(poller.engine) as session:
+        (disabled,) = [r.auto_deploy for r in releases.release_state(session, off) if r.auto_deploy]
+    assert disabled is not None and (disabled.enabled, disabled.state) == (False, "disabled")
+    assert disabled.reason == "turned off in the app's config"
+
+
+def test_a_rollback_a_cancel_and_a_manual_deploy_are_not_undone(poller: Poller) -> None:
+    app = poller.app()
+    one = poller.origin.git("rev-parse", "HEAD")
+    poller.poll(app)
+    poller.end(app, 1)
+    two = poller.origin.commit("two")
+    poller.poll(app)
+    poller.end(app, 2)
+    # bob rolls back to one: the branch still points at two, which must not come back.
+    with session_scope(poller.engine) as session:
+        back = deploys.create_deploy(
+            session,
+            app=app,
+            environment="staging",
+            ref=":previous",
+            user="bob",
+            workspace_root=poller.settings.workspaces,
+        )
+        assert back.sha == one
+    poller.end(app, 3)
+    held = poller.poll(app)
+    assert (held.state, held.reason) == (
+        AutoState.BLOCKED,
+        f"sha {two[:7]} was replaced by {app}/staging#3 by bob, deploy manually to resume",
+    )
+    # A new commit resumes; ana cancels its deploy while it waits, and it stays cancelled.
+    three = poller.origin.commit("three")
+    with session_scope(poller.engine) as session:
+        running = deploys.create_deploy(
+            session,
+            app=app,
+            environment="staging",
+            ref=one,
+            user="carl",
+            workspace_root=poller.settings.workspaces,
+        )
+        assert queue.claim_next(session, running.app_id, "staging") is running
+    assert poller.poll(app).reason == f"queued {app}/staging#5"
+    with session_scope(poller.engine) as session:
+        queued = deploys.get_deploy_by_number(session, app=app, environment="staging", number=5)
+        deploys.cancel_deploy(session, queued, by="ana")
+    assert poller.poll(app).reason == (
+        f"sha {three[:7]} was cancelled by ana, deploy manually to resume"
+    )
+    # A newer commit is queued behind carl's deploy; dan deploys it by hand first, and the
+    # automatic deploy of the older one, still queued, is dropped rather than run over it.
+    four = poller.origin.commit("four")
+    assert poller.poll(app).reason == f"queued {app}/staging#6"
+    poller.end(app, 4)
+    five = poller.origin.commit("five")
+    with session_scope(poller.engine) as session:
+        manual = deploys.create_deploy(
+            session,
+            app=app,
+            environment="staging",
+            ref=five,
+            user="dan",
+            workspace_root=poller.settings.workspaces,
+        )
+        manual.priority = queue.front_priority(session, manual.app_id, "staging")
+    poller.end(app, 7)
+    assert poller.poll(app).reason == "up to date"
+    assert poller.deploys(app)[5] == (6, "cancelled", four, "autodeploy")
+
+
+def test_a_lock_taken_while_an_automatic_deploy_waits_holds_it_until_unlocked(
+    poller: Poller, settings: Settings
+) -> None:
+    app = poller.app()
+    head = poller.origin.git("rev-parse", "HEAD")
+    assert poller.poll(app).state == AutoState.QUEUED
+    with session_scope(poller.engine) as session:
+        lock_id = locks.create_lock(
+            session, app=app, environment="staging", reason="migration", owner="ana"
+        ).id
+    run = runs.DeployRun(poller.engine, settings, poller.first_id(app), run_id="run-1")
+    assert runs.execute(run, poller.orchestrator) == DeployStatus.CANCELLED
+    assert poller.poll(app).reason == "locked by ana: migration"
+    with session_scope(poller.engine) as session:
+        locks.release_lock(session, locks.get_lock(session, lock_id), by="ana")
+    # Refused by the lock, the sha did not fail: once unlocked it is deployed.
+    assert poller.poll(app).reason == f"queued {app}/staging#2"
+    assert poller.deploys(app) == [
+        (1, "cancelled", head, "autodeploy"),
+        (2, "in_progress", head, "autodeploy"),
+    ]

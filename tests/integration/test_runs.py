@@ -251,8 +251,12 @@ def test_lock_refuses_others_and_lets_its_owner_deploy(harness: Harness) -> None
     with session_scope(harness.engine) as session:
         app_id = harness.deploy(blocked).app_id
         session.add(Lock(app_id=app_id, environment="staging", reason="migration", owner="ana"))
-    assert harness.execute(blocked) == DeployStatus.FAILED
-    assert harness.deploy(blocked).reason == f"{app}/staging is locked by ana: migration"
+    # Locked while it waited: it never ran, so it is cancelled (by the lock), not failed.
+    assert harness.execute(blocked) == DeployStatus.CANCELLED
+    refused = harness.deploy(blocked)
+    assert refused.reason == f"Not run: {app}/staging is locked by ana: migration"
+    assert refused.cancelled_by == locks.REFUSED
+    assert [r.json()["event"] for r in harness.hook.requests][-1] == "cancelled"
     owner = harness.create(app, user="ana")
     assert harness.execute(owner) == DeployStatus.FINISHED
 
@@ -644,3 +648,4 @@ def test_release_state_follows_deploys_a_failure_and_a_rollback(harness: Harness
     notes = harness.orchestrator.releases[-1]
     assert notes.description == f"{app}/staging#4: finished at {one_sha[:7]}"
     assert f"| previous sha | `{two_sha}` |" in notes.markdown
+    assert "### Rolled back (1)" in notes.markdown and "Add caching (Ana Dev)" in notes.markdown
