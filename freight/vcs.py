@@ -173,15 +173,18 @@ def mirror_lock(workspace_root: Path, url: str) -> contextlib.AbstractContextMan
     return _locked(mirror_path(workspace_root, url))
 
 
-def update_mirror(workspace_root: Path, url: str, *, timeout: float = 600) -> Path:
+def update_mirror(
+    workspace_root: Path, url: str, *, timeout: float = 600, max_age: float = 0
+) -> Path:
     """Clone ``url`` as a bare mirror, or fetch into the existing one; returns the mirror path.
 
     Callers that queue up behind one fetch share it: a fetch that began after this call asked
     for one has everything this call would have fetched, so a burst of deploys of one repository
-    costs one or two fetches, not one each.
+    costs one or two fetches, not one each. With ``max_age``, a fetch begun that many seconds
+    before the call is recent enough.
     """
     mirror = mirror_path(workspace_root, url)
-    asked = time.time()
+    asked = time.time() - max_age
     with _locked(mirror):
         stamp = mirror / _FETCH_STAMP
         if mirror.exists() and stamp.exists() and stamp.stat().st_mtime >= asked:

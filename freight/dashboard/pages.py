@@ -29,6 +29,9 @@ from freight.service import apps, deploys, keys, locks, queue, releases
 from freight.service.keys import Principal, Scope
 
 HERE = Path(__file__).parent
+# "What a deploy would ship" is read from the mirror fetched at most this long ago: an app page
+# (one per environment) must not wait on the remote at every view.
+SHIP_FRESH_WITHIN = 60.0
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
@@ -83,6 +86,17 @@ def _release_rows(db: Session, who: Principal, app: str | None = None) -> list[d
         if running and running["estimatedDuration"] and running["duration"] is not None:
             progress = min(99, int(100 * running["duration"] / running["estimatedDuration"]))
         rows.append({**release, "progress": progress})
+    return rows
+
+
+def _queues(waiting: list[schemas.DeployPublic]) -> list[dict[str, Any]]:
+    """The app's waiting deploys grouped by environment, each with its place in its own queue
+    (they come in queue order; the sort is stable)."""
+    places: dict[str, int] = {}
+    rows = []
+    for deploy in sorted(waiting, key=lambda d: d["environment"]):
+        places[deploy["environment"]] = place = places.get(deploy["environment"], 0) + 1
+        rows.append({**deploy, "place": place})
     return rows
 
 
@@ -169,6 +183,7 @@ def app_page(
                 start=None,
                 end=None,
                 workspace_root=rt.settings.workspaces,
+                fresh_within=SHIP_FRESH_WITHIN,
             )
             shipping[name] = {
                 "from": start,
@@ -186,7 +201,7 @@ def app_page(
         app=schemas.app_details(db, row),
         releases=_release_rows(db, who, app),
         history=schemas.deploy_page(db, history),
-        waiting=schemas.deploy_page(db, waiting),
+        waiting=_queues(schemas.deploy_page(db, waiting)),
         filters={"env": env or "", "status": status or "", "user": user or ""},
         statuses=[str(s) for s in DeployStatus],
         shipping=shipping,

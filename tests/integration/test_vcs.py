@@ -138,6 +138,16 @@ def test_update_mirror_clones_once_then_fetches(workspace: Path, origin: Origin)
     assert sorted(p.name for p in mirror.parent.iterdir()) == [mirror.name, mirror.name + ".lock"]
 
 
+def test_a_recent_enough_fetch_is_not_repeated(workspace: Path, origin: Origin) -> None:
+    mirror = vcs.update_mirror(workspace, origin.url)
+    fetched = vcs.resolve_ref(mirror, "main")
+    pushed = origin.commit("late.txt", "late\n", "Pushed after the fetch")
+    assert vcs.update_mirror(workspace, origin.url, max_age=60) == mirror
+    assert vcs.resolve_ref(mirror, "main") == fetched  # the fetch was recent enough
+    vcs.update_mirror(workspace, origin.url)
+    assert vcs.resolve_ref(mirror, "main") == pushed
+
+
 def test_update_mirror_bad_url_is_vcs_error(workspace: Path, tmp_path: Path) -> None:
     url = str(tmp_path / "does-not-exist")
     with pytest.raises(VcsError, match="clone") as excinfo:
