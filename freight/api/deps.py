@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import httpx
@@ -102,12 +102,12 @@ def dashboard_principal(request: Request, rt: RuntimeDep, *, for_api: bool = Fal
     if found.key == login.ADMIN:
         if rt.settings.api_key is None:
             raise Unauthorized("The shared API key is no longer configured")
-        return keys.SHARED_KEY
+        return replace(keys.SHARED_KEY, person=found.person or None)
     with session_scope(rt.engine, read_only=True) as db:
         who = keys.principal_of(db, int(found.key))
     if who is None:
         raise Unauthorized("The key of this session was revoked")
-    return who
+    return replace(who, person=found.person or None)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -40,6 +40,13 @@ class Principal:
     apps: frozenset[str] | None = None
     key_id: int | None = None
     last_used: datetime | None = None
+    # Whom the key acts for, when a client says so once for all (a dashboard session's login).
+    person: str | None = None
+
+    @property
+    def user(self) -> str:
+        """The name deploys, locks and cancels record when a request names nobody."""
+        return self.person or self.name
 
     def allows(self, scope: Scope) -> bool:
         return any(mine.rank >= scope.rank for mine in self.scopes)

@@ -139,13 +139,13 @@ def _set_lock(
     db: Session, rt: Runtime, later: BackgroundTasks, app: App, reason: object, who: Principal
 ) -> None:
     if reason in UNLOCK:
-        changed = locks.set_app_locked_reason(db, app, None, by=who.name)
+        changed = locks.set_app_locked_reason(db, app, None, by=who.user)
     elif isinstance(reason, str):
-        changed = locks.set_app_locked_reason(db, app, reason.strip(), by=who.name)
+        changed = locks.set_app_locked_reason(db, app, reason.strip(), by=who.user)
     else:
         raise InvalidRequest("lockedReason: must be a string (locks) or false/null (unlocks)")
     for lock, event in changed:
-        announce_later(later, rt, lock, event, by=who.name)
+        announce_later(later, rt, lock, event, by=who.user)
 
 
 @router.get("/apps/", operation_id="list_apps", openapi_extra=documented(AppQuery, body=False))

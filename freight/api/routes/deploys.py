@@ -155,7 +155,7 @@ def _update(
     who.require(Scope.DEPLOY, deploy.app.name)
     if args.status == "cancelled":
         deploy = deploys.cancel_deploy(
-            db, deploy, by=args.user or who.name, orchestrator=rt.orchestrator
+            db, deploy, by=args.user or who.user, orchestrator=rt.orchestrator
         )
     elif args.position == "front":
         deploy = queue.move_to_front(db, deploy)

@@ -97,10 +97,10 @@ def create_lock(
         app=args.app,
         environment=args.env,
         reason=args.reason,
-        owner=args.owner or who.name,
+        owner=args.owner or who.user,
         expires=expires,
     )
-    announce_later(later, rt, lock, "locked", by=who.name)
+    announce_later(later, rt, lock, "locked", by=who.user)
     return JSONResponse(schemas.lock_public(lock), status_code=201)
 
 
@@ -120,7 +120,7 @@ def release_lock(
     args = parse(LockRelease, values)
     lock = locks.get_lock(db, lock_id)
     who.require(Scope.DEPLOY, lock.app.name)
-    by = args.user or who.name
+    by = args.user or who.user
     released = locks.release_lock(db, lock, by=by)
     announce_later(later, rt, released, "unlocked", by=by)
     return schemas.lock_public(released)
