@@ -69,6 +69,7 @@ def deploy(
     ref: str | None = None,
     user: str = "prefect",
     force: bool = False,
+    reason: str | None = None,
     params: dict[str, str] | None = None,
     deploy_id: int | None = None,
 ) -> State:
@@ -91,6 +92,7 @@ def deploy(
                 user=user,
                 params=params,
                 force=force,
+                reason=reason,
                 run_id=run_id,
             )
         run = DeployRun(engine, settings, deploy_id, run_id=run_id, echo=logger.info)

@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,5 +144,9 @@ class InlineOrchestrator(RecordingOrchestrator):
         self.states[run_id] = RunState.ENDED
 
     def join(self, timeout: float = 60) -> None:
-        for thread in list(self.threads):
-            thread.join(timeout)
+        """Wait for every run, those that finished runs handed over meanwhile included."""
+        deadline = time.monotonic() + timeout
+        while alive := [thread for thread in self.threads if thread.is_alive()]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(alive)} inline runs still running after {timeout}s")
+            alive[0].join(max(0.0, deadline - time.monotonic()))

@@ -183,8 +183,10 @@ def create_deploy(
                 session.add(deploy)
         except IntegrityError:
             continue
+        if force and force_reason and force_reason.strip():
+            # Kept for a lock that comes later too: at run time, forcing past it needs it.
+            deploy.force_reason = force_reason.strip()
         if overridden:
-            deploy.force_reason = force_reason
             logs.append(
                 session, deploy, f">> Forced by {user} past the lock ({overridden}): {force_reason}"
             )

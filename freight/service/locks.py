@@ -66,7 +66,7 @@ def blocking_lock(session: Session, app_id: int, environment: str, user: str | N
 
 
 def assert_unlocked(session: Session, deploy: Deploy) -> str | None:
-    """Refuse the deploy if someone else's lock covers it, unless forced.
+    """Refuse the deploy if someone else's lock covers it, unless forced with a reason.
 
     Returns the description of a lock that force overrode, for the deploy's log.
     """
@@ -76,6 +76,8 @@ def assert_unlocked(session: Session, deploy: Deploy) -> str | None:
         return None
     if not deploy.force:
         raise AppLocked(describe(lock))
+    if not deploy.force_reason:
+        raise AppLocked(f"{describe(lock)}: forcing past it needs a reason")
     return describe(lock)
 
 

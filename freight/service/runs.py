@@ -50,8 +50,10 @@ def register(
     params: Mapping[str, str] | None,
     force: bool,
     run_id: str,
+    reason: str | None = None,
 ) -> int:
-    """Record a deploy started from the orchestrator's side (a Prefect UI run, a schedule)."""
+    """Record a deploy started from the orchestrator's side (a Prefect UI run, a schedule).
+    Forcing past someone else's lock needs a `reason` here too; the run refuses it without."""
     with session_scope(engine) as session:
         deploy = deploys.create_deploy(
             session,
@@ -61,6 +63,7 @@ def register(
             user=user,
             params=params,
             force=force,
+            force_reason=reason,
             workspace_root=settings.workspaces,
             flow_run_id=run_id,
         )
@@ -210,9 +213,11 @@ class DeployRun:
     def check_lock(self) -> None:
         self._raise_if_cancelled()
         with session_scope(self.engine) as session:
-            overridden = locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+            deploy = deploys.get_deploy(session, self.deploy_id)
+            overridden = locks.assert_unlocked(session, deploy)
+            why = deploy.force_reason
         if overridden:
-            self.output(f">> Lock overridden by a forced deploy: {overridden}")
+            self.output(f">> Forced past the lock ({overridden}): {why}")
 
     def run_checks(self) -> None:
         self._raise_if_cancelled()

@@ -649,3 +649,40 @@ def test_release_state_follows_deploys_a_failure_and_a_rollback(harness: Harness
     assert notes.description == f"{app}/staging#4: finished at {one_sha[:7]}"
     assert f"| previous sha | `{two_sha}` |" in notes.markdown
     assert "### Rolled back (1)" in notes.markdown and "Add caching (Ana Dev)" in notes.markdown
+
+
+def test_forcing_past_a_lock_from_prefect_needs_a_reason_too(harness: Harness) -> None:
+    app = harness.app("echo ok")
+    with session_scope(harness.engine) as session:
+        locks.create_lock(session, app=app, environment="staging", reason="audit", owner="ana")
+
+    def forced(reason: str | None) -> tuple[int, DeployStatus]:
+        run_id = str(uuid.uuid4())
+        deploy_id = runs.register(
+            harness.engine,
+            harness.settings,
+            app=app,
+            environment="staging",
+            ref=None,
+            user="prefect",
+            params=None,
+            force=True,
+            run_id=run_id,
+            reason=reason,
+        )
+        run = runs.DeployRun(harness.engine, harness.settings, deploy_id, run_id=run_id)
+        return deploy_id, runs.execute(run, harness.orchestrator)
+
+    bare, status = forced(None)
+    assert status == DeployStatus.CANCELLED
+    assert harness.deploy(bare).reason == (
+        f"Not run: {app}/staging is locked by ana: audit: forcing past it needs a reason"
+    )
+    explained, status = forced("hotfix for the outage")
+    assert status == DeployStatus.FINISHED
+    assert (
+        f">> Forced past the lock ({app}/staging is locked by ana: audit): hotfix for the outage\n"
+        in log_text(harness.engine, explained)
+    )
+    finished = [r.json() for r in harness.hook.requests if r.json()["event"] == "finished"]
+    assert finished[-1]["force_reason"] == "hotfix for the outage"
