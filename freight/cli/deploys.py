@@ -11,6 +11,7 @@ from rich.text import Text
 from freight.cli import app, connect
 from freight.cli.client import task_path
 from freight.cli.output import FINAL, deploy_line, follow, out, short, status_text, table, when
+from freight.queue_places import places
 
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="Print the log until it ends.")]
 
@@ -44,6 +45,12 @@ def _start(
         sys.exit(1)
 
 
+Force = Annotated[bool, typer.Option(help="Skip checks, and override others' locks.")]
+Reason = Annotated[
+    str | None, typer.Option(help="Why (needed to --force past someone else's lock).")
+]
+
+
 @app.command()
 def deploy(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
@@ -51,10 +58,8 @@ def deploy(
     ref: Annotated[
         str | None, typer.Option(help="Branch, tag or sha (default: the env's).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Skip checks, and override others' locks.")] = False,
-    reason: Annotated[
-        str | None, typer.Option(help="Why (needed to --force past someone else's lock).")
-    ] = None,
+    force: Force = False,
+    reason: Reason = None,
     follow_log: Follow = False,
 ) -> None:
     """Deploy APP to ENV; with --follow, print the log and exit 1 unless it finished."""
@@ -65,10 +70,12 @@ def deploy(
 def rollback(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     env: Annotated[str, typer.Argument(help="Environment.")],
+    force: Force = False,
+    reason: Reason = None,
     follow_log: Follow = False,
 ) -> None:
     """Deploy the commit that was live before the current one (ref `:previous`)."""
-    _start(app_name, env, ":previous", False, follow_log)
+    _start(app_name, env, ":previous", force, follow_log, reason)
 
 
 @app.command()
@@ -150,9 +157,10 @@ def history(
 @app.command("queue")
 def show_queue(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
-    env: Annotated[str, typer.Argument(help="Environment.")],
+    env: Annotated[str | None, typer.Argument(metavar="[ENV]", help="Default: every one.")] = None,
 ) -> None:
-    """The deploys waiting for APP/ENV, in the order they will run."""
+    """The deploys waiting for APP/ENV (or each of APP's environments), in the order they will
+    run."""
     with connect() as client:
         waiting = client.get("/deploys/", app=app_name, env=env, status="pending", limit=100)
     table(
@@ -160,14 +168,14 @@ def show_queue(
         ("#", "deploy", "ref", "sha", "user", "queued"),
         [
             (
-                i,
+                place,
                 d["name"],
                 d["ref"],
                 short(d["sha"]),
                 d["user"]["name"] if d.get("user") else "",
                 when(d["dateCreated"]),
             )
-            for i, d in enumerate(waiting, 1)
+            for place, d in places(waiting, lambda d: str(d["environment"]))
         ],
     )
 

@@ -25,6 +25,7 @@ from freight.dashboard import charts
 from freight.dashboard import session as login
 from freight.db import DeployStatus, session_scope, utcnow
 from freight.errors import FreightError, Unauthorized
+from freight.queue_places import places
 from freight.service import apps, deploys, keys, locks, queue, releases
 from freight.service.keys import Principal, Scope
 
@@ -32,6 +33,7 @@ HERE = Path(__file__).parent
 # "What a deploy would ship" is read from the mirror fetched at most this long ago: an app page
 # (one per environment) must not wait on the remote at every view.
 SHIP_FRESH_WITHIN = 60.0
+PERSON_MAX = 200  # as a deploy's user
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
@@ -89,17 +91,6 @@ def _release_rows(db: Session, who: Principal, app: str | None = None) -> list[d
     return rows
 
 
-def _queues(waiting: list[schemas.DeployPublic]) -> list[dict[str, Any]]:
-    """The app's waiting deploys grouped by environment, each with its place in its own queue
-    (they come in queue order; the sort is stable)."""
-    places: dict[str, int] = {}
-    rows = []
-    for deploy in sorted(waiting, key=lambda d: d["environment"]):
-        places[deploy["environment"]] = place = places.get(deploy["environment"], 0) + 1
-        rows.append({**deploy, "place": place})
-    return rows
-
-
 # -- login ------------------------------------------------------------------------------------
 
 
@@ -109,13 +100,21 @@ def login_form(request: Request, rt: RuntimeDep) -> Response:
 
 
 @router.post("/login")
-def login_submit(request: Request, rt: RuntimeDep, key: Annotated[str, Form()] = "") -> Response:
+def login_submit(
+    request: Request,
+    rt: RuntimeDep,
+    key: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+) -> Response:
+    person = name.strip()
+    if len(person) > PERSON_MAX:
+        return _back("/login", error=f"Your name: at most {PERSON_MAX} characters.")
     admin_key = rt.settings.api_key.get_secret_value() if rt.settings.api_key else None
     with session_scope(rt.engine, read_only=True) as db:
         who = keys.authenticate(db, key.strip(), admin_key=admin_key) if key.strip() else None
     if who is None:
         return _back("/login", error="That key is not valid (unknown or revoked).")
-    cookie = login.issue(rt.session_secret, str(who.key_id) if who.key_id else login.ADMIN)
+    cookie = login.issue(rt.session_secret, str(who.key_id) if who.key_id else login.ADMIN, person)
     response = _back("/")
     response.set_cookie(
         login.COOKIE,
@@ -201,7 +200,12 @@ def app_page(
         app=schemas.app_details(db, row),
         releases=_release_rows(db, who, app),
         history=schemas.deploy_page(db, history),
-        waiting=_queues(schemas.deploy_page(db, waiting)),
+        waiting=[
+            {**deploy, "place": place}
+            for place, deploy in places(
+                schemas.deploy_page(db, waiting), lambda d: d["environment"]
+            )
+        ],
         filters={"env": env or "", "status": status or "", "user": user or ""},
         statuses=[str(s) for s in DeployStatus],
         shipping=shipping,
@@ -264,7 +268,7 @@ def act_deploy(
             app=app,
             environment=env,
             ref=":previous" if rollback else (ref.strip() or None),
-            user=who.name,
+            user=who.user,
             force=force,
             force_reason=reason.strip() or None,
             workspace_root=rt.settings.workspaces,
@@ -298,7 +302,7 @@ def act_cancel(
 
     def cancel() -> tuple[str, str]:
         who.require(Scope.DEPLOY, deploy.app.name)
-        deploys.cancel_deploy(db, deploy, by=who.name, orchestrator=rt.orchestrator)
+        deploys.cancel_deploy(db, deploy, by=who.user, orchestrator=rt.orchestrator)
         return path, f"Cancel of {deploy.name} asked"
 
     return _act(request, rt, csrf, path, cancel)
@@ -344,10 +348,10 @@ def act_lock(
         who.require(Scope.DEPLOY, app)
         expires = utcnow() + locks.parse_duration(duration) if duration.strip() else None
         made = locks.create_lock(
-            db, app=app, environment=env or None, reason=reason, owner=who.name, expires=expires
+            db, app=app, environment=env or None, reason=reason, owner=who.user, expires=expires
         )
-        announce_later(later, rt, made, "locked", by=who.name)
-        return back, f"Locked {locks.notice(made, 'locked', by=who.name).scope}"
+        announce_later(later, rt, made, "locked", by=who.user)
+        return back, f"Locked {locks.notice(made, 'locked', by=who.user).scope}"
 
     return _act(request, rt, csrf, back, lock)
 
@@ -367,9 +371,9 @@ def act_unlock(
 
     def unlock() -> tuple[str, str]:
         who.require(Scope.DEPLOY, held.app.name)
-        released = locks.release_lock(db, held, by=who.name)
-        announce_later(later, rt, released, "unlocked", by=who.name)
-        return back, f"Unlocked {locks.notice(released, 'unlocked', by=who.name).scope}"
+        released = locks.release_lock(db, held, by=who.user)
+        announce_later(later, rt, released, "unlocked", by=who.user)
+        return back, f"Unlocked {locks.notice(released, 'unlocked', by=who.user).scope}"
 
     return _act(request, rt, csrf, back, unlock)
 

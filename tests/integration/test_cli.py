@@ -122,6 +122,15 @@ def test_release_history_commits_and_locks_from_the_command_line(
         expected = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         assert f"Locked {app}/staging for ana: [/] migration until {expected} UTC" in locked.stdout
         assert "ana: [/] migration" in freight("releases", app, **env).stdout
+        bob = {**env, "FREIGHT_USER": "bob"}
+        refused = freight("rollback", app, "staging", **bob)
+        assert refused.returncode == 1 and "(locked)" in refused.stderr
+        forced = freight(
+            "rollback", app, "staging", "--force", "--reason", "bad banner", "--follow", **bob
+        )
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "past the lock" in forced.stdout and ": bad banner\n" in forced.stdout
+        assert freight("releases", app, "staging", "--limit", "1", **env).stdout.count(first[:7])
         assert freight("unlock", app, "staging", **env).returncode == 0
         assert freight("lock", app, "--reason", "freeze", "--for", "1h", **env).returncode == 0
 
@@ -139,4 +148,54 @@ def test_release_history_commits_and_locks_from_the_command_line(
         )
         past = freight("lock", app, "--reason", "x", "--until", "2020-01-01T00:00Z", **env)
         assert past.returncode == 1 and "in the future" in past.stderr
+    orchestrator.join()
+
+
+def test_the_queues_from_the_command_line(
+    settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    orchestrator = InlineOrchestrator(engine, settings)
+    with serve_api(settings, engine, orchestrator) as server:
+        with session_scope(engine) as session:
+            app = make_app(
+                session,
+                origin,
+                command=f'[ "$FREIGHT_NUMBER" != 1 ] || until [ -e {gate} ]; do sleep 0.1; done',
+            ).name
+        env = {
+            "FREIGHT_URL": server.url,
+            "FREIGHT_API_KEY": "s3cr3t-api-key",
+            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
+            "COLUMNS": "200",
+        }
+        queued = [
+            ("staging", "ana"),
+            ("production", "ana"),
+            ("staging", "bob"),
+            ("production", "carl"),
+            ("staging", "dan"),
+        ]
+        for target, user in queued:
+            made = freight("deploy", app, target, **{**env, "FREIGHT_USER": user})
+            assert made.returncode == 0, made.stderr
+
+        def queue(*args: str) -> list[tuple[str, str, str]]:
+            listed = freight("queue", app, *args, **env)
+            assert listed.returncode == 0, listed.stderr
+            return re.findall(
+                rf"│ (\d+)\s+│ ({app}/\w+#\d)\s+│.*│ (\w+)\s+│ \S+ \S+\s+│", listed.stdout
+            )
+
+        # Each environment's queue, numbered on its own; #1 of each is running.
+        assert queue() == [
+            ("1", f"{app}/production#2", "carl"),
+            ("1", f"{app}/staging#2", "bob"),
+            ("2", f"{app}/staging#3", "dan"),
+        ]
+        moved = freight("front", f"{app}/staging#3", **env)
+        assert moved.returncode == 0 and moved.stdout.strip() == f"{app}/staging#3 is next"
+        assert freight("cancel", f"{app}/staging#2", **env).returncode == 0
+        assert queue("staging") == [("1", f"{app}/staging#3", "dan")]
+        gate.touch()
     orchestrator.join()

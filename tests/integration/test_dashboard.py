@@ -52,12 +52,15 @@ def dashboard(settings: Settings, engine: Engine) -> Iterator[ApiServer]:
     orchestrator.join()
 
 
-def logged_in(browser: Browser, server: ApiServer, *, width: int = 1280, height: int = 800) -> Page:
+def logged_in(
+    browser: Browser, server: ApiServer, *, width: int = 1280, height: int = 800, name: str = ""
+) -> Page:
     page = browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(20_000)
     page.goto(server.url + "/")
     expect(page).to_have_url(re.compile(r"/login$"))
     page.fill("input[name=key]", KEY)
+    page.fill("input[name=name]", name)
     page.click("button[type=submit]")
     expect(page.locator("h1")).to_have_text("What runs where")
     return page
@@ -76,7 +79,9 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
             f'if [ "$FREIGHT_NUMBER" = 2 ]; then while [ ! -e {gate} ]; do sleep 0.1; done; fi; '
             "echo done",
         ).name
-    page = logged_in(browser, dashboard)
+    # Logged in with the shared key, as ana: what she does is recorded as hers.
+    page = logged_in(browser, dashboard, name="ana")
+    expect(page.locator("header")).to_contain_text("Log out ana")
 
     # A wrong key is refused, and a page without a session sends you to log in.
     other = browser.new_page()
@@ -110,6 +115,7 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     page.click("#cancel button")
     expect(page.locator(".flash.notice")).to_contain_text("Cancel of")
     expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#reason")).to_have_text("Cancelled by ana")
 
     # Lock staging, see it everywhere, then unlock it.
     page.goto(dashboard.url + f"/apps/{app}")
@@ -119,7 +125,7 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     lock_form.locator("button").click()
     expect(page.locator(".flash.notice")).to_have_text(f"Locked {app}/staging")
     page.goto(dashboard.url + "/")
-    expect(row).to_contain_text("db migration")
+    expect(row).to_contain_text("ana: db migration")
     expect(row).to_contain_text(f"{origin.git('rev-parse', 'HEAD')[:7]}")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
@@ -135,7 +141,7 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     history = page.locator("#locks tbody tr")
     expect(history).to_have_count(1)
     expect(history.nth(0)).to_contain_text("db migration")
-    expect(history.nth(0)).to_contain_text("by api-key")
+    expect(history.nth(0)).to_contain_text("by ana")
     app_lock = page.locator("form.app-lock")
     app_lock.locator("input[name=reason]").fill("release freeze")
     app_lock.locator("button").click()
@@ -249,13 +255,16 @@ def test_the_app_page_shows_what_would_ship_the_queue_in_order_and_the_charts(
     expect(per_day).to_have_text([f"{today}: 1 finished", f"{today}: 1 running or queued"])
     expect(page.locator("svg.chart[aria-label='Deploy duration'] circle")).to_have_count(1)
 
-    # The deploy page links to its Prefect flow run; when #2 ends, carl's runs next.
-    page.goto(dashboard.url + f"/deploys/{app}/staging/2")
-    expect(page.locator("a", has_text="flow run")).to_have_attribute(
-        "href", re.compile(r"/runs/flow-run/run-\d+$")
-    )
+    # carl's deploy, queued: no Prefect run yet. When #2 ends it runs, and its page, without
+    # a reload, links to the flow run it was given.
+    page.goto(dashboard.url + f"/deploys/{app}/staging/4")
+    expect(page.locator("#status")).to_have_text("pending")
+    prefect = page.locator("#prefect a", has_text="flow run")
+    expect(prefect).to_be_hidden()
     gate.touch()
     expect(page.locator("#status")).to_have_text("finished")
+    expect(prefect).to_be_visible()
+    expect(prefect).to_have_attribute("href", re.compile(r"/runs/flow-run/run-\d+$"))
     page.goto(dashboard.url + "/")
     expect(row).to_contain_text("carl")
     expect(row).not_to_contain_text("waiting")

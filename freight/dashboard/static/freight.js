@@ -3,6 +3,11 @@
 
 const FINAL = ["finished", "failed", "cancelled"];
 
+// A session that ran out: log in again rather than show a page that silently stops changing.
+function loggedOut(response) {
+  return response.status === 401 || (response.redirected && new URL(response.url).pathname === "/login");
+}
+
 // Dates as ages ("5 min ago"), kept current.
 function showAges(root) {
   for (const element of root.querySelectorAll("[data-date]")) {
@@ -22,6 +27,7 @@ for (const part of document.querySelectorAll("[data-refresh]")) {
   const refresh = async () => {
     try {
       const response = await fetch(part.dataset.refresh, { credentials: "same-origin" });
+      if (loggedOut(response)) { window.location.href = "/login"; return; }
       if (response.ok && !response.redirected) {
         part.innerHTML = await response.text();
         showAges(part);
@@ -70,16 +76,27 @@ if (deployCard) {
   const log = document.getElementById("log");
   const status = document.getElementById("status");
   const duration = document.getElementById("duration");
+  const reason = document.getElementById("reason");
+  const prefect = document.getElementById("prefect");
+  // Shown once known: a queued deploy gets its reason and its Prefect run later.
+  const reveal = (element) => { element.hidden = false; element.previousElementSibling.hidden = false; };
   const ansi = { bold: false, fg: null };
   let offset = 0;
   const follow = async () => {
     let ended = false;
     try {
-      const deploy = await (await fetch(`/api/0/deploys/${id}/`, { credentials: "same-origin" })).json();
+      const response = await fetch(`/api/0/deploys/${id}/`, { credentials: "same-origin" });
+      if (loggedOut(response)) { window.location.href = "/login"; return; }
+      const deploy = await response.json();
       ended = FINAL.includes(deploy.status);
       status.textContent = deploy.status;
       status.className = `status ${deploy.status}`;
       if (deploy.duration !== null) duration.textContent = `${Math.round(deploy.duration)} s`;
+      if (deploy.reason) { reason.textContent = deploy.reason; reveal(reason); }
+      if (deploy.flowRunId && prefect.hidden) {
+        prefect.querySelector("a").href = prefect.dataset.base + deploy.flowRunId;
+        reveal(prefect);
+      }
       if (ended) document.getElementById("cancel")?.remove();
       const page = await (await fetch(`/api/0/deploys/${id}/log/?offset=${offset}`, { credentials: "same-origin" })).json();
       if (page.chunks.length) {
