@@ -169,6 +169,9 @@ def test_the_overview_refreshes_itself_and_fits_a_phone(
     expect(row).to_contain_text("ana", timeout=20_000)
     wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not wide, "the page is wider than a phone"
+    # The session ends (here: its cookie is gone): the page goes to the login by itself.
+    page.context.clear_cookies()
+    expect(page).to_have_url(re.compile(r"/login$"))
 
 
 def test_a_read_key_sees_but_cannot_act_and_a_form_without_its_token_is_refused(
