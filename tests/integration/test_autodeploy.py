@@ -73,6 +73,21 @@ class Poller:
                 for d in reversed(rows)
             ]
 
+    def by_hand(self, app: str, ref: str, user: str, *, start: bool = False) -> str | None:
+        """A person's deploy of `ref` to staging (started at once with `start`); its sha."""
+        with session_scope(self.engine) as session:
+            deploy = deploys.create_deploy(
+                session,
+                app=app,
+                environment="staging",
+                ref=ref,
+                user=user,
+                workspace_root=self.settings.workspaces,
+            )
+            if start:
+                assert queue.claim_next(session, deploy.app_id, "staging") is deploy
+            return deploy.sha
+
     def first_id(self, app: str) -> int:
         with session_scope(self.engine) as session:
             return deploys.get_deploy_by_number(
@@ -254,16 +269,7 @@ def test_a_rollback_a_cancel_and_a_manual_deploy_are_not_undone(poller: Poller) 
     poller.poll(app)
     poller.end(app, 2)
     # bob rolls back to one: the branch still points at two, which must not come back.
-    with session_scope(poller.engine) as session:
-        back = deploys.create_deploy(
-            session,
-            app=app,
-            environment="staging",
-            ref=":previous",
-            user="bob",
-            workspace_root=poller.settings.workspaces,
-        )
-        assert back.sha == one
+    assert poller.by_hand(app, ":previous", "bob") == one
     poller.end(app, 3)
     held = poller.poll(app)
     assert (held.state, held.reason) == (
@@ -272,16 +278,7 @@ def test_a_rollback_a_cancel_and_a_manual_deploy_are_not_undone(poller: Poller) 
     )
     # A new commit resumes; ana cancels its deploy while it waits, and it stays cancelled.
     three = poller.origin.commit("three")
-    with session_scope(poller.engine) as session:
-        running = deploys.create_deploy(
-            session,
-            app=app,
-            environment="staging",
-            ref=one,
-            user="carl",
-            workspace_root=poller.settings.workspaces,
-        )
-        assert queue.claim_next(session, running.app_id, "staging") is running
+    poller.by_hand(app, one, "carl", start=True)
     assert poller.poll(app).reason == f"queued {app}/staging#5"
     with session_scope(poller.engine) as session:
         queued = deploys.get_deploy_by_number(session, app=app, environment="staging", number=5)
@@ -295,16 +292,10 @@ def test_a_rollback_a_cancel_and_a_manual_deploy_are_not_undone(poller: Poller) 
     assert poller.poll(app).reason == f"queued {app}/staging#6"
     poller.end(app, 4)
     five = poller.origin.commit("five")
-    with session_scope(poller.engine) as session:
-        manual = deploys.create_deploy(
-            session,
-            app=app,
-            environment="staging",
-            ref=five,
-            user="dan",
-            workspace_root=poller.settings.workspaces,
-        )
-        manual.priority = queue.front_priority(session, manual.app_id, "staging")
+    poller.by_hand(app, five, "dan")
+    with session_scope(poller.engine) as session:  # dan's goes first
+        manual = deploys.get_deploy_by_number(session, app=app, environment="staging", number=7)
+        queue.move_to_front(session, manual)
     poller.end(app, 7)
     assert poller.poll(app).reason == "up to date"
     assert poller.deploys(app)[5] == (6, "cancelled", four, "autodeploy")

@@ -75,7 +75,9 @@ class Harness:
                 workspace_root=self.settings.workspaces,
             ).id
 
-    def register(self, app: str) -> tuple[int, str]:
+    def register(
+        self, app: str, *, force: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
         """A deploy as Prefect's Run button makes one: registered by its own run."""
         run_id = str(uuid.uuid4())
         deploy_id = runs.register(
@@ -86,8 +88,9 @@ class Harness:
             ref=None,
             user="prefect",
             params=None,
-            force=False,
+            force=force,
             run_id=run_id,
+            reason=reason,
         )
         return deploy_id, run_id
 
@@ -657,19 +660,7 @@ def test_forcing_past_a_lock_from_prefect_needs_a_reason_too(harness: Harness) -
         locks.create_lock(session, app=app, environment="staging", reason="audit", owner="ana")
 
     def forced(reason: str | None) -> tuple[int, DeployStatus]:
-        run_id = str(uuid.uuid4())
-        deploy_id = runs.register(
-            harness.engine,
-            harness.settings,
-            app=app,
-            environment="staging",
-            ref=None,
-            user="prefect",
-            params=None,
-            force=True,
-            run_id=run_id,
-            reason=reason,
-        )
+        deploy_id, run_id = harness.register(app, force=True, reason=reason)
         run = runs.DeployRun(harness.engine, harness.settings, deploy_id, run_id=run_id)
         return deploy_id, runs.execute(run, harness.orchestrator)
 
