@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from freight import procs
 
@@ -20,6 +21,14 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnostics()}")
         time.sleep(0.02)
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, arguments joined by spaces; "" once it has exited."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone since it was listed (ENOENT, or ESRCH mid-exit)
+        return ""
 
 
 def live_pids_with_env(entry: str) -> list[int]:

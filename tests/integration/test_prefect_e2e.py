@@ -47,7 +47,7 @@ from tests.doubles.github import GitHubDouble
 from tests.doubles.sentry import SentryDouble
 from tests.doubles.slack import SlackDouble
 from tests.factories import GitRepo, make_app
-from tests.helpers import live_pids_with_env, wait_for
+from tests.helpers import command_line, live_pids_with_env, wait_for
 from tests.sshd import SshKeys, SshServer, two_hosts
 
 pytestmark = pytest.mark.prefect
@@ -358,7 +358,7 @@ def test_killed_runner_fails_the_deploy_and_the_queue_moves_on(env: Env, marker:
     runner = env.deploy(lost_id).runner_pid
     assert runner and procs.is_alive(runner)
     parent = next(p.ppid for p in procs.live_processes() if p.pid == runner)
-    assert b"freight.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    assert "freight.forkserver" in command_line(parent)
     killed_at = time.monotonic()
     os.kill(runner, signal.SIGKILL)
     lost = env.wait_status(lost_id, DeployStatus.FAILED, timeout=60)

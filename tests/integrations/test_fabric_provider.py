@@ -16,7 +16,7 @@ from freight import procs
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout
 from freight.providers import ProviderRuntime
 from freight.providers.fabric import FabricConfig, FabricProvider
-from tests.helpers import wait_for
+from tests.helpers import command_line, wait_for
 from tests.integrations.events import SHA, deploy_context
 from tests.sshd import SshKeys, SshServer, two_hosts
 
@@ -70,12 +70,7 @@ def config(
 
 
 def remote_sleeps(marker: int) -> list[int]:
-    return [
-        p.pid
-        for p in procs.live_processes()
-        if f"sleep {marker}".encode()
-        in Path(f"/proc/{p.pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    ]
+    return [p.pid for p in procs.live_processes() if f"sleep {marker}" in command_line(p.pid)]
 
 
 def test_deploy_writes_on_each_host_with_prefixed_lines(
