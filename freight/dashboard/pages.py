@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ HERE = Path(__file__).parent
 # (one per environment) must not wait on the remote at every view.
 SHIP_FRESH_WITHIN = 60.0
 PERSON_MAX = 200  # as a deploy's user
+HISTORY_PAGE = 50
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
@@ -158,6 +159,7 @@ def app_page(
     env: str | None = None,
     status: str | None = None,
     user: str | None = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     who.require(Scope.READ, app)
     row = apps.get_app(db, app)
@@ -167,8 +169,10 @@ def app_page(
         deploys.DeployFilter(
             app=app, environment=env or None, user=user or None, statuses=statuses
         ),
-        limit=50,
+        offset=(page - 1) * HISTORY_PAGE,
+        limit=HISTORY_PAGE + 1,  # one more tells whether there is an older page
     )
+    filters = {"env": env or "", "status": status or "", "user": user or ""}
     waiting = deploys.list_deploys(
         db, deploys.DeployFilter(app=app, statuses=[DeployStatus.PENDING]), limit=100
     )
@@ -199,14 +203,16 @@ def app_page(
         who,
         app=schemas.app_details(db, row),
         releases=_release_rows(db, who, app),
-        history=schemas.deploy_page(db, history),
+        history=schemas.deploy_page(db, history[:HISTORY_PAGE]),
+        newer=urlencode({**filters, "page": page - 1}) if page > 1 else None,
+        older=urlencode({**filters, "page": page + 1}) if len(history) > HISTORY_PAGE else None,
         waiting=[
             {**deploy, "place": place}
             for place, deploy in places(
                 schemas.deploy_page(db, waiting), lambda d: d["environment"]
             )
         ],
-        filters={"env": env or "", "status": status or "", "user": user or ""},
+        filters=filters,
         statuses=[str(s) for s in DeployStatus],
         shipping=shipping,
         per_day=charts.deploys_per_day(

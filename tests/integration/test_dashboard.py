@@ -14,9 +14,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
-from freight.db import session_scope
+from freight.db import DeployStatus, session_scope
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
+from tests.contract.helpers import add_deploys
 from tests.factories import GitRepo, InlineOrchestrator, make_app
 from tests.helpers import wait_for
 
@@ -271,3 +272,27 @@ def test_the_app_page_shows_what_would_ship_the_queue_in_order_and_the_charts(
     page.goto(dashboard.url + "/")
     expect(row).to_contain_text("carl")
     expect(row).not_to_contain_text("waiting")
+
+
+def test_the_history_pages_back_keeping_its_filters(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        made = make_app(session, origin, command="echo hi")
+        app, app_id = made.name, made.id
+    add_deploys(dashboard.engine, app_id, "staging", 110)
+    add_deploys(dashboard.engine, app_id, "staging", 5, status=DeployStatus.FAILED)
+    page = logged_in(browser, dashboard)
+    page.goto(dashboard.url + f"/apps/{app}?status=finished")
+    rows = page.locator("section", has=page.locator("h2", has_text="History")).locator("tbody tr")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_contain_text("staging #110")
+    page.click("a[rel=next]")
+    expect(rows.first).to_contain_text("staging #60")
+    page.click("a[rel=next]")
+    expect(rows).to_have_count(10)
+    expect(rows.last).to_contain_text("staging #1")
+    expect(page.locator("a[rel=next]")).to_have_count(0)
+    assert "status=finished" in page.url and "page=3" in page.url
+    page.click("a[rel=prev]")
+    expect(rows.first).to_contain_text("staging #60")
