@@ -240,12 +240,20 @@ def deploy_page(
 
 
 def _act(
-    request: Request, rt: Runtime, csrf: str, back: str, action: Callable[[], tuple[str, str]]
+    request: Request,
+    rt: Runtime,
+    csrf: str,
+    back: str,
+    action: Callable[[], tuple[str, str]],
+    *,
+    who: Principal,
+    app: str,
 ) -> Response:
-    """Run a form's action: on to the page it names with its notice, or back to `back` with
-    the error it raised."""
+    """Run a form's action on `app` (it needs the deploy scope there): on to the page it names
+    with its notice, or back to `back` with the error it raised."""
     try:
         _checked(request, rt, csrf)
+        who.require(Scope.DEPLOY, app)
         path, notice = action()
     except FreightError as exc:
         return _back(back, error=exc.message)
@@ -268,7 +276,6 @@ def act_deploy(
     rollback: Annotated[bool, Form()] = False,
 ) -> Response:
     def start() -> tuple[str, str]:
-        who.require(Scope.DEPLOY, app)
         deploy = deploys.create_deploy(
             db,
             app=app,
@@ -285,7 +292,7 @@ def act_deploy(
         hand_over_later(later, rt, deploy)
         return path, f"Queued {name}"
 
-    return _act(request, rt, csrf, f"/apps/{quote(app)}", start)
+    return _act(request, rt, csrf, f"/apps/{quote(app)}", start, who=who, app=app)
 
 
 @router.post("/actions/cancel")
@@ -307,11 +314,10 @@ def act_cancel(
     )
 
     def cancel() -> tuple[str, str]:
-        who.require(Scope.DEPLOY, deploy.app.name)
         deploys.cancel_deploy(db, deploy, by=who.user, orchestrator=rt.orchestrator)
         return path, f"Cancel of {deploy.name} asked"
 
-    return _act(request, rt, csrf, path, cancel)
+    return _act(request, rt, csrf, path, cancel, who=who, app=deploy.app.name)
 
 
 @router.post("/actions/front")
@@ -324,15 +330,13 @@ def act_front(
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     deploy = deploys.get_deploy(db, deploy_id)
-
     back = f"/apps/{quote(deploy.app.name)}"
 
     def front() -> tuple[str, str]:
-        who.require(Scope.DEPLOY, deploy.app.name)
         queue.move_to_front(db, deploy)
         return back, f"{deploy.name} is next"
 
-    return _act(request, rt, csrf, back, front)
+    return _act(request, rt, csrf, back, front, who=who, app=deploy.app.name)
 
 
 @router.post("/actions/lock")
@@ -351,7 +355,6 @@ def act_lock(
     back = f"/apps/{quote(app)}"
 
     def lock() -> tuple[str, str]:
-        who.require(Scope.DEPLOY, app)
         expires = utcnow() + locks.parse_duration(duration) if duration.strip() else None
         made = locks.create_lock(
             db, app=app, environment=env or None, reason=reason, owner=who.user, expires=expires
@@ -359,7 +362,7 @@ def act_lock(
         announce_later(later, rt, made, "locked", by=who.user)
         return back, f"Locked {locks.notice(made, 'locked', by=who.user).scope}"
 
-    return _act(request, rt, csrf, back, lock)
+    return _act(request, rt, csrf, back, lock, who=who, app=app)
 
 
 @router.post("/actions/unlock")
@@ -376,12 +379,11 @@ def act_unlock(
     back = f"/apps/{quote(held.app.name)}"
 
     def unlock() -> tuple[str, str]:
-        who.require(Scope.DEPLOY, held.app.name)
         released = locks.release_lock(db, held, by=who.user)
         announce_later(later, rt, released, "unlocked", by=who.user)
         return back, f"Unlocked {locks.notice(released, 'unlocked', by=who.user).scope}"
 
-    return _act(request, rt, csrf, back, unlock)
+    return _act(request, rt, csrf, back, unlock, who=who, app=held.app.name)
 
 
 async def login_redirect(request: Request, exc: Exception) -> Response:
