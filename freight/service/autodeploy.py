@@ -127,8 +127,8 @@ def _decide(
         return _outcome(target, None, AutoState.ERROR, f"cannot read {target.branch}: {head}")
     if head is None:
         return _outcome(target, None, AutoState.ERROR, f"branch {target.branch} not found")
-    _supersede(engine, target, head)
-    with session_scope(engine, read_only=True) as session:
+    with session_scope(engine) as session:
+        _supersede(session, target, head)
         held = _held(session, target, head)
         if held is not None:
             return held
@@ -158,13 +158,12 @@ def _decide(
     return _queue(engine, orchestrator, context, target, head)
 
 
-def _supersede(engine: Engine, target: Target, head: str) -> None:
+def _supersede(session: Session, target: Target, head: str) -> None:
     """The branch moved on: automatic deploys of older commits still queued will not run."""
-    with session_scope(engine) as session:
-        for older in queue.pending(session, target.app_id, target.environment):
-            if older.sha != head and older.user is not None and older.user.name == AUTODEPLOY_USER:
-                by = f"{AUTODEPLOY_USER} (superseded: {target.branch} is at {head[:7]})"
-                deploys.cancel_deploy(session, older, by=by)
+    for older in queue.pending(session, target.app_id, target.environment):
+        if older.sha != head and older.user is not None and older.user.name == AUTODEPLOY_USER:
+            by = f"{AUTODEPLOY_USER} (superseded: {target.branch} is at {head[:7]})"
+            deploys.cancel_deploy(session, older, by=by)
 
 
 def _held(session: Session, target: Target, head: str) -> Outcome | None:
