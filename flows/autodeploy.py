@@ -1,16 +1,17 @@
-"""The poll-vcs flow (interval schedule): deploy what changed on auto-deployed branches."""
+"""The poll-vcs flow (interval schedule): deploy what changed on auto-deployed branches. One
+run at a time works, under a lease that dies with its holder."""
 
 from __future__ import annotations
 
-import os
-
 import httpx
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
-from freight.db import get_engine
+from freight import wiring
+from freight.execution import autodeploy
+from freight.execution.leased import holding
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import autodeploy
-from freight.settings import get_settings
+from freight.settings import get_settings, secret_source
 from freight.telemetry import report_errors
 
 
@@ -23,18 +24,22 @@ def poll_vcs() -> None:
         PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
         httpx.Client(timeout=settings.notify_timeout) as client,
     ):
-        outcomes = autodeploy.poll(
-            get_engine(settings.database_url),
-            orchestrator,
-            autodeploy.PollContext(
-                workspace_root=settings.workspaces,
-                client=client,
-                urls=settings.service_urls(),
-                secrets_from=os.environ,
-            ),
+        handover = wiring.hand_over(settings, orchestrator)
+        lease = holding(
+            handover.engine, "flow:poll-vcs", str(flow_run.id), ttl=settings.reconciler_lease
         )
-    for outcome in outcomes:
-        logger.info("%s/%s %s: %s", outcome.app, outcome.environment, outcome.state, outcome.reason)
+        with lease as mine:
+            if not mine:
+                logger.info("Another poll-vcs run is at work; this one has nothing to do")
+                return
+            outcomes = autodeploy.poll(
+                handover,
+                autodeploy.PollContext(
+                    client=client, urls=settings.service_urls(), secrets_from=secret_source()
+                ),
+            )
+    for found in outcomes:
+        logger.info("%s/%s %s: %s", found.app, found.environment, found.state, found.reason)
 
 
 if __name__ == "__main__":

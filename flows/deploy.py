@@ -1,65 +1,85 @@
 """The deploy flow: one Freight deploy as a Prefect flow run named APP/ENV#N.
 
-Started by Freight with `deploy_id` when the deploy reaches the head of its queue, or from Prefect
-(Run button, `prefect deployment run deploy/deploy --param app=demo --param env=staging`, a
-schedule) with `app`/`env`, in which case it registers a Freight deploy and waits for its turn.
+Started by Freight with `deploy_id` and `claim` when the deploy reaches the head of its queue,
+or from Prefect (Run button, `prefect deployment run deploy/deploy --param app=demo --param
+env=staging`, a schedule) with `app`/`env`, in which case it registers a Freight deploy and
+waits for its turn. The body below is the deploy, step by step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from freight.db import DeployStatus, get_engine
+from freight import wiring
+from freight.db import DeployStatus
+from freight.execution import steps
+from freight.execution.context import RunContext
+from freight.execution.intake import DeployRequest, create
+from freight.execution.run import DeployRun
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import runs
-from freight.service.runs import DeployRun
 from freight.settings import get_settings
 from freight.telemetry import report_errors
 
-step = task(cache_policy=NONE, persist_result=False)
+task_of = task(cache_policy=NONE, persist_result=False)
+
+Step = Callable[[RunContext], object]
 
 
-@step(name="check-lock")
-def check_lock(run: DeployRun) -> None:
-    run.check_lock()
+@dataclass(frozen=True)
+class Steps:
+    """The six steps, as Prefect tasks (`TASKS`) or as the plain functions (`PLAIN`, for tests
+    that run deploys without a Prefect server)."""
+
+    check_lock: Step
+    check_github_status: Step
+    prepare_workspace: Step
+    run_provider: Step
+    cleanup_workspace: Step
+    notify: Step
 
 
-@step(name="check-github-status")
-def check_github_status(run: DeployRun) -> None:
-    run.run_checks()
-
-
-@step(name="prepare-workspace")
-def prepare_workspace(run: DeployRun) -> None:
-    run.prepare_workspace()
-
-
-@step(name="run-provider")
-def run_provider(run: DeployRun) -> None:
-    run.run_provider()
-
-
-@step(name="cleanup-workspace")
-def cleanup_workspace(run: DeployRun) -> None:
-    run.cleanup_workspace()
-
-
-@step(name="notify")
-def notify(run: DeployRun) -> None:
-    run.notify()
-
-
-STEPS = runs.Steps(
-    check_lock=check_lock,
-    check_github_status=check_github_status,
-    prepare_workspace=prepare_workspace,
-    run_provider=run_provider,
-    cleanup_workspace=cleanup_workspace,
-    notify=notify,
+PLAIN = Steps(
+    steps.check_lock,
+    steps.check_github_status,
+    steps.prepare_workspace,
+    steps.run_provider,
+    steps.cleanup_workspace,
+    steps.notify,
 )
+TASKS = Steps(
+    task_of(steps.check_lock, name="check-lock"),
+    task_of(steps.check_github_status, name="check-github-status"),
+    task_of(steps.prepare_workspace, name="prepare-workspace"),
+    task_of(steps.run_provider, name="run-provider"),
+    task_of(steps.cleanup_workspace, name="cleanup-workspace"),
+    task_of(steps.notify, name="notify"),
+)
+
+
+def run_deploy(run: DeployRun, do: Steps) -> DeployStatus | None:
+    """The deploy, in order: wait for its turn, the steps, the outcome, the notices."""
+    with run.steps():  # what stops them (a failure, a cancel, a signal) decides the outcome
+        if run.wait_for_turn(announce=lambda: do.notify(run.context)) and run.start():
+            ctx = run.context
+            do.notify(ctx)
+            do.check_lock(ctx)
+            do.check_github_status(ctx)
+            do.prepare_workspace(ctx)
+            try:
+                do.run_provider(ctx)
+            finally:
+                do.cleanup_workspace(ctx)
+    status = run.finish()
+    if status is not None:
+        do.notify(run.context)
+        run.keep_release_notes()
+    return status
 
 
 @flow(name="deploy", persist_result=False)
@@ -72,34 +92,45 @@ def deploy(
     reason: str | None = None,
     params: dict[str, str] | None = None,
     deploy_id: int | None = None,
+    claim: str | None = None,
 ) -> State:
     settings = get_settings()
     report_errors(settings, "deploy")
-    engine = get_engine(settings.database_url)
     run_id = str(flow_run.id)
-    logger = get_run_logger()
     with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
-        started_in_prefect = deploy_id is None
-        if deploy_id is None:
+        handover = wiring.hand_over(settings, orchestrator)
+        if deploy_id is None:  # started in Prefect: the deploy is registered by its own run
             if not app:
                 return Failed(message="Give the app to deploy (parameter 'app') or a deploy_id")
-            deploy_id = runs.register(
-                engine,
-                settings,
+            request = DeployRequest(
                 app=app,
                 environment=env,
-                ref=ref,
                 user=user,
+                ref=ref,
                 params=params,
                 force=force,
                 reason=reason,
                 run_id=run_id,
             )
-        run = DeployRun(engine, settings, deploy_id, run_id=run_id, echo=logger.info)
-        if started_in_prefect:  # runs Freight hands over are named and tagged at creation
-            orchestrator.label_run(run_id, name=run.name, app=run.app, environment=run.environment)
-        status = runs.execute(run, orchestrator, STEPS)
-    message = f"{run.name} {status}"
+            deploy_id = create(
+                handover.engine, request, workspace_root=settings.workspaces
+            ).deploy_id
+        with DeployRun(
+            settings, handover, deploy_id, run_id=run_id, claim=claim, echo=get_run_logger().info
+        ) as run:
+            if claim is None:  # runs Freight hands over are named and tagged when made
+                orchestrator.label_run(
+                    run_id, name=run.name, app=run.context.app, environment=run.context.environment
+                )
+            status = run_deploy(run, TASKS)
+        run.reraise_signal()
+    return _state(run.name, status)
+
+
+def _state(name: str, status: DeployStatus | None) -> State:
+    if status is None:
+        return Cancelled(message=f"{name} was handed to another run")
+    message = f"{name} {status}"
     if status == DeployStatus.FINISHED:
         return Completed(message=message)
     if status == DeployStatus.CANCELLED:

@@ -1,13 +1,15 @@
-"""The maintenance flow (interval schedule): reap lost runs, remove stray checkouts."""
+"""The maintenance flow (interval schedule): stray checkouts, locks that ran out, notifications
+no runner is left to send. One run at a time works, under a lease that dies with its holder."""
 
 from __future__ import annotations
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from freight.db import get_engine
-from freight.orchestrator import PrefectOrchestrator
-from freight.service import maintenance as housekeeping
+from freight.execution import delivery, housekeeping
+from freight.execution.leased import holding
 from freight.settings import get_settings
 from freight.telemetry import report_errors
 
@@ -17,25 +19,25 @@ def maintenance() -> None:
     settings = get_settings()
     report_errors(settings, "maintenance")
     logger = get_run_logger()
+    engine = get_engine(settings.database_url)
     with (
-        PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+        holding(
+            engine, "flow:maintenance", str(flow_run.id), ttl=settings.reconciler_lease
+        ) as mine,
         httpx.Client(timeout=settings.notify_timeout) as client,
     ):
+        if not mine:
+            logger.info("Another maintenance run is at work; this one has nothing to do")
+            return
         report = housekeeping.run_maintenance(
-            get_engine(settings.database_url),
-            orchestrator,
-            settings,
-            client=client,
-            output=logger.info,
+            engine, delivery.courier(settings, client), logger.info
         )
-    for name in report.reaped:
-        logger.warning("Runner of %s lost: deploy failed, run marked Crashed", name)
     for path in report.removed_workspaces:
         logger.info("Removed stray checkout %s", path)
-    for name in report.handed_over:
-        logger.info("Handed %s over to a worker", name)
     for scope in report.expired_locks:
         logger.info("The lock on %s expired", scope)
+    for deploy_id in report.notified:
+        logger.info("Delivered the notifications of deploy %s", deploy_id)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ FreightError            .error_name is the wire vocabulary; the message names th
 ├── AppLocked           locked
 ├── CheckFailed         check_failed
 ├── Conflict            conflict
+│   └── AlreadyDelivered      a webhook delivery that another request is acting on
 ├── Unauthorized        unauthorized (no key, or one Freight does not know)
 ├── Forbidden           forbidden (a known key without the scope or app it needs)
 └── ExternalError       something outside Freight failed; ends a deploy as failed with a reason
@@ -23,6 +24,7 @@ FreightError            .error_name is the wire vocabulary; the message names th
     ├── CommandFailed         the provider's command exited non-zero
     ├── DeployTimeout         total or no-output time limit exceeded
     ├── DeployCancelled       the deploy was cancelled while running
+    ├── ClaimLost             the runner's claim was taken (reaped): it must stop, write nothing
     └── IntegrationError      a check or notifier could not talk to its service
 
 HTTP status codes live in the API's single exception handler, not here.
@@ -100,6 +102,10 @@ class Conflict(FreightError):
     error_name = "conflict"
 
 
+class AlreadyDelivered(Conflict):
+    pass
+
+
 class Unauthorized(FreightError):
     error_name = "unauthorized"
 
@@ -134,6 +140,10 @@ class DeployTimeout(ExternalError):
 
 class DeployCancelled(ExternalError):
     error_name = "cancelled"
+
+
+class ClaimLost(ExternalError):
+    error_name = "claim_lost"
 
 
 class IntegrationError(ExternalError):

@@ -12,7 +12,9 @@ Only the standard library, and little of it: this runs before every flow run.
 Wire format on the unix socket: the client sends a 4-byte big-endian length and a JSON request
 `{"env", "cwd", "argv"}`, with its stdin, stdout and stderr attached (SCM_RIGHTS). The server
 answers with JSON lines: `{"pid": N}`, then `{"exit": CODE}` (negative: killed by that signal);
-or `{"error": "..."}` if it could not fork.
+or `{"error": "..."}` if it could not fork. A request with `"detach": true` (and an optional
+`"limit"` of detached runs at once) is answered with the pid alone: that run outlives the
+connection, and no client stands in for it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SOCKET_ENV = "FREIGHT_FORKSERVER_SOCKET"
 HEADER = struct.Struct("!I")
 STD_FDS = 3
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SPAWN_TIMEOUT = 5.0
 
 
 def run(argv: list[str]) -> NoReturn:
@@ -81,6 +84,33 @@ def run(argv: list[str]) -> NoReturn:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code)
+
+
+def spawn_detached(
+    path: str, *, env: dict[str, str], cwd: str, argv: list[str], log_fd: int, limit: int
+) -> int:
+    """Have the server at `path` start a run that nobody stands in for (Freight's launcher):
+    its output goes to `log_fd`, and it outlives this call. Its pid; OSError if the server
+    cannot be reached, RuntimeError if it refused (`busy`: `limit` such runs go on already)."""
+    conn = connect(path)
+    if conn is None:
+        raise OSError(f"no fork server at {path}")
+    # A fork server that does not answer (stopped, overloaded) must not hold the caller: the
+    # run then goes to the workers.
+    conn.settimeout(SPAWN_TIMEOUT)
+    with conn, open(os.devnull, "rb") as devnull:
+        payload = json.dumps(
+            {"env": env, "cwd": cwd, "argv": argv, "detach": True, "limit": limit}
+        ).encode()
+        fds = array.array("i", [devnull.fileno(), log_fd, log_fd])
+        conn.sendmsg(
+            [HEADER.pack(len(payload)), payload],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)],
+        )
+        answer = json.loads(conn.makefile("r", encoding="utf-8").readline() or "{}")
+    if "pid" not in answer:
+        raise RuntimeError(str(answer.get("error", "the fork server closed the connection")))
+    return int(answer["pid"])
 
 
 def _wait_gone(pid: int) -> None:

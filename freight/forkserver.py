@@ -17,6 +17,7 @@ import array
 import contextlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -47,6 +48,10 @@ class Request:
     cwd: str
     argv: list[str]
     fds: list[int]
+    # A detached child outlives the connection that asked for it (Freight's launcher starts
+    # runs this way; nobody stands in for them). At most `limit` run at once.
+    detach: bool = False
+    limit: int | None = None
 
 
 def serve(path: Path) -> Request | None:
@@ -73,6 +78,7 @@ def serve(path: Path) -> Request | None:
     # A handler (not SIG_IGN) so that the wakeup fd sees it and children become reapable.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     children: dict[int, socket.socket] = {}
+    detached: set[int] = set()
     forked: Request | None = None
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
@@ -84,9 +90,9 @@ def serve(path: Path) -> Request | None:
                 if key.data == "wakeup":
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_r, 4096)
-                    _reap(children, selector)
+                    _reap(children, detached, selector)
                 elif key.data == "accept":
-                    forked = _accept(listener, children, selector)
+                    forked = _accept(listener, children, detached, selector)
                     if forked is not None:  # this is the child now
                         signal.set_wakeup_fd(-1)
                         for signum in (*FORWARDED, signal.SIGCHLD):
@@ -131,7 +137,10 @@ def _listen(path: Path) -> socket.socket:
 
 
 def _accept(
-    listener: socket.socket, children: dict[int, socket.socket], selector: selectors.BaseSelector
+    listener: socket.socket,
+    children: dict[int, socket.socket],
+    detached: set[int],
+    selector: selectors.BaseSelector,
 ) -> Request | None:
     conn, _ = listener.accept()
     try:
@@ -139,6 +148,15 @@ def _accept(
     except (OSError, ValueError) as exc:
         _say(f"Bad request from a client: {exc}")
         conn.close()
+        return None
+    if _hung_up(conn):  # the client gave up (or died) while the request waited: nobody to run for
+        _close_all(request.fds)
+        conn.close()
+        return None
+    if request.detach and request.limit is not None and len(detached) >= request.limit:
+        _reply(conn, {"error": "busy"})
+        conn.close()
+        _close_all(request.fds)
         return None
     # Buffered output would otherwise be written twice, once by each process.
     sys.stdout.flush()
@@ -155,9 +173,22 @@ def _accept(
         return request
     _close_all(request.fds)
     _reply(conn, {"pid": pid})
+    if request.detach:
+        detached.add(pid)
+        conn.close()
+        return None
     children[pid] = conn
     selector.register(conn, selectors.EVENT_READ, pid)
     return None
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLRDHUP)
+    for _, events in poller.poll(0):
+        if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            return True
+    return False
 
 
 def _read_request(conn: socket.socket) -> Request:
@@ -183,15 +214,20 @@ def _read_request(conn: socket.socket) -> Request:
         body += more
     conn.settimeout(None)
     message = json.loads(body)
+    limit = message.get("limit")
     return Request(
         env={str(k): str(v) for k, v in message["env"].items()},
         cwd=str(message["cwd"]),
         argv=[str(a) for a in message["argv"]],
         fds=list(fds),
+        detach=bool(message.get("detach", False)),
+        limit=int(limit) if limit is not None else None,
     )
 
 
-def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+def _reap(
+    children: dict[int, socket.socket], detached: set[int], selector: selectors.BaseSelector
+) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -199,6 +235,7 @@ def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) 
             return
         if pid == 0:
             return
+        detached.discard(pid)
         conn = children.pop(pid, None)
         if conn is None:
             continue

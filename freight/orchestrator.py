@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from datetime import timedelta
 from types import TracebackType
 from uuid import UUID
 
 import httpx
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import StateType
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from prefect.states import Cancelled, Crashed
+from prefect.states import Cancelled, Crashed, Pending, Scheduled
 
-from freight.db import Deploy
-from freight.service.orchestration import RunState, RunStatus
+from freight.db import utcnow
+from freight.execution.ports import RunState, RunStatus, Submission
 from freight.service.releases import ReleaseNotes
 
 HEALTH_TIMEOUT = 3.0
 HAND_OVER_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 _STATES: dict[StateType, RunState] = {
-    StateType.SCHEDULED: RunState.WAITING,
-    StateType.PENDING: RunState.WAITING,
-    StateType.PAUSED: RunState.WAITING,
+    StateType.SCHEDULED: RunState.SCHEDULED,
+    StateType.PENDING: RunState.PENDING,
+    StateType.PAUSED: RunState.SCHEDULED,
     StateType.RUNNING: RunState.RUNNING,
-    StateType.CANCELLING: RunState.RUNNING,
+    StateType.CANCELLING: RunState.CANCELLING,
     StateType.COMPLETED: RunState.ENDED,
     StateType.FAILED: RunState.ENDED,
     StateType.CANCELLED: RunState.CANCELLED,
@@ -41,8 +52,9 @@ def run_tags(app: str, environment: str) -> list[str]:
 class PrefectOrchestrator:
     """Hands deploys to the Prefect deployment that runs them, and reads their runs' states."""
 
-    def __init__(self, deployment: str) -> None:
+    def __init__(self, deployment: str, *, work_pool: str = "freight") -> None:
         self.deployment = deployment
+        self.work_pool = work_pool
         self._client: SyncPrefectClient | None = None
         self._deployment_id: UUID | None = None
 
@@ -63,32 +75,23 @@ class PrefectOrchestrator:
         assert self._client is not None, "use PrefectOrchestrator as a context manager"
         return self._client
 
-    def submit(self, deploy: Deploy) -> str:
-        """Create the deploy's flow run; at most one per deploy, however often this is called.
+    def submit(self, submission: Submission) -> str:
+        """Create the claim's flow run; at most one per claim, however often this is called.
 
-        A busy Prefect server (SQLite: "database is locked") answers 503; its client would back
-        off for minutes, holding the deploy's queue. This retries for seconds instead, then
-        gives up: the caller undoes the claim, and the maintenance flow hands it over again.
+        A busy Prefect server answers 503; its client would back off for minutes, holding the
+        deploy's queue. This retries for seconds instead, then gives up: the reconciler hands
+        it over again.
         """
         for delay in (*HAND_OVER_RETRY_DELAYS, None):
             try:
                 with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
-                    if self._deployment_id is None:
-                        self._deployment_id = self.client.read_deployment_by_name(
-                            self.deployment
-                        ).id
                     run = self.client.create_flow_run_from_deployment(
-                        self._deployment_id,
-                        parameters={"deploy_id": deploy.id},
-                        name=deploy.name,
-                        tags=run_tags(deploy.app.name, deploy.environment),
-                        # A retry after a reply lost on the way gets the run already made (the
-                        # date tells this database's deploy 7 from another one's; each claim
-                        # of the deploy is a new hand-over).
-                        idempotency_key=(
-                            f"freight-{deploy.id}-{deploy.date_created.timestamp()}"
-                            f"-{deploy.hand_overs}"
-                        ),
+                        self._deployment(),
+                        parameters={"deploy_id": submission.deploy_id, "claim": submission.claim},
+                        name=submission.name,
+                        tags=run_tags(submission.app, submission.environment),
+                        # A retry after a reply lost on the way gets the run already made.
+                        idempotency_key=submission.idempotency_key,
                     )
                 return str(run.id)
             except (httpx.TransportError, PrefectHTTPStatusError) as exc:
@@ -100,14 +103,46 @@ class PrefectOrchestrator:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def run_status(self, run_id: str) -> RunStatus:
-        try:
-            run = self.client.read_flow_run(UUID(run_id))
-        except (ObjectNotFound, ValueError):
-            return RunStatus(RunState.MISSING)
-        if run.state is None:
-            return RunStatus(RunState.WAITING)
-        return RunStatus(_STATES[run.state.type], since=run.state.timestamp)
+    def _deployment(self) -> UUID:
+        if self._deployment_id is None:
+            self._deployment_id = self.client.read_deployment_by_name(self.deployment).id
+        return self._deployment_id
+
+    def take(self, run_id: str) -> bool:
+        # Prefect's orchestration rules let one Pending transition win: the worker's or ours.
+        result = self.client.set_flow_run_state(UUID(run_id), Pending())
+        return result.status == SetStateStatus.ACCEPT
+
+    def give_back(self, run_id: str) -> None:
+        self.client.set_flow_run_state(
+            UUID(run_id), Scheduled(message="Freight: back to the workers"), force=True
+        )
+
+    def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        ids = {run_id: _uuid(run_id) for run_id in run_ids}
+        known = [u for u in ids.values() if u is not None]
+        found: dict[UUID, FlowRun] = {}
+        if known:
+            runs = self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=known)), limit=len(known)
+            )
+            found = {run.id: run for run in runs}
+        return {run_id: _status(found.get(u) if u else None) for run_id, u in ids.items()}
+
+    def stuck_runs(self, *, pending_for: float) -> list[str]:
+        runs = self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool])),
+            limit=200,
+        )
+        cutoff = utcnow() - timedelta(seconds=pending_for)
+        return [
+            str(run.id)
+            for run in runs
+            if run.state is not None and run.state.timestamp < cutoff and run.start_time is None
+        ]
 
     def cancel_run(self, run_id: str) -> None:
         self.client.set_flow_run_state(UUID(run_id), Cancelled(message="Cancelled in Freight"))
@@ -135,3 +170,18 @@ class PrefectOrchestrator:
         run = self.client.read_flow_run(UUID(run_id))
         tags = sorted({*run.tags, *run_tags(app, environment)})
         self.client.update_flow_run(UUID(run_id), name=name, tags=tags)
+
+
+def _uuid(run_id: str) -> UUID | None:
+    try:
+        return UUID(run_id)
+    except ValueError:
+        return None
+
+
+def _status(run: FlowRun | None) -> RunStatus:
+    if run is None:
+        return RunStatus(RunState.MISSING)
+    if run.state is None:
+        return RunStatus(RunState.SCHEDULED)
+    return RunStatus(_STATES[run.state.type], since=run.state.timestamp)

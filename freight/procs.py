@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Proc", "descendants", "environ_has", "group_members", "is_alive", "live_processes"]
+__all__ = [
+    "Proc",
+    "descendants",
+    "environ_has",
+    "group_members",
+    "is_alive",
+    "is_working",
+    "live_processes",
+]
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,21 @@ def live_processes() -> Iterator[Proc]:
 
 
 def is_alive(pid: int) -> bool:
+    return _state(pid) not in (None, b"Z", b"X")
+
+
+def is_working(pid: int) -> bool:
+    """Alive and not stopped (SIGSTOP, a debugger): a process that can still keep its word."""
+    return _state(pid) not in (None, b"Z", b"X", b"T", b"t")
+
+
+def _state(pid: int) -> bytes | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[:1] not in ([b"Z"], [b"X"])
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0] if fields else None
 
 
 def group_members(pgid: int) -> list[int]:

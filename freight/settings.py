@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +18,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FREIGHT_", extra="ignore")
 
     home: Path = Field(default=Path(".freight"), description="Data directory for embedded mode.")
-    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the Freight database; default: the embedded PostgreSQL "
+        "that `freight up` runs under home (SQLite: sqlite:///PATH).",
+    )
+    db_port: int = Field(
+        default=54320, ge=1, le=65535, description="Port of the embedded PostgreSQL."
+    )
     workspace_root: Path | None = Field(default=None, description="Mirrors and checkouts.")
     catalogue_dir: Path = Field(default=Path("deployments"), description="App YAML files.")
     public_url: str = Field(
@@ -36,7 +45,7 @@ class Settings(BaseSettings):
     prefect_database_url: str = Field(
         default="",
         description="Database of the Prefect server `freight up` starts (SQLAlchemy async URL, "
-        "e.g. postgresql+asyncpg://...); default SQLite in home.",
+        "e.g. postgresql+asyncpg://...); default: the embedded PostgreSQL.",
     )
 
     github_api_url: str = Field(default="https://api.github.com", description="GitHub REST API.")
@@ -50,8 +59,30 @@ class Settings(BaseSettings):
     deploy_timeout: float = Field(default=3600, gt=0, description="Total seconds a deploy may run.")
     read_timeout: float = Field(default=600, gt=0, description="Seconds without output allowed.")
     cancel_grace: float = Field(default=10, ge=0, description="SIGTERM to SIGKILL, in seconds.")
-    heartbeat_interval: float = Field(default=5, gt=0)
-    runner_lost_after: float = Field(default=30, gt=0, description="Heartbeat age that means lost.")
+    heartbeat_interval: float = Field(default=2, gt=0, description="Seconds between beats.")
+    runner_lost_after: float = Field(
+        default=15, gt=0, description="Heartbeat age that means the runner is lost."
+    )
+    reconcile_interval: float = Field(
+        default=2, gt=0, description="Seconds between the reconciler's looks."
+    )
+    reconciler_lease: float = Field(
+        default=10, gt=0, description="Seconds a dead reconciler keeps the others waiting."
+    )
+    submit_after: float = Field(
+        default=3, gt=0, description="Age of a claim without a run that is handed over again."
+    )
+    pending_for: float = Field(
+        default=15,
+        gt=0,
+        description="Seconds a run may stay taken (Pending) and not started before it is given "
+        "back to the workers (its worker died).",
+    )
+    forkserver_socket: Path | None = Field(
+        default=None,
+        description="The local fork server: handed-over runs start there at once (set by "
+        "`freight up`); without it they wait for a worker.",
+    )
     log_flush_interval: float = Field(default=0.2, gt=0, description="Seconds between log writes.")
     queue_poll_interval: float = Field(default=0.5, gt=0)
     check_timeout: float = Field(
@@ -75,10 +106,26 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
-            self.database_url = f"sqlite:///{(self.home / 'freight.db').resolve()}"
+            self.database_url = self.embedded_url("freight")
+        if not self.prefect_database_url:
+            self.prefect_database_url = self.embedded_url("prefect", driver="asyncpg")
         if self.workspace_root is None:
             self.workspace_root = self.home / "workspaces"
         return self
+
+    def embedded_url(self, database: str, *, driver: str = "psycopg2") -> str:
+        return f"postgresql+{driver}://postgres@127.0.0.1:{self.db_port}/{database}"
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        """Whether Freight or Prefect keeps its data in the embedded PostgreSQL."""
+        return self.database_url == self.embedded_url("freight") or (
+            self.prefect_database_url == self.embedded_url("prefect", driver="asyncpg")
+        )
+
+    @property
+    def embedded_db_dir(self) -> Path:
+        return self.home.resolve() / "postgres"
 
     @property
     def workspaces(self) -> Path:
@@ -122,3 +169,13 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def secret_source() -> Mapping[str, str]:
+    """Where `${NAME}` references of app configs are looked up: this process's environment."""
+    return os.environ
+
+
+def process_environment() -> dict[str, str]:
+    """This process's environment: what a flow run it starts inherits, as from a worker."""
+    return dict(os.environ)

@@ -1,6 +1,7 @@
-"""The local topology of `make up` (and of the end-to-end tests): Prefect server, work pool,
-deployments from prefect.yaml, the fork server and one process worker, and the Freight API,
-supervised together.
+"""The local topology of `make up` (and of the end-to-end tests): the embedded PostgreSQL,
+Prefect server, work pool, deployments from prefect.yaml, the fork server and one process
+worker, the Freight API and the reconciler, supervised together: a process that dies is started
+again (a few times a minute at most).
 
 Everything started here is stopped by `Stack.stop()`, including flow-run processes and the deploy
 commands they spawned, which Prefect starts in sessions of their own.
@@ -12,16 +13,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 
 from freight import forkclient, forkserver, procs
+from freight.db.migrate import upgrade
 from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +70,21 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
             "FREIGHT_PYTHON": sys.executable,
             forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
+            "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url,
         }
     )
-    if settings.prefect_database_url:
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
     return env
 
 
 def prefect_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "prefect"), *args]
+
+
+# A process that dies more often than this within RESTART_WINDOW seconds stops the stack.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+# Stopped in this order: what reports to the Prefect server first, the databases last.
+STOP_LAST = ("server", "db")
 
 
 @dataclass
@@ -83,6 +93,9 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # How each process was started (argv, and user/group arguments), to start it again.
+    commands: dict[str, tuple[list[str], dict[str, Any]]] = field(default_factory=dict)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ui_url(self) -> str:
@@ -92,7 +105,7 @@ class Stack:
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
-    def start_process(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start_process(self, name: str, argv: list[str], **identity: Any) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             argv,
@@ -102,8 +115,10 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            **identity,
         )
         self.processes[name] = process
+        self.commands[name] = (argv, identity)
         return process
 
     def run(self, *argv: str) -> None:
@@ -113,20 +128,34 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{result.stdout}{result.stderr}")
 
-    def wait_for_socket(self, name: str, path: Path, timeout: float = 60) -> None:
+    def wait_for(self, name: str, ready: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not path.exists():
+        while not ready():
             if self.processes[name].poll() is not None:
                 raise RuntimeError(f"{name} exited; see {self.log_dir / f'{name}.log'}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
+                raise RuntimeError(f"{name} not {what} after {timeout}s")
             time.sleep(0.05)
+
+    def wait_for_socket(self, name: str, path: Path, timeout: float = 60) -> None:
+        self.wait_for(name, path.exists, f"listening on {path}", timeout)
+
+    def wait_healthy(self, name: str, url: str, timeout: float = 120) -> None:
+        """Wait until the process answers 200 at url."""
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.wait_for(name, healthy, f"healthy at {url}", timeout)
 
     def limit_queue(self, name: str, limit: int, timeout: float = 60) -> None:
         """Create the work queue with a concurrency limit, or set the limit if it exists."""
         queues = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues"
         deadline = time.monotonic() + timeout
-        # Prefect answers 503 while its SQLite database is busy (as it is just after start).
+        # Prefect answers 503 while its database is busy (as it may be just after start).
         while True:
             response = httpx.post(queues, json={"name": name, "concurrency_limit": limit})
             if response.status_code == 409:
@@ -136,26 +165,42 @@ class Stack:
                 return
             time.sleep(0.5)
 
-    def wait_healthy(self, name: str, url: str, timeout: float = 120) -> None:
-        """Wait until the process answers 200 at url."""
-        deadline = time.monotonic() + timeout
-        process = self.processes[name]
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.log_dir / f'{name}.log'}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not healthy at {url} after {timeout}s")
+    def supervise(
+        self,
+        stop: threading.Event,
+        say: Callable[[str], None] = lambda line: None,
+        *,
+        keep_down: Container[str] = (),
+    ) -> None:
+        """Start again any process that died (but those named in `keep_down`), until `stop` is
+        set. Raises RuntimeError naming a process that keeps dying."""
+        while not stop.wait(0.5):
+            for name, process in list(self.processes.items()):
+                code = process.poll()
+                if code is None or name in keep_down:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW]
+                if len(recent) >= MAX_RESTARTS:
+                    raise RuntimeError(
+                        f"{name} exited {len(recent) + 1} times within {RESTART_WINDOW:.0f}s "
+                        f"(last status {code}); see {self.log_dir / f'{name}.log'}"
+                    )
+                self.restarts[name] = [*recent, now]
+                say(f"{name} exited with status {code}; starting it again")
+                argv, identity = self.commands[name]
+                self.start_process(name, argv, **identity)
 
     def stop(self, grace: float = 20) -> None:
-        """Stop flow runs and worker first (they need the server to report), then the server."""
-        first = [name for name in self.processes if name != "server"]
-        _terminate([self.processes[n] for n in first], grace)
-        _terminate([self.processes[n] for n in self.processes if n == "server"], grace)
+        """Stop flow runs and worker first (they need the server to report), then the server,
+        then the database."""
+        _terminate([p for n, p in self.processes.items() if n not in STOP_LAST], grace)
+        if "server" in self.processes:
+            _terminate([self.processes["server"]], grace)
+        if "db" in self.processes:
+            # PostgreSQL's fast shutdown: clients are disconnected, the data written out (its
+            # SIGTERM would wait for every client to leave first).
+            _terminate([self.processes["db"]], grace, signum=signal.SIGINT, whole_tree=False)
         self.processes.clear()
 
 
@@ -165,9 +210,16 @@ def _signal_all(pids: set[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _terminate(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
-    tree = procs.descendants({p.pid for p in processes if p.poll() is None})
-    _signal_all(tree, signal.SIGTERM)
+def _terminate(
+    processes: list[subprocess.Popen[bytes]],
+    grace: float,
+    *,
+    signum: signal.Signals = signal.SIGTERM,
+    whole_tree: bool = True,
+) -> None:
+    roots = {p.pid for p in processes if p.poll() is None}
+    tree = procs.descendants(roots)
+    _signal_all(tree if whole_tree else roots, signum)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         # New flow runs may have been spawned meanwhile; they are stopped too.
@@ -183,15 +235,25 @@ def _terminate(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
 
 @contextmanager
 def running_stack(
-    settings: Settings, *, extra_env: Mapping[str, str] | None = None
+    settings: Settings,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    prepare: Callable[[], None] = lambda: None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Iterator[Stack]:
-    """Start server, work pool, deployments and worker; stop all of it on exit."""
+    """Start the database, migrate it, `prepare` (the catalogue, the first key), then the
+    Prefect server, work pool, deployments, fork server, worker, API and reconciler; stop all
+    of it on exit."""
     log_dir = settings.home.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(
         settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir
     )
     try:
+        if settings.uses_embedded_db:
+            _start_database(stack, say)
+        upgrade(settings.database_url)
+        prepare()
         stack.start_process("server", prefect_command("server", "start"))
         socket_path = Path(stack.env[forkclient.SOCKET_ENV])
         stack.start_process(
@@ -216,7 +278,20 @@ def running_stack(
             "worker", prefect_command("worker", "start", "--pool", WORK_POOL, "--type", "process")
         )
         stack.start_process("api", [sys.executable, "-m", "freight.api"])
+        stack.start_process("reconciler", [sys.executable, "-m", "freight.reconcile"])
         stack.wait_healthy("api", f"{stack.api_url}/health")
         yield stack
     finally:
         stack.stop()
+
+
+def _start_database(stack: Stack, say: Callable[[str], None]) -> None:
+    from freight.embedded_db import EmbeddedDatabase
+
+    database = EmbeddedDatabase(stack.settings.embedded_db_dir, stack.settings.db_port)
+    done = database.prepare()
+    if done:
+        say(done)
+    stack.start_process("db", database.command(), **database.identity())
+    stack.wait_for("db", database.ready, f"accepting connections on {database.port}", 60)
+    database.create_databases()

@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 
 from freight.api import create_app
 from freight.db import session_scope
+from freight.execution.handover import HandOver
+from freight.execution.ports import Orchestrator
 from freight.service import keys
-from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
 from tests.helpers import wait_for
 
@@ -44,7 +45,8 @@ class ApiServer:
 def serve_api(
     settings: Settings, engine: Engine, orchestrator: Orchestrator
 ) -> Iterator[ApiServer]:
-    app = create_app(settings, orchestrator=orchestrator, engine=engine)
+    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
+    app = create_app(settings, handover=handover)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

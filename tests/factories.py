@@ -7,17 +7,25 @@ import os
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from flows.deploy import PLAIN, run_deploy
 from freight.catalogue import AppSpec
-from freight.db import App, AppSource, Deploy
-from freight.service import apps, runs
-from freight.service.orchestration import RunState, RunStatus
+from freight.db import App, AppSource, DeployStatus
+from freight.execution import intake
+from freight.execution.handover import HandOver
+from freight.execution.intake import DeployRequest
+from freight.execution.ports import RunState, RunStatus, Submission
+from freight.execution.run import DeployRun
+from freight.service import apps
 from freight.settings import Settings
 
 GIT_ENV = {
@@ -90,35 +98,81 @@ def make_app(
 
 
 class RecordingOrchestrator:
-    """Stands in for Prefect where a test checks the service layer alone: it records hand-overs."""
+    """Stands in for Prefect where a test checks Freight alone: it records hand-overs, and a
+    test sets the states of the runs."""
 
     def __init__(self) -> None:
         self.submitted: list[int] = []
+        self.submissions: list[Submission] = []
         self.crashed: list[str] = []
+        self.cancelled: list[str] = []
+        self.given_back: list[str] = []
         self.states: dict[str, RunState] = {}
+        self.since: dict[str, datetime] = {}
         self.releases: list[Any] = []
+        self.stuck: list[str] = []
+        self.down = False  # the engine is away: every call fails
+        self._by_key: dict[str, str] = {}
+        self._lock = threading.Lock()
 
-    def submit(self, deploy: Deploy) -> str:
-        self.submitted.append(deploy.id)
-        run_id = f"run-{deploy.id}"
-        self.states[run_id] = RunState.WAITING
-        return run_id
+    def _reachable(self) -> None:
+        if self.down:
+            raise ConnectionError("Prefect is down")
 
-    def run_status(self, run_id: str) -> RunStatus:
-        return RunStatus(self.states.get(run_id, RunState.MISSING))
+    def submit(self, submission: Submission) -> str:
+        self._reachable()
+        with self._lock:
+            if submission.idempotency_key in self._by_key:
+                return self._by_key[submission.idempotency_key]
+            self.submitted.append(submission.deploy_id)
+            self.submissions.append(submission)
+            run_id = f"run-{submission.deploy_id}-{len(self.submitted)}"
+            self._by_key[submission.idempotency_key] = run_id
+            self.states[run_id] = RunState.SCHEDULED
+            return run_id
+
+    def take(self, run_id: str) -> bool:
+        self._reachable()
+        with self._lock:
+            if self.states.get(run_id) != RunState.SCHEDULED:
+                return False
+            self.states[run_id] = RunState.PENDING
+            return True
+
+    def give_back(self, run_id: str) -> None:
+        self._reachable()
+        self.given_back.append(run_id)
+        self.states[run_id] = RunState.SCHEDULED
+
+    def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        self._reachable()
+        return {
+            run_id: RunStatus(self.states.get(run_id, RunState.MISSING), self.since.get(run_id))
+            for run_id in run_ids
+        }
+
+    def stuck_runs(self, *, pending_for: float) -> list[str]:
+        self._reachable()
+        return list(self.stuck)
 
     def cancel_run(self, run_id: str) -> None:
+        self._reachable()
+        self.cancelled.append(run_id)
         self.states[run_id] = RunState.CANCELLED
 
     def mark_crashed(self, run_id: str, message: str) -> None:
+        self._reachable()
         self.crashed.append(run_id)
         self.states[run_id] = RunState.ENDED
 
     def record_release(self, notes: Any) -> None:
         self.releases.append(notes)
 
+    def label_run(self, run_id: str, *, name: str, app: str, environment: str) -> None:
+        pass
+
     def problem(self) -> str | None:
-        return None
+        return "down" if self.down else None
 
 
 class InlineOrchestrator(RecordingOrchestrator):
@@ -130,17 +184,22 @@ class InlineOrchestrator(RecordingOrchestrator):
         self.engine, self.settings = engine, settings
         self.threads: list[threading.Thread] = []
 
-    def submit(self, deploy: Deploy) -> str:
-        run_id = super().submit(deploy)
-        thread = threading.Thread(target=self._run, args=(deploy.id, run_id), daemon=True)
-        self.threads.append(thread)
-        thread.start()
+    def submit(self, submission: Submission) -> str:
+        run_id = super().submit(submission)
+        if self.states[run_id] == RunState.SCHEDULED:  # not a retry of a submission
+            self.states[run_id] = RunState.RUNNING
+            thread = threading.Thread(
+                target=self._run, args=(submission.deploy_id, run_id, submission.claim), daemon=True
+            )
+            self.threads.append(thread)
+            thread.start()
         return run_id
 
-    def _run(self, deploy_id: int, run_id: str) -> None:
-        self.states[run_id] = RunState.RUNNING
-        run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=run_id)
-        runs.execute(run, self)
+    def handover(self) -> HandOver:
+        return HandOver(self.engine, self, workspace_root=self.settings.workspaces)
+
+    def _run(self, deploy_id: int, run_id: str, claim: str) -> None:
+        run_inline(self.settings, self.handover(), deploy_id, run_id=run_id, claim=claim)
         self.states[run_id] = RunState.ENDED
 
     def join(self, timeout: float = 60) -> None:
@@ -150,3 +209,65 @@ class InlineOrchestrator(RecordingOrchestrator):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(alive)} inline runs still running after {timeout}s")
             alive[0].join(max(0.0, deadline - time.monotonic()))
+
+
+def run_inline(
+    settings: Settings, handover: HandOver, deploy_id: int, *, run_id: str, claim: str | None
+) -> DeployStatus | None:
+    """A deploy's run as the deploy flow does it, without Prefect: the same order of the same
+    steps (flows/deploy.py), the plain functions in place of the tasks."""
+    with DeployRun(settings, handover, deploy_id, run_id=run_id, claim=claim) as run:
+        status = run_deploy(run, PLAIN)
+    run.reraise_signal()
+    return status
+
+
+def request(
+    handover: HandOver,
+    app: str,
+    environment: str = "staging",
+    *,
+    user: str = "ana",
+    ref: str | None = None,
+    params: dict[str, str] | None = None,
+    force: bool = False,
+    reason: str | None = None,
+) -> int:
+    """A deploy asked for as every client asks: created, then its queue moved."""
+    return handover.request(
+        DeployRequest(
+            app=app,
+            environment=environment,
+            user=user,
+            ref=ref,
+            params=params,
+            force=force,
+            reason=reason,
+        )
+    ).deploy_id
+
+
+def register(
+    handover: HandOver,
+    app: str,
+    environment: str = "staging",
+    *,
+    user: str = "prefect",
+    force: bool = False,
+    reason: str | None = None,
+) -> tuple[int, str]:
+    """A deploy as Prefect's Run button makes one: registered by its own run. (id, run id)"""
+    run_id = str(uuid.uuid4())
+    created = intake.create(
+        handover.engine,
+        DeployRequest(
+            app=app,
+            environment=environment,
+            user=user,
+            force=force,
+            reason=reason,
+            run_id=run_id,
+        ),
+        workspace_root=handover.workspace_root,
+    )
+    return created.deploy_id, run_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,3 +35,17 @@ def command_line(pid: int) -> str:
 def live_pids_with_env(entry: str) -> list[int]:
     """Live processes whose environment holds `entry`, e.g. FREIGHT_PARAM_MARKER=abc."""
     return [p.pid for p in procs.live_processes() if procs.environ_has(p.pid, entry)]
+
+
+def reachable_by_others(path: Path) -> Path:
+    """Make the directories above `path` enterable by other users (not listable): PostgreSQL,
+    which `freight up` runs as a user of its own when started by root, keeps its data in there.
+    pytest's temporary directories are root's alone otherwise."""
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in [path, *path.parents]:
+        if directory == Path(directory.anchor):
+            break
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+    return path

@@ -12,7 +12,6 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from freight.api import errors
@@ -20,9 +19,9 @@ from freight.api.deps import Runtime
 from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
-from freight.db import get_engine, session_scope
+from freight.db import session_scope
+from freight.execution.handover import HandOver
 from freight.service import server_secrets
-from freight.service.orchestration import Orchestrator
 from freight.settings import Settings
 from freight.telemetry import report_errors
 
@@ -82,28 +81,24 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(
-    settings: Settings,
-    *,
-    orchestrator: Orchestrator | None = None,
-    engine: Engine | None = None,
-) -> FastAPI:
-    """The API for these settings; without an orchestrator it hands deploys to Prefect."""
+def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastAPI:
+    """The API for these settings; without a hand-over path it hands deploys to Prefect."""
     report_errors(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
-            engine_ = engine or get_engine(settings.database_url)
-            orchestrator_ = orchestrator
-            if orchestrator_ is None:
+            path = handover
+            if path is None:
+                from freight import wiring
                 from freight.orchestrator import PrefectOrchestrator
 
-                orchestrator_ = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
+                orchestrator = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
+                path = wiring.hand_over(settings, orchestrator)
             http = stack.enter_context(httpx.Client(timeout=settings.notify_timeout))
-            with session_scope(engine_) as db:
+            with session_scope(path.engine) as db:
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
-            app.state.runtime = Runtime(settings, engine_, orchestrator_, http, secret)
+            app.state.runtime = Runtime(settings, path.engine, path, http, secret)
             yield
 
     app = FastAPI(

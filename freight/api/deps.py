@@ -3,7 +3,6 @@ the orchestrator, as `Annotated` types so that route signatures read like senten
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
@@ -17,10 +16,13 @@ from freight.api.inputs import collect
 from freight.dashboard import session as login
 from freight.db import session_scope
 from freight.errors import Unauthorized
-from freight.service import deploys, keys
+from freight.execution import delivery
+from freight.execution.delivery import Courier
+from freight.execution.handover import HandOver
+from freight.execution.intake import Screen
+from freight.service import keys
 from freight.service.keys import Principal, Scope
-from freight.service.orchestration import Orchestrator
-from freight.settings import Settings
+from freight.settings import Settings, secret_source
 
 AUTH_SCHEMES = ("key", "bearer")
 
@@ -31,16 +33,20 @@ class Runtime:
 
     settings: Settings
     engine: Engine
-    orchestrator: Orchestrator
-    # For the checks a deploy request is screened with.
+    # The one path by which deploys are created, moved on and cancelled.
+    handover: HandOver
+    # For the checks a deploy request is screened with, and lock notices.
     http: httpx.Client
     # Signs dashboard sessions and their CSRF tokens; the same for every process of a server.
     session_secret: str
 
-    def screen(self) -> deploys.Screen:
-        return deploys.Screen(
-            client=self.http, urls=self.settings.service_urls(), secrets_from=os.environ
+    def screen(self) -> Screen:
+        return Screen(
+            client=self.http, urls=self.settings.service_urls(), secrets_from=secret_source()
         )
+
+    def courier(self) -> Courier:
+        return delivery.courier(self.settings, self.http)
 
 
 def runtime(request: Request) -> Runtime:

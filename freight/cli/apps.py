@@ -71,7 +71,7 @@ def validate(directory: Directory = None) -> None:
 @apps.command()
 def sync(directory: Directory = None) -> None:
     """Validate the whole catalogue, then create or update its apps in the Freight database."""
-    from freight.service.setup import sync_catalogue
+    from freight.execution.setup import sync_catalogue
 
     settings = get_settings()
     report = sync_catalogue(settings, directory or settings.catalogue_dir)

@@ -69,7 +69,7 @@ def create_admin(
 ) -> None:
     """On the server's machine: make an admin key straight in its database (a first or lost
     key; needs no API key)."""
-    from freight.service.setup import new_admin_key
+    from freight.execution.setup import new_admin_key
     from freight.settings import get_settings
 
     out.print(new_admin_key(get_settings(), name))

@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from freight.api import schemas
 from freight.api.deps import Runtime, RuntimeDep, SessionDep, dashboard_principal
-from freight.api.routes.deploys import hand_over_later
+from freight.api.routes.deploys import request_deploy
 from freight.api.routes.locks import announce_later
 from freight.dashboard import charts
 from freight.dashboard import session as login
 from freight.db import DeployStatus, session_scope, utcnow
 from freight.errors import FreightError, Unauthorized
+from freight.execution import refs
+from freight.execution.intake import DeployRequest
 from freight.queue_places import places
 from freight.service import apps, deploys, keys, locks, queue, releases
 from freight.service.keys import Principal, Scope
@@ -179,8 +181,8 @@ def app_page(
     shipping = {}
     for name in apps.environment_names(row):
         try:
-            start, end, commits = releases.commits_between(
-                db,
+            start, end, commits = refs.commits_between(
+                rt.engine,
                 app=app,
                 environment=name,
                 start=None,
@@ -276,21 +278,21 @@ def act_deploy(
     rollback: Annotated[bool, Form()] = False,
 ) -> Response:
     def start() -> tuple[str, str]:
-        deploy = deploys.create_deploy(
-            db,
-            app=app,
-            environment=env,
-            ref=":previous" if rollback else (ref.strip() or None),
-            user=who.user,
-            force=force,
-            force_reason=reason.strip() or None,
-            workspace_root=rt.settings.workspaces,
-            screen=rt.screen(),
+        db.commit()  # no transaction of ours may stand in the way of the deploy's
+        deploy_id = request_deploy(
+            rt,
+            later,
+            DeployRequest(
+                app=app,
+                environment=env,
+                ref=":previous" if rollback else (ref.strip() or None),
+                user=who.user,
+                force=force,
+                reason=reason.strip() or None,
+            ),
         )
-        name, path = deploy.name, f"/deploys/{app}/{env}/{deploy.number}"
-        db.commit()
-        hand_over_later(later, rt, deploy)
-        return path, f"Queued {name}"
+        deploy = deploys.get_deploy(db, deploy_id)
+        return f"/deploys/{app}/{env}/{deploy.number}", f"Queued {deploy.name}"
 
     return _act(request, rt, csrf, f"/apps/{quote(app)}", start, who=who, app=app)
 
@@ -314,7 +316,8 @@ def act_cancel(
     )
 
     def cancel() -> tuple[str, str]:
-        deploys.cancel_deploy(db, deploy, by=who.user, orchestrator=rt.orchestrator)
+        db.commit()  # no transaction of ours may stand in the cancel's way
+        rt.handover.cancel(deploy.id, by=who.user)
         return path, f"Cancel of {deploy.name} asked"
 
     return _act(request, rt, csrf, path, cancel, who=who, app=deploy.app.name)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from freight.db.models import (
     ApiKey,
@@ -21,6 +22,7 @@ from freight.db.models import (
     Deploy,
     DeployStatus,
     HookDelivery,
+    Lease,
     LiveRelease,
     Lock,
     LogChunk,
@@ -41,6 +43,7 @@ __all__ = [
     "Deploy",
     "DeployStatus",
     "HookDelivery",
+    "Lease",
     "LiveRelease",
     "Lock",
     "LogChunk",
@@ -63,9 +66,13 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    if parsed.database and parsed.database != ":memory:":
+    connect_args = {"timeout": 30, "check_same_thread": False}
+    if not parsed.database or parsed.database == ":memory:":
+        # One connection for everyone: each new one would be a new, empty database.
+        engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+    else:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args=connect_args)
     _sqlite_write_transactions(engine)
     return engine
 

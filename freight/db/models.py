@@ -153,6 +153,10 @@ class Deploy(Base):
     # Claims that handed it to the orchestrator; a run the orchestrator lost before it started
     # is handed over again, a few times.
     hand_overs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The token of the current claim (fencing): only the run holding it may write to the deploy,
+    # and a run whose claim was taken from it (reaped) stops its command.
+    claim: Mapped[str | None] = mapped_column(String(32))
+    date_claimed: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Queues run highest priority first, then in creation order; moving a deploy to the front
     # (a rollback goes there by itself) gives it one more than any other queued deploy.
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -282,6 +286,17 @@ class LiveRelease(Base):
     deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
 
     deploy: Mapped[Deploy] = relationship(lazy="joined")
+
+
+class Lease(Base):
+    """A named lease: one holder at a time does the work it guards (the reconciler, a scheduled
+    flow), and a holder that dies loses it when it runs out, without anyone releasing it."""
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    date_expires: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AutoDeployState(Base):

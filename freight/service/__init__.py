@@ -1,5 +1,6 @@
-"""Freight's service layer: the domain operations every interface (flows, API, CLI, tests) calls.
+"""Freight's service layer: what the database says, and the rules that decide it.
 
-Session and plain values in, models or small dataclasses out, FreightError raised. Nothing here
-imports prefect, fastapi or typer; orchestration is reached through the `Orchestrator` protocol.
+A Session and plain values in, models or small dataclasses out, FreightError raised. Nothing
+here commits (the caller owns the transaction), reads the environment, talks to the network or
+to the engine: making things happen is freight/execution/.
 """

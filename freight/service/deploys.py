@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 
-import httpx
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from freight import secrets, vcs
-from freight.checks import CheckContext
+from freight.catalogue import EnvironmentConfig
 from freight.db import App, Deploy, DeployStatus, User, utcnow
 from freight.db.functions import seconds_between
 from freight.errors import (
@@ -27,11 +22,7 @@ from freight.errors import (
     MissingArgument,
     NotFound,
 )
-from freight.plugins import ServiceUrls
-from freight.service import apps, gating, locks, logs, notifications, queue, releases
-from freight.service.orchestration import Orchestrator, RunState
-
-log = logging.getLogger(__name__)
+from freight.service import apps, locks, logs, notifications, queue, releases
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Concurrent creators of one app/env race for the same number; the loser retries.
@@ -53,67 +44,58 @@ def get_or_create_user(session: Session, name: str) -> User:
     raise InvalidRequest(f"Could not create user '{name}'")
 
 
-def resolve_sha(
-    session: Session,
-    *,
-    app: App,
-    environment: str,
-    ref: str,
-    workspace_root: Path,
-    fresh_within: float = 0,
-) -> str:
-    """Resolve a ref to a commit sha: `:current`, `:previous`, or a git branch, tag or sha,
-    fetched now (or within `fresh_within` seconds)."""
-    if ref in (":current", ":previous"):
-        finder = releases.current_sha if ref == ":current" else releases.previous_sha
-        sha = finder(session, app.id, environment)
-        if sha is None:
-            raise InvalidRef(
-                f"Ref '{ref}' has no commit: no earlier deploy of {app.name}/{environment}"
-            )
-        return sha
-    url = app.repository.url
-    # A fetch can take long; end the read transaction first so it holds no database lock meanwhile.
-    session.commit()
-    mirror = vcs.update_mirror(workspace_root, url, max_age=fresh_within)
-    try:
-        return vcs.resolve_ref(mirror, ref)
-    except InvalidRef:
-        raise InvalidRef(f"Unknown ref '{ref}' for app {app.name}") from None
+def symbolic_sha(session: Session, *, app: App, environment: str, ref: str) -> str | None:
+    """The sha of `:current` (what is live) or `:previous` (what was live before it: a
+    rollback); None for any other ref, which git resolves."""
+    if ref not in SYMBOLIC_REFS:
+        return None
+    finder = releases.current_sha if ref == ":current" else releases.previous_sha
+    sha = finder(session, app.id, environment)
+    if sha is None:
+        raise InvalidRef(
+            f"Ref '{ref}' has no commit: no earlier deploy of {app.name}/{environment}"
+        )
+    return sha
+
+
+SYMBOLIC_REFS = (":current", ":previous")
 
 
 @dataclass(frozen=True)
-class Screen:
-    """What a deploy request is screened with: the checks' HTTP client, where the services are,
-    and where `${NAME}` secrets of check configs come from."""
+class DeployPlan:
+    """A deploy request checked against the database, before its sha is resolved (a fetch) and
+    its checks are asked (HTTP): what `create_deploy` then writes."""
 
-    client: httpx.Client | None = None
-    urls: ServiceUrls = field(default_factory=ServiceUrls)
-    secrets_from: Mapping[str, str] = field(default_factory=dict)
+    app_id: int
+    app: str
+    environment: str
+    ref: str
+    repository: str
+    config: EnvironmentConfig
+    user: str
+    params: dict[str, str]
+    force: bool
+    force_reason: str | None
+    # The lock of someone else that `force` goes past, described.
+    overridden: str | None
+    # The sha when the database alone resolves the ref (`:current`, `:previous`).
+    sha: str | None
 
 
-def create_deploy(
+def plan_deploy(
     session: Session,
     *,
     app: str,
     environment: str,
     ref: str | None = None,
     user: str,
-    workspace_root: Path,
     params: Mapping[str, str] | None = None,
     force: bool = False,
-    flow_run_id: str | None = None,
-    screen: Screen | None = None,
     force_reason: str | None = None,
-    sha: str | None = None,
-) -> Deploy:
-    """Create a pending deploy with its number, resolved sha and config snapshot. With `sha`,
-    the deploy is of that commit (fetched if the mirror lacks it), `ref` only names it.
-
-    With `screen`, a request is refused here, before anything is written, if someone else's
-    lock covers the environment or a check already reports the sha as failed (`force` skips
-    both); pending checks are waited for when the deploy runs.
-    """
+    screen_locks: bool = False,
+) -> DeployPlan:
+    """Check a deploy request: its arguments, and with `screen_locks` someone else's lock on the
+    environment (refused unless forced, and forcing past it needs a reason)."""
     if not user:
         raise MissingArgument("A deploy needs a user")
     params = dict(params or {})
@@ -123,39 +105,40 @@ def create_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
-    lock = locks.blocking_lock(session, app_row.id, environment, user) if screen else None
+    lock = locks.blocking_lock(session, app_row.id, environment, user) if screen_locks else None
+    reason = force_reason.strip() if force and force_reason and force_reason.strip() else None
     if lock is not None and not force:
         raise AppLocked(locks.describe(lock))
-    if lock is not None and not (force_reason and force_reason.strip()):
+    if lock is not None and reason is None:
         raise MissingArgument(f"{locks.describe(lock)}: forcing past it needs a reason")
-    overridden = locks.describe(lock) if lock is not None else None
-    if sha is None:
-        sha = resolve_sha(
-            session, app=app_row, environment=environment, ref=ref, workspace_root=workspace_root
-        )
-    else:
-        session.commit()  # as resolve_sha: no database lock held across a fetch
-        vcs.mirror_with(workspace_root, app_row.repository.url, sha)
-    if screen is not None and not force and config.checks:
-        configs, _ = secrets.resolve_all(config.checks, screen.secrets_from)
-        gating.check_once(
-            configs,
-            CheckContext(
-                app=app_row.name,
-                environment=environment,
-                sha=sha,
-                output=log.info,
-                client=screen.client,
-                urls=screen.urls,
-                repository=app_row.repository.url,
-            ),
-        )
-    user_row = get_or_create_user(session, user)
+    return DeployPlan(
+        app_id=app_row.id,
+        app=app_row.name,
+        environment=environment,
+        ref=ref,
+        repository=app_row.repository.url,
+        config=config,
+        user=user,
+        params=params,
+        force=force,
+        force_reason=reason,
+        overridden=locks.describe(lock) if lock is not None else None,
+        sha=symbolic_sha(session, app=app_row, environment=environment, ref=ref),
+    )
+
+
+def create_deploy(
+    session: Session, plan: DeployPlan, *, sha: str, flow_run_id: str | None = None
+) -> Deploy:
+    """Write a pending deploy of `sha` with the next number of its app/env and a snapshot of
+    the config, and queue its `queued` notification."""
+    app_row = apps.get_app(session, plan.app)
+    user_row = get_or_create_user(session, plan.user)
     for _ in range(NUMBER_ATTEMPTS):
         number = 1 + (
             session.scalar(
                 select(func.max(Deploy.number)).where(
-                    Deploy.app_id == app_row.id, Deploy.environment == environment
+                    Deploy.app_id == app_row.id, Deploy.environment == plan.environment
                 )
             )
             or 0
@@ -163,44 +146,39 @@ def create_deploy(
         deploy = Deploy(
             app_id=app_row.id,
             app=app_row,
-            environment=environment,
+            environment=plan.environment,
             number=number,
-            ref=ref,
+            ref=plan.ref,
             sha=sha,
-            prev_sha=releases.current_sha(session, app_row.id, environment),
+            prev_sha=releases.current_sha(session, app_row.id, plan.environment),
             status=DeployStatus.PENDING,
             user_id=user_row.id,
             user=user_row,
-            params=params,
-            force=force,
-            config=config.model_dump(mode="json"),
+            params=plan.params,
+            force=plan.force,
+            # Kept for a lock that comes later too: at run time, forcing past it needs it.
+            force_reason=plan.force_reason,
+            config=plan.config.model_dump(mode="json"),
             flow_run_id=flow_run_id,
         )
-        if ref == ":previous":  # a rollback jumps the queue: whatever is queued may be why
-            deploy.priority = queue.front_priority(session, app_row.id, environment)
+        if plan.ref == ":previous":  # a rollback jumps the queue: whatever is queued may be why
+            deploy.priority = queue.front_priority(session, app_row.id, plan.environment)
         try:
             with session.begin_nested():
                 session.add(deploy)
         except IntegrityError:
             continue
-        if force and force_reason and force_reason.strip():
-            # Kept for a lock that comes later too: at run time, forcing past it needs it.
-            deploy.force_reason = force_reason.strip()
-        if overridden:
+        if plan.overridden:
             logs.append(
-                session, deploy, f">> Forced by {user} past the lock ({overridden}): {force_reason}"
+                session,
+                deploy,
+                f">> Forced by {plan.user} past the lock ({plan.overridden}): {plan.force_reason}",
             )
         notifications.enqueue(session, deploy, "queued")
         return deploy
-    raise InvalidRequest(f"Could not number a deploy of {app}/{environment}: too much contention")
-
-
-def queue_deploy(session: Session, orchestrator: Orchestrator, **create: Any) -> Deploy:
-    """Create a deploy (see `create_deploy` for the arguments) and hand it over if its app/env is
-    free: what every client that asks for a deploy wants. Commits the session."""
-    deploy = create_deploy(session, **create)
-    queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
-    return deploy
+    raise InvalidRequest(
+        f"Could not number a deploy of {plan.app}/{plan.environment}: too much contention"
+    )
 
 
 @dataclass(frozen=True)
@@ -326,15 +304,22 @@ def get_deploy_by_number(session: Session, *, app: str, environment: str, number
     return deploy
 
 
-def cancel_deploy(
-    session: Session, deploy: Deploy, *, by: str, orchestrator: Orchestrator | None = None
-) -> Deploy:
-    """A pending deploy leaves the queue now; a running one is asked to stop (its runner obeys).
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancel leaves the caller to do once committed."""
 
-    With the orchestrator, a deploy handed over but not yet started by any worker (one may be
-    down) is cancelled at once, and the next deploy is handed over.
-    """
-    # Locked and re-read, so a claim of this deploy happening now is seen, not overwritten.
+    # The run the deploy was handed to, to be cancelled in the orchestrator: it never started.
+    run_id: str | None = None
+    # The deploy left its app/env's slot (or the head of its queue): hand the queue on.
+    freed: bool = False
+
+
+def cancel_deploy(session: Session, deploy: Deploy, *, by: str) -> Cancelled:
+    """A deploy that has not started leaves the queue now (also one handed over to a run that
+    has not begun: the run, when it starts, finds it cancelled and stops). A running one is
+    asked to stop; its runner obeys."""
+    # Locked and re-read, so a claim or a start of this deploy happening now is seen, not
+    # overwritten: whichever commits first, the other sees it.
     session.execute(select(Deploy.id).where(Deploy.id == deploy.id).with_for_update())
     session.refresh(deploy)
     if DeployStatus(deploy.status).is_final:
@@ -342,20 +327,16 @@ def cancel_deploy(
     deploy.cancelled_by = by
     if deploy.status == DeployStatus.PENDING:
         mark_ended(session, deploy, DeployStatus.CANCELLED, f"Cancelled by {by} while queued")
-    elif (
-        orchestrator is not None
-        and deploy.date_started is None
-        and deploy.flow_run_id is not None
-        and orchestrator.run_status(deploy.flow_run_id).state == RunState.WAITING
-    ):
-        orchestrator.cancel_run(deploy.flow_run_id)
+        return Cancelled(freed=True)
+    if deploy.date_started is None:
+        run_id, deploy.claim = deploy.flow_run_id, None  # a run starting late finds no claim
         mark_ended(session, deploy, DeployStatus.CANCELLED, f"Cancelled by {by} before it started")
-        queue.advance(session, orchestrator, deploy.app_id, deploy.environment)
-    elif deploy.cancel_requested_at is None:
+        return Cancelled(run_id=run_id, freed=True)
+    if deploy.cancel_requested_at is None:
         deploy.cancel_requested_at = utcnow()
         logs.append(session, deploy, f">> Cancel requested by {by}")
     session.flush()
-    return deploy
+    return Cancelled()
 
 
 def mark_ended(

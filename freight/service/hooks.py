@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from freight.db import Deploy, HookDelivery
+from freight.errors import AlreadyDelivered
 from freight.service import server_secrets
 
 HOOK_KEY = "hook_key"
@@ -41,23 +41,13 @@ def delivered(session: Session, delivery: str) -> Deploy | None:
     )
 
 
-def deliver_once(
-    session: Session, delivery: str | None, create: Callable[[], Deploy]
-) -> tuple[Deploy, bool]:
-    """Run `create` for a delivery not seen before; (deploy, created)."""
+def record_delivery(session: Session, delivery: str | None, deploy: Deploy) -> None:
+    """Note that this delivery made this deploy, in the transaction that made it. A concurrent
+    delivery of the same id that got there first raises AlreadyDelivered (undo the deploy)."""
     if delivery is None:
-        return create(), True
-    earlier = delivered(session, delivery)
-    if earlier is not None:
-        return earlier, False
-    deploy = create()
+        return
     try:
         with session.begin_nested():
             session.add(HookDelivery(delivery=delivery, deploy_id=deploy.id))
     except IntegrityError:
-        # A concurrent delivery of the same id won; undo ours and answer with theirs.
-        session.rollback()
-        earlier = delivered(session, delivery)
-        assert earlier is not None
-        return earlier, False
-    return deploy, True
+        raise AlreadyDelivered(f"Delivery {delivery} was acted on already") from None

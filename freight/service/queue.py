@@ -3,17 +3,14 @@ rest in creation order, except those moved to the front (rollbacks go there by t
 
 from __future__ import annotations
 
-import logging
+import secrets
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from freight.db import Deploy, DeployStatus, utcnow
 from freight.errors import InvalidRequest
-from freight.service.orchestration import Orchestrator
-
-log = logging.getLogger(__name__)
 
 
 def running(session: Session, app_id: int, environment: str) -> Deploy | None:
@@ -72,8 +69,13 @@ def front_priority(
     return (session.scalar(query) or 0) + 1
 
 
+def new_claim() -> str:
+    return secrets.token_hex(16)
+
+
 def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None:
-    """Move the head of the queue to in_progress, unless something already runs there."""
+    """Move the head of the queue to in_progress under a new claim, unless something already
+    runs there. The claim's token fences the run it is handed to (see `holds_claim`)."""
     if running(session, app_id, environment) is not None:
         return None
     # The row lock makes concurrent claimers and cancellers of the head take turns (PostgreSQL;
@@ -97,8 +99,9 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
     try:
         with session.begin_nested():
             head.status = DeployStatus.IN_PROGRESS
-            # The reaper measures silence from here until the runner's own heartbeat starts.
-            head.heartbeat_at = utcnow()
+            head.claim = new_claim()
+            # The reconciler measures silence from here until the runner's own heartbeat starts.
+            head.date_claimed = head.heartbeat_at = utcnow()
             if head.flow_run_id is None:
                 head.hand_overs += 1
     except IntegrityError:
@@ -107,65 +110,59 @@ def claim_next(session: Session, app_id: int, environment: str) -> Deploy | None
     return head
 
 
-def unclaim(session: Session, deploy_id: int, *, lost_run: str | None = None) -> None:
-    """Put a claimed deploy that never started back at the head of its queue (claims go by id,
-    so it is the head again): its hand-over failed, or the run it got (`lost_run`) ended
-    before it started."""
-    session.execute(
+def reclaim(session: Session, deploy: Deploy) -> None:
+    """Give a claimed deploy that never started a new claim, to be handed over again: the run
+    it had was lost before it started. Whatever holds the old claim can no longer write."""
+    deploy.claim = new_claim()
+    deploy.date_claimed = deploy.heartbeat_at = utcnow()
+    deploy.flow_run_id = None
+    deploy.hand_overs += 1
+    session.flush()
+
+
+def record_run(session: Session, deploy_id: int, *, claim: str, run_id: str) -> bool:
+    """Note the run a claim was handed to; False if the claim is no longer the deploy's
+    (cancelled or taken meanwhile): that run must not go on."""
+    done = session.execute(
         update(Deploy)
         .where(
             Deploy.id == deploy_id,
             Deploy.status == DeployStatus.IN_PROGRESS,
-            Deploy.flow_run_id.is_(None) if lost_run is None else Deploy.flow_run_id == lost_run,
-            Deploy.date_started.is_(None),
+            Deploy.claim == claim,
+            or_(Deploy.flow_run_id.is_(None), Deploy.flow_run_id == run_id),
         )
-        .values(status=DeployStatus.PENDING, heartbeat_at=None, flow_run_id=None)
+        .values(flow_run_id=run_id)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def holds_claim(session: Session, deploy_id: int, claim: str) -> bool:
+    """Whether `claim` is still the deploy's running claim (a fenced writer asks first)."""
+    return (
+        session.scalar(
+            select(Deploy.id).where(
+                Deploy.id == deploy_id,
+                Deploy.status == DeployStatus.IN_PROGRESS,
+                Deploy.claim == claim,
+            )
+        )
+        is not None
     )
 
 
-def advance(
-    session: Session, orchestrator: Orchestrator, app_id: int, environment: str
-) -> Deploy | None:
-    """Hand the head of the queue to the orchestrator if the app/env is free.
-
-    Commits the session's transaction: the claim is committed before the orchestrator is called,
-    so no database lock is held during that network call (SQLite would block every writer
-    meanwhile). A hand-over that fails is undone, and the maintenance flow retries it.
-    """
-    head = claim_next(session, app_id, environment)
-    session.commit()
-    if head is None or head.flow_run_id is not None:  # runs started in Prefect already have one
-        return head
-    try:
-        run_id = orchestrator.submit(head)
-    except Exception:
-        log.exception("Could not hand %s to the orchestrator", head.name)
-        unclaim(session, head.id)
-        session.commit()
-        return None
-    # The run may have started (and recorded itself) already; both write the same id.
-    session.execute(update(Deploy).where(Deploy.id == head.id).values(flow_run_id=run_id))
-    session.commit()
-    session.refresh(head)
-    return head
-
-
-def advance_all(session: Session, orchestrator: Orchestrator) -> list[Deploy]:
-    """Hand over the head of every queue whose app/env is free (recovery after outages)."""
+def idle_queues(session: Session) -> list[tuple[int, str]]:
+    """(app id, environment) of every queue with deploys waiting and nothing running."""
     other = aliased(Deploy)
     busy = exists().where(
         other.app_id == Deploy.app_id,
         other.environment == Deploy.environment,
         other.status == DeployStatus.IN_PROGRESS,
     )
-    keys = session.execute(
-        select(Deploy.app_id, Deploy.environment)
-        .where(Deploy.status == DeployStatus.PENDING, ~busy)
-        .distinct()
-    ).all()
-    started = []
-    for app_id, environment in keys:
-        deploy = advance(session, orchestrator, app_id, environment)
-        if deploy is not None:
-            started.append(deploy)
-    return started
+    return [
+        (app_id, environment)
+        for app_id, environment in session.execute(
+            select(Deploy.app_id, Deploy.environment)
+            .where(Deploy.status == DeployStatus.PENDING, ~busy)
+            .distinct()
+        )
+    ]

@@ -17,17 +17,21 @@ from freight import checks
 from freight.catalogue import AppSpec
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import AppSource, AutoDeployState, DeployStatus, session_scope, utcnow
+from freight.execution import autodeploy, intake
+from freight.execution.handover import HandOver
+from freight.execution.intake import DeployRequest
 from freight.plugins import PluginConfig
-from freight.service import apps, autodeploy, deploys, locks, queue, releases, runs
-from freight.service.autodeploy import AutoState
+from freight.service import apps, deploys, locks, queue, releases
+from freight.service.autodeploy import AutoState, Outcome
 from freight.settings import Settings
-from tests.factories import GitRepo, RecordingOrchestrator, unique_name
+from tests.factories import GitRepo, RecordingOrchestrator, run_inline, unique_name
 
 
 class Poller:
     def __init__(self, engine: Engine, settings: Settings, origin: GitRepo) -> None:
         self.engine, self.settings, self.origin = engine, settings, origin
         self.orchestrator = RecordingOrchestrator()
+        self.handover = HandOver(engine, self.orchestrator, workspace_root=settings.workspaces)
         self.http = httpx.Client(timeout=5)
 
     def app(self, *, checks: list[dict[str, object]] | None = None, enabled: bool = True) -> str:
@@ -51,14 +55,11 @@ class Poller:
 
     def context(self) -> autodeploy.PollContext:
         return autodeploy.PollContext(
-            workspace_root=self.settings.workspaces,
-            client=self.http,
-            urls=self.settings.service_urls(),
-            secrets_from={},
+            client=self.http, urls=self.settings.service_urls(), secrets_from={}
         )
 
-    def poll(self, app: str) -> autodeploy.Outcome:
-        outcomes = autodeploy.poll(self.engine, self.orchestrator, self.context())
+    def poll(self, app: str) -> Outcome:
+        outcomes = autodeploy.poll(self.handover, self.context())
         (mine,) = [o for o in outcomes if o.app == app]
         return mine
 
@@ -75,15 +76,13 @@ class Poller:
 
     def by_hand(self, app: str, ref: str, user: str, *, start: bool = False) -> str | None:
         """A person's deploy of `ref` to staging (started at once with `start`); its sha."""
+        created = intake.create(
+            self.engine,
+            DeployRequest(app=app, environment="staging", ref=ref, user=user),
+            workspace_root=self.settings.workspaces,
+        )
         with session_scope(self.engine) as session:
-            deploy = deploys.create_deploy(
-                session,
-                app=app,
-                environment="staging",
-                ref=ref,
-                user=user,
-                workspace_root=self.settings.workspaces,
-            )
+            deploy = deploys.get_deploy(session, created.deploy_id)
             if start:
                 assert queue.claim_next(session, deploy.app_id, "staging") is deploy
             return deploy.sha
@@ -250,9 +249,7 @@ def test_release_state_says_what_automatic_deploys_are_doing(poller: Poller) -> 
     assert locked is not None
     assert (locked.state, locked.reason) == (AutoState.BLOCKED, "locked by ana: freeze")
     off = poller.app(enabled=False)
-    poller_targets = {
-        o.app for o in autodeploy.poll(poller.engine, poller.orchestrator, poller.context())
-    }
+    poller_targets = {o.app for o in autodeploy.poll(poller.handover, poller.context())}
     assert off not in poller_targets  # not polled at all
     with session_scope(poller.engine) as session:
         (disabled,) = [r.auto_deploy for r in releases.release_state(session, off) if r.auto_deploy]
@@ -311,8 +308,13 @@ def test_a_lock_taken_while_an_automatic_deploy_waits_holds_it_until_unlocked(
         lock_id = locks.create_lock(
             session, app=app, environment="staging", reason="migration", owner="ana"
         ).id
-    run = runs.DeployRun(poller.engine, settings, poller.first_id(app), run_id="run-1")
-    assert runs.execute(run, poller.orchestrator) == DeployStatus.CANCELLED
+    with session_scope(poller.engine) as session:
+        first = deploys.get_deploy(session, poller.first_id(app))
+    assert first.flow_run_id
+    status = run_inline(
+        settings, poller.handover, first.id, run_id=first.flow_run_id, claim=first.claim
+    )
+    assert status == DeployStatus.CANCELLED
     assert poller.poll(app).reason == "locked by ana: migration"
     with session_scope(poller.engine) as session:
         locks.release_lock(session, locks.get_lock(session, lock_id), by="ana")

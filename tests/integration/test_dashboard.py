@@ -268,7 +268,7 @@ def test_the_app_page_shows_what_would_ship_the_queue_in_order_and_the_charts(
     gate.touch()
     expect(page.locator("#status")).to_have_text("finished")
     expect(prefect).to_be_visible()
-    expect(prefect).to_have_attribute("href", re.compile(r"/runs/flow-run/run-\d+$"))
+    expect(prefect).to_have_attribute("href", re.compile(r"/runs/flow-run/run-[0-9-]+$"))
     page.goto(dashboard.url + "/")
     expect(row).to_contain_text("carl")
     expect(row).not_to_contain_text("waiting")

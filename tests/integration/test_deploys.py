@@ -9,10 +9,14 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 
-from freight.db import Deploy, DeployStatus, session_scope
+from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import DeployFinished, InvalidEnvironment, InvalidRef, NotFound
+from freight.execution import intake
+from freight.execution.handover import HandOver
+from freight.execution.intake import DeployRequest
+from freight.execution.logwriter import LogWriter
+from freight.execution.ports import Orchestrator, RunState
 from freight.service import apps, deploys, logs, queue, releases
-from freight.service.orchestration import RunState
 from freight.settings import Settings
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
 
@@ -20,16 +24,23 @@ from tests.factories import GitRepo, RecordingOrchestrator, make_app
 def create(
     engine: Engine, settings: Settings, app: str, ref: str | None = None, **kw: object
 ) -> Deploy:
-    with session_scope(engine) as session:
-        return deploys.create_deploy(
-            session,
+    created = intake.create(
+        engine,
+        DeployRequest(
             app=app,
             environment=str(kw.pop("environment", "staging")),
             ref=ref,
             user=str(kw.pop("user", "ana")),
-            workspace_root=settings.workspaces,
             **kw,  # type: ignore[arg-type]
-        )
+        ),
+        workspace_root=settings.workspaces,
+    )
+    with session_scope(engine) as session:
+        return deploys.get_deploy(session, created.deploy_id)
+
+
+def hand_over(engine: Engine, settings: Settings, orchestrator: Orchestrator) -> HandOver:
+    return HandOver(engine, orchestrator, workspace_root=settings.workspaces)
 
 
 def finish(engine: Engine, deploy_id: int, status: DeployStatus = DeployStatus.FINISHED) -> None:
@@ -153,20 +164,20 @@ def test_queue_hands_over_one_at_a_time_in_creation_order(
     engine: Engine, settings: Settings, app_name: str
 ) -> None:
     orchestrator = RecordingOrchestrator()
+    path = hand_over(engine, settings, orchestrator)
     created = [create(engine, settings, app_name).id for _ in range(3)]
     other_env = create(engine, settings, app_name, environment="production").id
+    assert sorted(path.kick_all()) == sorted([created[0], other_env])
     with session_scope(engine) as session:
-        handed = queue.advance_all(session, orchestrator)
-        assert sorted(d.id for d in handed) == sorted([created[0], other_env])
         app = apps.get_app(session, app_name)
-        assert queue.advance(session, orchestrator, app.id, "staging") is None
+    assert path.kick(app.id, "staging") is None
     assert sorted(orchestrator.submitted) == sorted([created[0], other_env])
 
     finish_running(engine, created[0])
+    assert path.kick(app.id, "staging") == created[1]
     with session_scope(engine) as session:
-        nxt = queue.advance(session, orchestrator, app.id, "staging")
-        assert nxt is not None and nxt.id == created[1]
-        assert nxt.flow_run_id == f"run-{created[1]}"
+        nxt = deploys.get_deploy(session, created[1])
+        assert nxt.flow_run_id == orchestrator._by_key[f"freight-{nxt.id}-{nxt.claim}"]
 
 
 def finish_running(engine: Engine, deploy_id: int) -> None:
@@ -189,33 +200,35 @@ def test_database_refuses_a_second_in_progress_deploy(
 def test_cancel_pending_running_and_finished(
     engine: Engine, settings: Settings, app_name: str
 ) -> None:
-    orchestrator = RecordingOrchestrator()
+    path = hand_over(engine, settings, RecordingOrchestrator())
     running_id, queued_id = (
         create(engine, settings, app_name).id,
         create(engine, settings, app_name).id,
     )
+    path.kick_all()
+    with session_scope(engine) as session:  # its runner began it
+        deploys.get_deploy(session, running_id).date_started = utcnow()
+    path.cancel(queued_id, by="bob")
+    path.cancel(running_id, by="bob")
     with session_scope(engine) as session:
-        queue.advance_all(session, orchestrator)
-    with session_scope(engine) as session:
-        cancelled = deploys.cancel_deploy(session, deploys.get_deploy(session, queued_id), by="bob")
+        cancelled = deploys.get_deploy(session, queued_id)
         assert cancelled.status == DeployStatus.CANCELLED
         assert cancelled.reason == "Cancelled by bob while queued"
-        running = deploys.cancel_deploy(session, deploys.get_deploy(session, running_id), by="bob")
+        running = deploys.get_deploy(session, running_id)
         # A running deploy is asked to stop; its runner ends it.
         assert running.status == DeployStatus.IN_PROGRESS
         assert running.cancel_requested_at is not None
         assert queue.pending(session, running.app_id, "staging") == []
+    with pytest.raises(DeployFinished, match="already ended"):
+        path.cancel(queued_id, by="bob")
     with session_scope(engine) as session:
-        deploy = deploys.get_deploy(session, queued_id)
-        with pytest.raises(DeployFinished, match="already ended"):
-            deploys.cancel_deploy(session, deploy, by="bob")
         page = logs.read_log(session, queued_id)
         assert page.chunks[-1].text == ">> Cancelled by bob while queued\n"
 
 
 def test_log_paging_and_tail(engine: Engine, settings: Settings, app_name: str) -> None:
     deploy_id = create(engine, settings, app_name).id
-    with logs.LogWriter(engine, deploy_id, flush_interval=10) as writer:
+    with LogWriter(engine, deploy_id, flush_interval=10) as writer:
         for text in ("alpha", "beta", "gamma"):
             writer.write(text)
             writer.flush()
@@ -256,8 +269,7 @@ def test_release_state_shows_live_running_and_queued_per_environment(
     failed = create(engine, settings, app_name)
     finish(engine, failed.id, DeployStatus.FAILED)
     running, _queued = create(engine, settings, app_name), create(engine, settings, app_name)
-    with session_scope(engine) as session:
-        queue.advance_all(session, orchestrator)
+    hand_over(engine, settings, orchestrator).kick_all()
     with session_scope(engine) as session:
         state = {(r.app, r.environment): r for r in releases.release_state(session)}
     staging = state[(app_name, "staging")]
@@ -272,36 +284,38 @@ def test_cancel_of_a_deploy_no_worker_has_started_frees_the_slot_at_once(
     engine: Engine, settings: Settings, app_name: str
 ) -> None:
     orchestrator = RecordingOrchestrator()  # hands over, but no worker ever starts the run
+    path = hand_over(engine, settings, orchestrator)
     stuck, waiting = create(engine, settings, app_name).id, create(engine, settings, app_name).id
-    with session_scope(engine) as session:
-        queue.advance_all(session, orchestrator)
-    with session_scope(engine) as session:
-        deploy = deploys.get_deploy(session, stuck)
-        deploys.cancel_deploy(session, deploy, by="bob", orchestrator=orchestrator)
+    path.kick_all()
+    [stuck_run] = orchestrator.states
+    path.cancel(stuck, by="bob")
     with session_scope(engine) as session:
         cancelled = deploys.get_deploy(session, stuck)
         assert cancelled.status == DeployStatus.CANCELLED
         assert cancelled.reason == "Cancelled by bob before it started"
+        assert cancelled.claim is None  # its run, should it start after all, acts for nothing
         assert deploys.get_deploy(session, waiting).status == DeployStatus.IN_PROGRESS
-    assert orchestrator.states[f"run-{stuck}"] == RunState.CANCELLED
+    assert orchestrator.states[stuck_run] == RunState.CANCELLED
     assert orchestrator.submitted == [stuck, waiting]
 
 
-def test_failed_hand_over_leaves_the_deploy_queued_for_a_later_try(
+def test_a_failed_hand_over_keeps_the_claim_and_a_retry_gets_one_run(
     engine: Engine, settings: Settings, app_name: str
 ) -> None:
-    class Down(RecordingOrchestrator):
-        def submit(self, deploy: Deploy) -> str:
-            raise ConnectionError("Prefect is down")
-
+    orchestrator = RecordingOrchestrator()
+    orchestrator.down = True
+    path = hand_over(engine, settings, orchestrator)
     deploy_id = create(engine, settings, app_name).id
-    with session_scope(engine) as session:
-        assert queue.advance_all(session, Down()) == []
+    assert path.kick_all() == [deploy_id]
     with session_scope(engine) as session:
         deploy = deploys.get_deploy(session, deploy_id)
-        assert deploy.status == DeployStatus.PENDING and deploy.flow_run_id is None
-    orchestrator = RecordingOrchestrator()
+        assert deploy.status == DeployStatus.IN_PROGRESS and deploy.flow_run_id is None
+        claim = deploy.claim
+    orchestrator.down = False
+    path.resubmit(deploy_id)
+    path.resubmit(deploy_id)  # a second try of the same claim (two reconcilers, say)
+    assert orchestrator.submitted == [deploy_id]
     with session_scope(engine) as session:
-        assert [d.id for d in queue.advance_all(session, orchestrator)] == [deploy_id]
-    with session_scope(engine) as session:
-        assert deploys.get_deploy(session, deploy_id).flow_run_id == f"run-{deploy_id}"
+        deploy = deploys.get_deploy(session, deploy_id)
+        assert deploy.claim == claim
+        assert deploy.flow_run_id == orchestrator._by_key[f"freight-{deploy_id}-{claim}"]

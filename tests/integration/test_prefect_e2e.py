@@ -36,10 +36,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 from sqlalchemy import Engine, select
 
-from freight import procs
+from freight import procs, wiring
 from freight.catalogue import AppSpec
 from freight.db import AppSource, Deploy, DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
+from freight.execution.handover import HandOver
+from freight.forkclient import SOCKET_ENV
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import apps, deploys, logs
 from freight.settings import Settings
@@ -48,8 +50,8 @@ from tests.conftest import DATABASES, database
 from tests.doubles.github import GitHubDouble
 from tests.doubles.sentry import SentryDouble
 from tests.doubles.slack import SlackDouble
-from tests.factories import GitRepo, make_app
-from tests.helpers import command_line, live_pids_with_env, wait_for
+from tests.factories import GitRepo, make_app, request
+from tests.helpers import command_line, live_pids_with_env, reachable_by_others, wait_for
 from tests.sshd import SshKeys, SshServer, two_hosts
 
 pytestmark = pytest.mark.prefect
@@ -92,6 +94,7 @@ class Env:
     settings: Settings
     engine: Engine
     orchestrator: PrefectOrchestrator
+    handover: HandOver
     tmp: Path
     services: Services
 
@@ -103,16 +106,7 @@ class Env:
             return make_app(session, self.repo(), command=command, **extra).name
 
     def create(self, app: str, env: str = "staging", **params: str) -> int:
-        with session_scope(self.engine) as session:
-            return deploys.queue_deploy(
-                session,
-                self.orchestrator,
-                app=app,
-                environment=env,
-                user="ana",
-                params=params,
-                workspace_root=self.settings.workspaces,
-            ).id
+        return request(self.handover, app, env, params=params)
 
     def deploy(self, deploy_id: int) -> Deploy:
         with session_scope(self.engine) as session:
@@ -146,7 +140,7 @@ class Env:
 
 @pytest.fixture(scope="module", params=DATABASES)
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("stack")
+    tmp = reachable_by_others(tmp_path_factory.mktemp("stack"))
     with (
         database(request.param, tmp) as url,
         GitHubDouble().running() as github,
@@ -158,6 +152,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         settings = Settings(
             home=tmp / "home",
             database_url=url,
+            db_port=free_port(),
             prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
             api_port=api_port,
             public_url=f"http://127.0.0.1:{api_port}",
@@ -184,7 +179,11 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
             PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
         ):
-            yield Env(stack, settings, get_engine(url), orchestrator, tmp, services)
+            # Deploys are handed over as the stack's API hands them over (started at once
+            # from the fork server).
+            local = settings.model_copy(update={"forkserver_socket": Path(stack.env[SOCKET_ENV])})
+            handover = wiring.hand_over(local, orchestrator, env=stack.env)
+            yield Env(stack, settings, get_engine(url), orchestrator, handover, tmp, services)
 
 
 def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env) -> None:
@@ -314,14 +313,12 @@ def test_cancel_queued_and_running_deploys_from_freight(env: Env, marker: str) -
     app = env.app("""bash -c 'trap "" TERM; sleep 600' & echo waiting; wait""")
     running_id = env.create(app, marker=marker)
     queued_id = env.create(app)
-    with session_scope(env.engine) as session:
-        deploys.cancel_deploy(session, deploys.get_deploy(session, queued_id), by="bob")
+    env.handover.cancel(queued_id, by="bob")
     queued = env.deploy(queued_id)
     assert queued.status == DeployStatus.CANCELLED and queued.flow_run_id is None
 
     wait_for(lambda: "waiting\n" in env.log(running_id), 60, "command output", env.diagnostics)
-    with session_scope(env.engine) as session:
-        deploys.cancel_deploy(session, deploys.get_deploy(session, running_id), by="bob")
+    env.handover.cancel(running_id, by="bob")
     deploy = env.wait_status(running_id, DeployStatus.CANCELLED, timeout=30)
     assert deploy.reason == "Cancelled by bob"
     assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []

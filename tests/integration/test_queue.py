@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import itertools
 import threading
-import uuid
 
 import pytest
 from sqlalchemy import Engine
 
 from freight.db import DeployStatus, session_scope
 from freight.errors import InvalidRequest
-from freight.service import deploys, queue, runs
+from freight.execution.handover import HandOver
+from freight.service import deploys, queue
 from freight.settings import Settings
-from tests.factories import GitRepo, RecordingOrchestrator, make_app
+from tests.factories import (
+    GitRepo,
+    RecordingOrchestrator,
+    make_app,
+    register,
+    request,
+    run_inline,
+)
 
 
 def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
@@ -23,27 +30,18 @@ def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
     with session_scope(engine) as session:
         app = make_app(session, origin, command="echo {number}; sleep 0.2").name
     orchestrator = RecordingOrchestrator()
+    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
     barrier = threading.Barrier(21)
-    results: dict[int, DeployStatus] = {}
+    results: dict[int, DeployStatus | None] = {}
     errors: list[BaseException] = []
 
     def runner(environment: str) -> None:
         try:
             barrier.wait()
-            run_id = str(uuid.uuid4())
-            deploy_id = runs.register(
-                engine,
-                settings,
-                app=app,
-                environment=environment,
-                ref=None,
-                user="ana",
-                params=None,
-                force=False,
-                run_id=run_id,
+            deploy_id, run_id = register(handover, app, environment, user="ana")
+            results[deploy_id] = run_inline(
+                settings, handover, deploy_id, run_id=run_id, claim=None
             )
-            run = runs.DeployRun(engine, settings, deploy_id, run_id=run_id)
-            results[deploy_id] = runs.execute(run, orchestrator)
         except BaseException as exc:
             errors.append(exc)
 
@@ -77,27 +75,20 @@ def test_a_queued_deploy_moves_to_the_front_and_rollbacks_go_there(
     engine: Engine, settings: Settings, origin: GitRepo
 ) -> None:
     orchestrator = RecordingOrchestrator()
+    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
     with session_scope(engine) as session:
         app = make_app(session, origin).name
 
     def create(ref: str | None = None) -> int:
-        with session_scope(engine) as session:
-            return deploys.queue_deploy(
-                session,
-                orchestrator,
-                app=app,
-                environment="staging",
-                user="ana",
-                ref=ref,
-                workspace_root=settings.workspaces,
-            ).id
+        return request(handover, app, ref=ref)
 
     def finish_running() -> None:
         with session_scope(engine) as session:
             running = queue.running(session, deploys.get_deploy(session, ids[0]).app_id, "staging")
             assert running is not None
             deploys.mark_ended(session, running, DeployStatus.FINISHED, None)
-            queue.advance(session, orchestrator, running.app_id, "staging")
+            app_id = running.app_id
+        handover.kick(app_id, "staging")
 
     ids = [create()]  # #1 runs (the first commit), #2 #3 #4 (the second) wait
     origin.commit("second")

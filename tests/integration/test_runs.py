@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,12 +20,22 @@ from sqlalchemy import Engine, select, update
 from freight import checks, procs, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
+from freight.execution import delivery, housekeeping, refs
+from freight.execution.handover import HandOver
+from freight.execution.ports import RunState
+from freight.execution.reconciler import MAX_HAND_OVERS, Reconciler, Timing
 from freight.plugins import PluginConfig
-from freight.service import deploys, locks, logs, maintenance, queue, releases, runs
-from freight.service.orchestration import RunState
+from freight.service import deploys, locks, logs, releases
 from freight.settings import Settings
 from tests.doubles import RecordingServer, recording_server
-from tests.factories import GitRepo, RecordingOrchestrator, make_app
+from tests.factories import (
+    GitRepo,
+    RecordingOrchestrator,
+    make_app,
+    register,
+    request,
+    run_inline,
+)
 from tests.helpers import live_pids_with_env, wait_for
 
 
@@ -54,6 +63,7 @@ class Harness:
     def __init__(self, engine: Engine, settings: Settings, origin: GitRepo, hook: RecordingServer):
         self.engine, self.settings, self.origin, self.hook = engine, settings, origin, hook
         self.orchestrator = RecordingOrchestrator()
+        self.handover = HandOver(engine, self.orchestrator, workspace_root=settings.workspaces)
 
     def app(self, command: str, **extra: object) -> str:
         with session_scope(self.engine) as session:
@@ -62,51 +72,54 @@ class Harness:
                 session, self.origin, command=command, notifiers=notifiers, **extra
             ).name
 
-    def create(self, app: str, *, ref: str | None = None, user: str = "ana", **params: str) -> int:
-        with session_scope(self.engine) as session:
-            return deploys.queue_deploy(
-                session,
-                self.orchestrator,
-                app=app,
-                environment="staging",
-                ref=ref,
-                user=user,
-                params=params,
-                workspace_root=self.settings.workspaces,
-            ).id
+    def create(
+        self,
+        app: str,
+        *,
+        ref: str | None = None,
+        user: str = "ana",
+        force: bool = False,
+        **params: str,
+    ) -> int:
+        return request(self.handover, app, ref=ref, user=user, params=params, force=force)
 
     def register(
         self, app: str, *, force: bool = False, reason: str | None = None
     ) -> tuple[int, str]:
-        """A deploy as Prefect's Run button makes one: registered by its own run."""
-        run_id = str(uuid.uuid4())
-        deploy_id = runs.register(
-            self.engine,
-            self.settings,
-            app=app,
-            environment="staging",
-            ref=None,
-            user="prefect",
-            params=None,
-            force=force,
-            run_id=run_id,
-            reason=reason,
-        )
-        return deploy_id, run_id
+        return register(self.handover, app, force=force, reason=reason)
 
-    def execute(self, deploy_id: int) -> DeployStatus:
-        run = runs.DeployRun(self.engine, self.settings, deploy_id, run_id=f"run-{deploy_id}")
-        return runs.execute(run, self.orchestrator)
+    def execute(self, deploy_id: int) -> DeployStatus | None:
+        """Run the deploy as the engine runs the run it was handed to."""
+        deploy = self.deploy(deploy_id)
+        assert deploy.flow_run_id and deploy.claim, f"{deploy.name} was not handed over"
+        return run_inline(
+            self.settings, self.handover, deploy_id, run_id=deploy.flow_run_id, claim=deploy.claim
+        )
+
+    def run_registered(self, deploy_id: int, run_id: str) -> DeployStatus | None:
+        return run_inline(self.settings, self.handover, deploy_id, run_id=run_id, claim=None)
 
     def deploy(self, deploy_id: int) -> Deploy:
         with session_scope(self.engine) as session:
             return deploys.get_deploy(session, deploy_id)
 
-    def maintain(self) -> maintenance.MaintenanceReport:
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            self.handover,
+            timing=Timing(lost_after=30, submit_after=3, pending_for=20),
+            workspace_root=self.settings.workspaces,
+            grace=self.settings.cancel_grace,
+        )
+
+    def maintain(self) -> housekeeping.MaintenanceReport:
         with httpx.Client(timeout=5) as client:
-            return maintenance.run_maintenance(
-                self.engine, self.orchestrator, self.settings, client=client, output=print
+            return housekeeping.run_maintenance(
+                self.engine, delivery.courier(self.settings, client), print
             )
+
+    def age(self, deploy_id: int, **values: object) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(update(Deploy).where(Deploy.id == deploy_id).values(**values))
 
 
 @pytest.fixture
@@ -211,8 +224,7 @@ def test_cancel_running_deploy_kills_grandchild_that_ignores_sigterm(
     wait_for(
         lambda: len(live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}")) >= 2, what="grandchild"
     )
-    with session_scope(harness.engine) as session:
-        deploys.cancel_deploy(session, deploys.get_deploy(session, deploy_id), by="bob")
+    harness.handover.cancel(deploy_id, by="bob")
     thread.join(timeout=20)
     assert outcome == [DeployStatus.CANCELLED]
     assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
@@ -271,15 +283,38 @@ def test_finished_deploy_hands_the_slot_to_the_next_in_queue(harness: Harness) -
     assert harness.execute(first) == DeployStatus.FINISHED
     assert harness.orchestrator.submitted == [first, second]
     assert harness.deploy(second).status == DeployStatus.IN_PROGRESS
+    assert harness.deploy(second).claim != harness.deploy(first).claim
 
 
-def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: Harness) -> None:
+def started(harness: Harness, deploy_id: int, *, runner_pid: int, heartbeat_age: float) -> None:
+    """What a runner that began the deploy and then went silent leaves in its row."""
+    harness.age(
+        deploy_id,
+        date_claimed=utcnow() - timedelta(seconds=heartbeat_age + 2),
+        date_started=utcnow() - timedelta(seconds=heartbeat_age + 1),
+        heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age),
+        runner_host=socket.gethostname(),
+        runner_pid=runner_pid,
+    )
+
+
+def dead_pid() -> int:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
+def test_reconciler_fails_a_silent_run_stops_its_group_removes_its_checkout_and_hands_on(
+    harness: Harness,
+) -> None:
     app = harness.app("echo ok")
     lost, queued = harness.create(app), harness.create(app)
-    run = runs.DeployRun(harness.engine, harness.settings, lost, run_id=f"run-{lost}")
-    workspace = run.prepare_workspace()
-    assert workspace.is_dir()
-    harness.orchestrator.states[f"run-{lost}"] = RunState.RUNNING
+    deploy = harness.deploy(lost)
+    assert deploy.flow_run_id and deploy.sha
+    workspace = harness.settings.workspaces / "checkouts" / str(lost)
+    mirror = vcs.mirror_with(harness.settings.workspaces, harness.origin.url, deploy.sha)
+    vcs.add_worktree(mirror, deploy.sha, workspace)
+    harness.orchestrator.states[deploy.flow_run_id] = RunState.RUNNING
     # What a killed runner leaves behind: its command's group, still running; and a stranger's
     # group that happens to have the recorded id of another deploy.
     orphan = subprocess.Popen(
@@ -288,23 +323,11 @@ def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: H
         start_new_session=True,
     )
     stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    with session_scope(harness.engine) as session:
-        session.execute(
-            update(Deploy)
-            .where(Deploy.id == lost)
-            .values(
-                heartbeat_at=utcnow() - timedelta(seconds=120),
-                runner_host=socket.gethostname(),
-                runner_pgid=orphan.pid,
-            )
-        )
-        session.execute(
-            update(Deploy)
-            .where(Deploy.id == queued)
-            .values(runner_host=socket.gethostname(), runner_pgid=stranger.pid)
-        )
+    started(harness, lost, runner_pid=dead_pid(), heartbeat_age=120)
+    harness.age(lost, runner_pgid=orphan.pid, workspace=str(workspace))
+    harness.age(queued, runner_host=socket.gethostname(), runner_pgid=stranger.pid)
     try:
-        report = harness.maintain()
+        done = harness.reconciler().pass_once()
         assert orphan.wait(5) < 0
         assert procs.group_members(orphan.pid) == []
         assert stranger.poll() is None
@@ -313,24 +336,22 @@ def test_reaper_fails_a_silent_run_removes_its_workspace_and_hands_on(harness: H
             os.killpg(orphan.pid, signal.SIGKILL)
         stranger.kill()
         stranger.wait()
-    assert report.reaped == [f"{app}/staging#1"]
-    deploy = harness.deploy(lost)
-    assert deploy.status == DeployStatus.FAILED and deploy.reason.startswith("Runner lost")
+    assert done.ended == [f"{app}/staging#1"]
+    failed = harness.deploy(lost)
+    assert failed.status == DeployStatus.FAILED and failed.reason.startswith("Runner lost")
+    assert failed.claim is None
     assert not workspace.exists()
-    assert harness.orchestrator.crashed == [f"run-{lost}"]
+    assert harness.orchestrator.crashed == [deploy.flow_run_id]
     assert harness.deploy(queued).status == DeployStatus.IN_PROGRESS
+    assert harness.reconciler().pass_once().ended == []  # once
 
 
-def test_reaper_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None:
+def test_reconciler_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> None:
     deploy_id = harness.create(harness.app("echo ok"))
-    with session_scope(harness.engine) as session:
-        session.execute(
-            update(Deploy)
-            .where(Deploy.id == deploy_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
-        )
-    report = harness.maintain()
-    assert report.reaped == []
+    long_ago = utcnow() - timedelta(seconds=120)
+    harness.age(deploy_id, heartbeat_at=long_ago, date_claimed=long_ago)
+    done = harness.reconciler().pass_once()
+    assert done.ended == [] and done.replaced == []
     assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
 
 
@@ -351,11 +372,10 @@ def test_a_run_waiting_behind_another_announces_queued_before_its_turn(harness: 
     app = harness.app("echo ok")
     first = harness.create(app)  # holds the slot; its runner has not started yet
     second, run_id = harness.register(app)
-    outcome: list[DeployStatus] = []
+    outcome: list[DeployStatus | None] = []
 
     def run_second() -> None:
-        run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
-        outcome.append(runs.execute(run, harness.orchestrator))
+        outcome.append(harness.run_registered(second, run_id))
 
     thread = threading.Thread(target=run_second, daemon=True)
     thread.start()
@@ -420,9 +440,8 @@ def test_a_signal_while_queued_cancels_the_deploy_and_leaves_the_queue_intact(
     previous = signal.signal(signal.SIGALRM, interrupt)
     signal.setitimer(signal.ITIMER_REAL, 1.0)
     try:
-        run = runs.DeployRun(harness.engine, harness.settings, second, run_id=run_id)
         with pytest.raises(Interrupted):
-            runs.execute(run, harness.orchestrator)
+            harness.run_registered(second, run_id)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -457,17 +476,7 @@ def test_checks_gate_the_deploy_and_force_skips_them(
     )
     assert "deployed" not in log_text(harness.engine, refused).replace("echo deployed", "")
 
-    app_id = harness.deploy(refused).app_id
-    with session_scope(harness.engine) as session:
-        forced = deploys.create_deploy(
-            session,
-            app=app,
-            environment="staging",
-            user="ana",
-            force=True,
-            workspace_root=harness.settings.workspaces,
-        ).id
-        queue.advance(session, harness.orchestrator, app_id, "staging")
+    forced = harness.create(app, force=True)
     assert harness.execute(forced) == DeployStatus.FINISHED
     assert ">> Checks skipped: deploy forced\n" in log_text(harness.engine, forced)
 
@@ -477,83 +486,69 @@ def test_checks_gate_the_deploy_and_force_skips_them(
     assert ">> Running check gate\n" in log_text(harness.engine, passed)
 
 
-def test_reaper_spares_a_late_heartbeat_whose_runner_is_alive_here(harness: Harness) -> None:
-    """A loaded machine can delay heartbeats; a runner process seen alive is not lost."""
+def test_reconciler_spares_a_late_heartbeat_whose_runner_works_here(harness: Harness) -> None:
+    """A loaded machine can delay heartbeats; a runner process seen working is not lost. A
+    stopped one (SIGSTOP, a paused VM) can keep no promise: it is."""
     deploy_id = harness.create(harness.app("echo ok"))
-    harness.orchestrator.states[f"run-{deploy_id}"] = RunState.RUNNING
-    with session_scope(harness.engine) as session:
-        session.execute(
-            update(Deploy)
-            .where(Deploy.id == deploy_id)
-            .values(
-                heartbeat_at=utcnow() - timedelta(seconds=120),
-                runner_host=socket.gethostname(),
-                runner_pid=os.getpid(),
-            )
-        )
-    assert harness.maintain().reaped == []
-    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
-
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    with session_scope(harness.engine) as session:
-        session.execute(update(Deploy).where(Deploy.id == deploy_id).values(runner_pid=gone.pid))
-    assert harness.maintain().reaped == [harness.deploy(deploy_id).name]
+    run_id = harness.deploy(deploy_id).flow_run_id
+    assert run_id
+    harness.orchestrator.states[run_id] = RunState.RUNNING
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        started(harness, deploy_id, runner_pid=sleeper.pid, heartbeat_age=120)
+        assert harness.reconciler().pass_once().ended == []
+        assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+        sleeper.send_signal(signal.SIGSTOP)
+        wait_for(lambda: not procs.is_working(sleeper.pid), what="the runner to stop")
+        assert harness.reconciler().pass_once().ended == [harness.deploy(deploy_id).name]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
-def test_a_hand_over_under_way_is_not_lost_and_a_dead_one_is_handed_over_again(
-    harness: Harness,
-) -> None:
+def test_a_claim_whose_hand_over_was_lost_is_handed_over_again_once(harness: Harness) -> None:
     app = harness.app("echo ok")
-    with session_scope(harness.engine) as session:
-        deploy = deploys.create_deploy(
-            session,
-            app=app,
-            environment="staging",
-            user="ana",
-            workspace_root=harness.settings.workspaces,
-        )
-        claimed = queue.claim_next(session, deploy.app_id, "staging")
-        assert claimed is not None and claimed.id == deploy.id
-        deploy_id = deploy.id
-
-    def claimed_ago(minutes: float) -> None:
-        with session_scope(harness.engine) as session:
-            session.execute(
-                update(Deploy)
-                .where(Deploy.id == deploy_id)
-                .values(heartbeat_at=utcnow() - timedelta(minutes=minutes))
-            )
-
-    # Its hand-over to Prefect is still under way (a busy server): long silent, not lost.
-    claimed_ago(5)
-    assert harness.maintain().reaped == []
-    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+    harness.orchestrator.down = True  # the hand-over fails: Prefect is away
+    deploy_id = harness.create(app)
     assert harness.orchestrator.submitted == []
+    claimed = harness.deploy(deploy_id)
+    assert claimed.status == DeployStatus.IN_PROGRESS and claimed.flow_run_id is None
 
-    # The process handing it over died: it goes back to its queue and is handed over again.
-    claimed_ago(11)
-    report = harness.maintain()
-    assert report.reaped == [] and report.handed_over == [harness.deploy(deploy_id).name]
+    # Just claimed: its hand-over may still be under way; and Prefect is still away.
+    done = harness.reconciler().pass_once()
+    assert done.submitted == [] and done.ended == []
+    harness.age(deploy_id, date_claimed=utcnow() - timedelta(seconds=5))
+    harness.reconciler().pass_once()
+    assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+
+    harness.orchestrator.down = False
+    assert harness.reconciler().pass_once().submitted == [claimed.name]
+    assert harness.reconciler().pass_once().submitted == []
     assert harness.orchestrator.submitted == [deploy_id]
-    assert harness.deploy(deploy_id).flow_run_id == f"run-{deploy_id}"
+    handed = harness.deploy(deploy_id)
+    assert handed.claim == claimed.claim and handed.flow_run_id is not None
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
 
 
 def test_a_run_prefect_lost_before_it_started_is_replaced_a_few_times(harness: Harness) -> None:
     deploy_id = harness.create(harness.app("echo ok"))
-    run_id = f"run-{deploy_id}"
-    for attempt in range(1, maintenance.MAX_HAND_OVERS + 1):
-        assert harness.deploy(deploy_id).hand_overs == attempt
+    claims = []
+    for attempt in range(1, MAX_HAND_OVERS + 1):
+        deploy = harness.deploy(deploy_id)
+        assert deploy.hand_overs == attempt and deploy.claim not in claims
+        claims.append(deploy.claim)
+        assert deploy.flow_run_id
         # Prefect's worker could not start it and reported it crashed.
-        harness.orchestrator.states[run_id] = RunState.ENDED
-        report = harness.maintain()
-        if attempt < maintenance.MAX_HAND_OVERS:
-            assert report.reaped == [] and report.handed_over == [harness.deploy(deploy_id).name]
+        harness.orchestrator.states[deploy.flow_run_id] = RunState.ENDED
+        done = harness.reconciler().pass_once()
+        if attempt < MAX_HAND_OVERS:
+            assert done.ended == [] and done.replaced == [deploy.name]
             assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
-    assert harness.orchestrator.submitted == [deploy_id] * maintenance.MAX_HAND_OVERS
-    assert report.reaped == [harness.deploy(deploy_id).name]
+    assert harness.orchestrator.submitted == [deploy_id] * MAX_HAND_OVERS
+    assert done.ended == [harness.deploy(deploy_id).name]
     lost = harness.deploy(deploy_id)
-    assert lost.status == DeployStatus.FAILED and lost.reason and "Runner lost" in lost.reason
+    assert lost.status == DeployStatus.FAILED
+    assert lost.reason == f"Its run was lost {MAX_HAND_OVERS} times before it started"
 
 
 def test_a_deploy_that_ran_leaves_release_notes_with_its_commits(harness: Harness) -> None:
@@ -634,14 +629,14 @@ def test_release_state_follows_deploys_a_failure_and_a_rollback(harness: Harness
         for deploy_id in (one, two, three, back):
             duration = deploys.get_deploy(session, deploy_id).duration
             assert duration is not None and duration > 0
-        start, end, shipped = releases.commits_between(
-            session,
-            app=app,
-            environment="staging",
-            start=None,
-            end=None,
-            workspace_root=harness.settings.workspaces,
-        )
+    start, end, shipped = refs.commits_between(
+        harness.engine,
+        app=app,
+        environment="staging",
+        start=None,
+        end=None,
+        workspace_root=harness.settings.workspaces,
+    )
     # Deploying the branch again would ship both commits after the rolled-back-to one.
     assert (start, end) == (one_sha, three_sha)
     assert [(c.sha, c.subject) for c in shipped] == [
@@ -659,10 +654,9 @@ def test_forcing_past_a_lock_from_prefect_needs_a_reason_too(harness: Harness) -
     with session_scope(harness.engine) as session:
         locks.create_lock(session, app=app, environment="staging", reason="audit", owner="ana")
 
-    def forced(reason: str | None) -> tuple[int, DeployStatus]:
+    def forced(reason: str | None) -> tuple[int, DeployStatus | None]:
         deploy_id, run_id = harness.register(app, force=True, reason=reason)
-        run = runs.DeployRun(harness.engine, harness.settings, deploy_id, run_id=run_id)
-        return deploy_id, runs.execute(run, harness.orchestrator)
+        return deploy_id, harness.run_registered(deploy_id, run_id)
 
     bare, status = forced(None)
     assert status == DeployStatus.CANCELLED
@@ -677,3 +671,42 @@ def test_forcing_past_a_lock_from_prefect_needs_a_reason_too(harness: Harness) -
     )
     finished = [r.json() for r in harness.hook.requests if r.json()["event"] == "finished"]
     assert finished[-1]["force_reason"] == "hotfix for the outage"
+
+
+def test_a_runner_whose_claim_was_taken_stops_its_command_and_writes_nothing_more(
+    harness: Harness, marker: str
+) -> None:
+    app = harness.app("echo started; sleep 600 & wait")
+    deploy_id = harness.create(app, marker=marker)
+    run_id = harness.deploy(deploy_id).flow_run_id
+    assert run_id
+    outcome: list[DeployStatus | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(harness.execute(deploy_id)))
+    thread.start()
+    wait_for(lambda: "started\n" in log_text(harness.engine, deploy_id), what="the command")
+    wait_for(lambda: live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}"), what="its group")
+    harness.orchestrator.states[run_id] = RunState.RUNNING
+    # The reconciler takes it for lost: its runner seems to be on another host, silent for two
+    # minutes (a network partition), so only the runner itself can stop the command.
+    harness.age(deploy_id, runner_host="elsewhere")
+    later = Reconciler(
+        harness.handover,
+        timing=Timing(lost_after=30, submit_after=3, pending_for=20),
+        workspace_root=harness.settings.workspaces,
+        grace=1,
+        clock=lambda: utcnow() + timedelta(seconds=120),
+    )
+    assert later.pass_once().ended == [f"{app}/staging#1"]
+    reaped = log_text(harness.engine, deploy_id)
+    assert reaped.endswith(">> Runner lost (last heartbeat " + reaped.rsplit("heartbeat ", 1)[1])
+    wait_for(
+        lambda: live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == [],
+        5,
+        "the fenced runner to kill its command's group",
+    )
+    thread.join(timeout=20)
+    assert outcome == [None]  # not its deploy to record any more
+    assert log_text(harness.engine, deploy_id) == reaped
+    failed = harness.deploy(deploy_id)
+    assert failed.status == DeployStatus.FAILED and failed.reason.startswith("Runner lost")
+    assert not (harness.settings.workspaces / "checkouts" / str(deploy_id)).exists()

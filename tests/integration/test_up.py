@@ -19,7 +19,7 @@ from sqlalchemy import select
 from freight import procs
 from freight.db import Deploy, DeployStatus, make_engine, session_scope
 from freight.service import logs
-from tests.helpers import wait_for
+from tests.helpers import reachable_by_others, wait_for
 
 pytestmark = pytest.mark.prefect
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +33,13 @@ def free_port() -> int:
 
 
 def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    reachable_by_others(tmp_path)  # the embedded PostgreSQL keeps its data under it
     catalogue = tmp_path / "deployments"
     catalogue.mkdir()
     shutil.copy(ROOT / "deployments" / "demo.yaml", catalogue)
     api = f"http://127.0.0.1:{free_port()}/api"
     freight_port = free_port()
+    db_port = free_port()
     env = {
         **os.environ,
         "FREIGHT_HOME": str(tmp_path / "home"),
@@ -45,7 +47,10 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
         "FREIGHT_PREFECT_API_URL": api,
         "FREIGHT_API_PORT": str(freight_port),
         "FREIGHT_PUBLIC_URL": f"http://127.0.0.1:{freight_port}",
+        "FREIGHT_DB_PORT": str(db_port),
     }
+    for name in ("FREIGHT_DATABASE_URL", "FREIGHT_PREFECT_DATABASE_URL"):
+        env.pop(name, None)  # the defaults: the embedded PostgreSQL
     env.pop("FREIGHT_API_KEY", None)
     up, log = start_up(env, tmp_path / "up.log")
     try:
@@ -71,7 +76,8 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
             check=True,
             capture_output=True,
         )
-        engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'freight.db'}")
+        assert f"Freight DB:   postgresql+psycopg2://postgres@127.0.0.1:{db_port}/freight" in text
+        engine = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{db_port}/freight")
 
         def demo_deploy() -> Deploy | None:
             with session_scope(engine) as session:
@@ -94,7 +100,9 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
         ).json()
         assert [d["name"] for d in listed] == [deploy.name]
         started = procs.descendants({up.pid})
-        assert len(started) >= 4  # server, fork server, worker and API, below `freight up`
+        # database, server, fork server, worker, API and reconciler, below `freight up`
+        assert len(started) >= 6
+        engine.dispose()
     finally:
         stop_up(up, log)
     wait_for(

@@ -12,8 +12,8 @@ import pytest
 from freight.checks import CheckContext, Verdict
 from freight.checks.github import GitHubCheck, GitHubCheckConfig
 from freight.errors import CheckFailed
+from freight.execution import gating
 from freight.plugins import ServiceUrls
-from freight.service import gating
 from tests.doubles import Reply
 from tests.doubles.github import GitHubDouble, rate_limited
 

@@ -25,7 +25,19 @@ def modules(*patterns: str) -> list[Path]:
 
 
 RULES = [
-    (("freight/service/*.py",), ("prefect", "fastapi", "typer", "freight.orchestrator")),
+    (
+        ("freight/service/*.py",),
+        (
+            "prefect",
+            "fastapi",
+            "typer",
+            "httpx",
+            "os",
+            "freight.orchestrator",
+            "freight.execution",
+            "freight.settings",
+        ),
+    ),
     (
         ("freight/db/*.py", "freight/db/**/*.py"),
         ("freight.service", "freight.api", "flows", "prefect"),
@@ -91,3 +103,39 @@ def test_only_the_engine_edge_imports_prefect_inside_freight() -> None:
         if any(name == "prefect" or name.startswith("prefect.") for name in imports_of(path))
     )
     assert users == ["freight/forkserver.py", "freight/orchestrator.py"]
+
+
+def calls_to(path: Path, attribute: str) -> list[int]:
+    """Lines where `X.attribute(...)` is called."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == attribute
+    ]
+
+
+def test_the_service_layer_never_commits_nor_opens_its_own_transactions() -> None:
+    # The caller (the execution layer, a request) owns the transaction.
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} calls .{name}()"
+        for path in modules("freight/service/*.py")
+        for name in ("commit", "rollback", "begin")
+        for line in calls_to(path, name)
+    ] + [
+        f"{path.relative_to(ROOT)} uses session_scope"
+        for path in modules("freight/service/*.py")
+        if "session_scope" in path.read_text()
+    ]
+    assert offenders == []
+
+
+def test_one_module_hands_deploys_to_the_engine() -> None:
+    """Claiming a queue's head and handing it over happen in freight/execution/handover.py."""
+    submitters = sorted(
+        str(path.relative_to(ROOT))
+        for path in modules("freight/**/*.py", "flows/*.py")
+        if calls_to(path, "submit") or calls_to(path, "claim_next")
+    )
+    assert submitters == ["freight/execution/handover.py"]

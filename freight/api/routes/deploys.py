@@ -5,6 +5,7 @@ Every route also answers under `/tasks/` (Hubot and chat bots use those names).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import BackgroundTasks, Depends, Request
@@ -25,8 +26,9 @@ from freight.api.deps import (
 from freight.api.inputs import Arguments, Count, Flag, JsonField, Offset, RowId, documented, parse
 from freight.api.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, Page, link_header, paged
 from freight.api.routing import Router
-from freight.db import Deploy, DeployStatus, session_scope
+from freight.db import Deploy, DeployStatus
 from freight.errors import MissingArgument
+from freight.execution.intake import DeployRequest
 from freight.service import deploys, logs, queue
 from freight.service.keys import Principal, Scope
 
@@ -96,15 +98,17 @@ def list_deploys(request: Request, db: SessionDep, who: Reader, values: Values) 
     return paged(request, page, rows, body)
 
 
-def _hand_over(rt: Runtime, app_id: int, environment: str) -> None:
-    with session_scope(rt.engine) as db:
-        queue.advance(db, rt.orchestrator, app_id, environment)
-
-
-def hand_over_later(later: BackgroundTasks, rt: Runtime, deploy: Deploy) -> None:
-    """Hand the deploy's queue on after the response: that talks to Prefect, and a client must
-    not wait for it. A hand-over that fails is retried by the maintenance flow."""
-    later.add_task(_hand_over, rt, deploy.app_id, deploy.environment)
+def request_deploy(
+    rt: Runtime,
+    later: BackgroundTasks,
+    request: DeployRequest,
+    *,
+    also: Callable[[Session, Deploy], None] | None = None,
+) -> int:
+    """Accept a deploy (201 for the client) and move its queue after the response: that talks
+    to Prefect, and a client must not wait for it. A hand-over that fails is the reconciler's."""
+    created = rt.handover.request(request, screen=rt.screen(), later=later.add_task, also=also)
+    return created.deploy_id
 
 
 def create_deploy(
@@ -114,21 +118,20 @@ def create_deploy(
     who.require(Scope.DEPLOY, args.app)
     if args.user is None:
         raise MissingArgument("Missing required argument 'user' (who deploys)")
-    deploy = deploys.create_deploy(
-        db,
-        app=args.app,
-        environment=args.env,
-        ref=args.ref,
-        user=args.user,
-        params=args.params,
-        force=args.force,
-        force_reason=args.reason,
-        workspace_root=rt.settings.workspaces,
-        screen=rt.screen(),
+    deploy_id = request_deploy(
+        rt,
+        later,
+        DeployRequest(
+            app=args.app,
+            environment=args.env,
+            ref=args.ref,
+            user=args.user,
+            params=args.params,
+            force=args.force,
+            reason=args.reason,
+        ),
     )
-    body = schemas.deploy_public(db, deploy)
-    db.commit()
-    hand_over_later(later, rt, deploy)
+    body = schemas.deploy_public(db, deploys.get_deploy(db, deploy_id))
     return JSONResponse(body, status_code=201)
 
 
@@ -154,9 +157,9 @@ def _update(
     args = parse(DeployUpdate, values)
     who.require(Scope.DEPLOY, deploy.app.name)
     if args.status == "cancelled":
-        deploy = deploys.cancel_deploy(
-            db, deploy, by=args.user or who.user, orchestrator=rt.orchestrator
-        )
+        db.commit()  # no transaction of ours may stand in the cancel's way
+        rt.handover.cancel(deploy.id, by=args.user or who.user)
+        db.refresh(deploy)
     elif args.position == "front":
         deploy = queue.move_to_front(db, deploy)
     return schemas.deploy_public(db, deploy)

@@ -22,7 +22,7 @@ def health(rt: RuntimeDep) -> JSONResponse:
         parts["database"] = {"ok": True}
     except Exception as exc:  # any failure is the answer here
         parts["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
-    problem = rt.orchestrator.problem()
+    problem = rt.handover.orchestrator.problem()
     parts["prefect"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
     ok = all(part["ok"] for part in parts.values())
     return JSONResponse(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from freight.api.inputs import Arguments, Flag, RowId, documented, parse
 from freight.api.routing import Router
 from freight.db import Lock, utcnow
 from freight.errors import InvalidRequest
+from freight.execution import delivery
 from freight.service import locks, notifications
 from freight.service.keys import Scope
 
@@ -48,14 +48,11 @@ def announce_later(later: BackgroundTasks, rt: Runtime, lock: Lock, event: str, 
     configs = notifications.lock_notifiers(lock.app, lock.environment)
     if configs:
         later.add_task(
-            notifications.announce_lock,
+            delivery.announce_lock,
             configs,
             locks.notice(lock, event, by=by),
-            client=rt.http,
-            urls=rt.settings.service_urls(),
-            output=log.warning,
-            retry_delays=rt.settings.notify_retry_delays,
-            secrets_from=os.environ,
+            rt.courier(),
+            log.warning,
         )
 
 

@@ -14,6 +14,7 @@ from freight.api.inputs import Arguments, documented, parse
 from freight.api.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, Page, paged
 from freight.api.routing import Router
 from freight.errors import MissingArgument
+from freight.execution import refs
 from freight.service import apps, releases
 from freight.service.keys import Scope
 
@@ -63,13 +64,13 @@ class CommitsQuery(Arguments):
     operation_id="release_commits",
     openapi_extra=documented(CommitsQuery, body=False),
 )
-def release_commits(db: SessionDep, rt: RuntimeDep, who: Reader, values: Values) -> dict[str, Any]:
+def release_commits(rt: RuntimeDep, who: Reader, values: Values) -> dict[str, Any]:
     """The commits between two refs of an app (by default: from what is live in `env` to its
     default ref, i.e. what a deploy would ship), newest first, from Freight's mirror."""
     query = parse(CommitsQuery, values)
     who.require(Scope.READ, query.app)
-    start, end, commits = releases.commits_between(
-        db,
+    start, end, commits = refs.commits_between(
+        rt.engine,
         app=query.app,
         environment=query.env,
         start=query.start,

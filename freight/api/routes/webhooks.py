@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse
 
 from freight.api import schemas
 from freight.api.deps import Admin, Runtime, RuntimeDep, SessionDep
-from freight.api.routes.deploys import hand_over_later
+from freight.api.routes.deploys import request_deploy
 from freight.api.routing import PREFIX, Router
-from freight.errors import Forbidden, InvalidRequest, NotFound
+from freight.errors import AlreadyDelivered, Forbidden, InvalidRequest, NotFound
+from freight.execution.intake import DeployRequest
 from freight.service import apps, deploys, hooks
 
 router = Router(tags=["webhooks"])
@@ -103,21 +104,22 @@ def webhook(
     if not isinstance(head, dict) or not isinstance(head.get("id"), str):
         return JSONResponse({"ignored": "push without a head commit (a deleted branch)"})
     user = _pusher(head)
-
-    def create() -> Any:
-        return deploys.create_deploy(
-            db,
-            app=app,
-            environment=env,
-            ref=head["id"],
-            user=user,
-            workspace_root=rt.settings.workspaces,
-            screen=rt.screen(),
-        )
-
-    deploy, created = hooks.deliver_once(db, request.headers.get("x-github-delivery"), create)
-    wire = schemas.deploy_public(db, deploy)
-    db.commit()
-    if created:
-        hand_over_later(later, rt, deploy)
-    return JSONResponse(wire, status_code=201 if created else 200)
+    delivery = request.headers.get("x-github-delivery")
+    earlier = hooks.delivered(db, delivery) if delivery else None
+    if earlier is None:
+        db.commit()  # no transaction of ours may stand in the way of the deploy's
+        try:
+            deploy_id = request_deploy(
+                rt,
+                later,
+                DeployRequest(app=app, environment=env, ref=head["id"], user=user),
+                also=lambda session, deploy: hooks.record_delivery(session, delivery, deploy),
+            )
+        except AlreadyDelivered:  # a redelivery of the same push got there first
+            earlier = hooks.delivered(db, delivery) if delivery else None
+        else:
+            return JSONResponse(
+                schemas.deploy_public(db, deploys.get_deploy(db, deploy_id)), status_code=201
+            )
+    assert earlier is not None
+    return JSONResponse(schemas.deploy_public(db, earlier), status_code=200)

@@ -1,0 +1,135 @@
+"""Automatic deploys, by looking for VCS changes (no inbound traffic needed).
+
+Each poll looks up, with `git ls-remote` (every remote at once, bounded), where the branch of
+each environment with `auto_deploy` points. A sha that is new (not live, not queued or
+running, not already failed) is deployed as user `autodeploy` once its checks pass; when the
+branch moves on, the older automatic deploys still queued are cancelled. A lock holds it
+(always), as does a sha whose deploy failed, was cancelled by a person or was rolled back from
+(until a person deploys or the branch moves); those rules are freight/service/autodeploy.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from freight import secrets, vcs
+from freight.checks import CheckContext, Verdict
+from freight.db import App, session_scope
+from freight.errors import FreightError
+from freight.execution import gating
+from freight.execution.handover import HandOver
+from freight.execution.intake import DeployRequest
+from freight.plugins import ServiceUrls
+from freight.service import apps
+from freight.service.autodeploy import (
+    AUTODEPLOY_USER,
+    Outcome,
+    Target,
+    held,
+    outcome,
+    remember,
+    supersede,
+    targets,
+)
+from freight.service.releases import AutoState
+
+log = logging.getLogger(__name__)
+
+REMOTE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class PollContext:
+    client: httpx.Client
+    urls: ServiceUrls
+    secrets_from: Mapping[str, str]
+    parallel: int = 8
+
+
+def heads(
+    pairs: set[tuple[str, str]], parallel: int
+) -> dict[tuple[str, str], str | Exception | None]:
+    """Where each (remote, branch) points, read from all remotes at once (at most `parallel`)."""
+
+    def read(pair: tuple[str, str]) -> str | Exception | None:
+        try:
+            return vcs.list_remote_branch(pair[0], pair[1], timeout=REMOTE_TIMEOUT)
+        except FreightError as exc:
+            return exc
+
+    ordered = sorted(pairs)
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(ordered) or 1))) as pool:
+        return dict(zip(ordered, pool.map(read, ordered), strict=True))
+
+
+def poll(handover: HandOver, context: PollContext) -> list[Outcome]:
+    """One look at every environment with automatic deploys; deploys what is due."""
+    with session_scope(handover.engine, read_only=True) as session:
+        wanted = targets(session)
+    found = heads({(t.url, t.branch) for t in wanted}, context.parallel)
+    outcomes = []
+    for target in wanted:
+        head = found[(target.url, target.branch)]
+        sha = head if isinstance(head, str) else None
+        try:
+            result = _decide(handover, context, target, head)
+        except FreightError as exc:
+            result = outcome(target, sha, AutoState.ERROR, exc.message)
+        except Exception as exc:  # one app's trouble must not stop the others' deploys
+            log.exception("autodeploy of %s/%s", target.app, target.environment)
+            result = outcome(target, sha, AutoState.ERROR, f"internal error: {exc}")
+        with session_scope(handover.engine) as session:
+            remember(session, target, result)
+        outcomes.append(result)
+    return outcomes
+
+
+def _decide(
+    handover: HandOver, context: PollContext, target: Target, head: str | Exception | None
+) -> Outcome:
+    if isinstance(head, Exception):
+        return outcome(target, None, AutoState.ERROR, f"cannot read {target.branch}: {head}")
+    if head is None:
+        return outcome(target, None, AutoState.ERROR, f"branch {target.branch} not found")
+    with session_scope(handover.engine) as session:
+        supersede(session, target, head)
+        holding = held(session, target, head)
+        if holding is not None:
+            return holding
+        config = apps.environment_of(session.get_one(App, target.app_id), target.environment)
+    if config.checks:
+        resolved, _ = secrets.resolve_all(config.checks, context.secrets_from)
+        verdicts = gating.look_once(
+            resolved,
+            CheckContext(
+                app=target.app,
+                environment=target.environment,
+                sha=head,
+                output=log.info,
+                client=context.client,
+                urls=context.urls,
+                repository=target.url,
+            ),
+        )
+        for check, result in verdicts:
+            if result.verdict == Verdict.FAILED:
+                reason = f"sha {head[:7]} failed check {check.type}: {result.summary}"
+                return outcome(target, head, AutoState.BLOCKED, reason)
+        waiting = [result.summary for _, result in verdicts if result.verdict == Verdict.PENDING]
+        if waiting:
+            return outcome(target, head, AutoState.WAITING, "; ".join(waiting))
+    created = handover.request(
+        DeployRequest(
+            app=target.app,
+            environment=target.environment,
+            user=AUTODEPLOY_USER,
+            ref=target.branch,
+            sha=head,
+        )
+    )
+    return outcome(target, head, AutoState.QUEUED, f"queued {created.name}")

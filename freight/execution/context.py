@@ -1,0 +1,85 @@
+"""What one step of a deploy gets: a small frozen context, the same for every step."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from freight.catalogue import EnvironmentConfig
+from freight.errors import DeployCancelled
+from freight.execution.delivery import Courier
+from freight.plugins import ServiceUrls
+
+
+class Output(Protocol):
+    """Where a deploy's lines go (its log, the engine's run log), secrets masked."""
+
+    def __call__(self, line: str) -> None: ...
+
+    def mask(self, secrets: Iterable[str]) -> None:
+        """Mask these values too from now on (secrets resolved at run time)."""
+        ...
+
+
+class Record(Protocol):
+    """The deploy's row as its runner may change it: only while it holds its claim."""
+
+    def check_lock(self) -> str | None:
+        """Raise AppLocked if someone else's lock stands; the lock forced past, described."""
+        ...
+
+    def set_workspace(self, path: Path | None) -> None: ...
+
+    def set_process_group(self, pgid: int) -> None: ...
+
+    def deliver_notifications(self, output: Callable[[str], None]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    deploy_timeout: float
+    read_timeout: float
+    cancel_grace: float
+    check_timeout: float
+
+
+@dataclass(frozen=True)
+class RunContext:
+    deploy_id: int
+    name: str  # APP/ENV#N
+    app: str
+    environment: str
+    number: int
+    ref: str
+    sha: str
+    prev_sha: str | None
+    user: str
+    params: Mapping[str, str]
+    force: bool
+    force_reason: str | None
+    repository: str
+    # The environment's config as it was when the deploy was made.
+    config: EnvironmentConfig
+    workspace_root: Path
+    # Where this deploy's checkout goes.
+    workspace: Path
+    limits: Limits
+    urls: ServiceUrls
+    # Where `${NAME}` references of the config are looked up.
+    secrets: Mapping[str, str]
+    # Variables of the runner's own environment that a deploy command inherits.
+    base_env: Mapping[str, str]
+    output: Output
+    record: Record
+    http: httpx.Client
+    courier: Courier
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise DeployCancelled("Deploy cancelled")

@@ -1,0 +1,78 @@
+"""Housekeeping, run by the maintenance flow: stray checkouts removed, locks that ran out
+marked and announced, notifications that no runner is left to send delivered. (Repairing
+deploys is the reconciler's.)"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from freight import vcs
+from freight.db import Deploy, DeployStatus, session_scope
+from freight.execution import delivery
+from freight.execution.delivery import Courier
+from freight.service import locks, notifications
+
+# A runner delivers its deploy's events within seconds of ending; give it a minute.
+NOTIFY_SETTLE = 60
+
+
+@dataclass
+class MaintenanceReport:
+    removed_workspaces: list[str] = field(default_factory=list)
+    expired_locks: list[str] = field(default_factory=list)
+    notified: list[int] = field(default_factory=list)
+
+
+def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str]:
+    """Remove checkouts that no running deploy owns (left by a crash of the whole machine)."""
+    checkouts = workspace_root / "checkouts"
+    if not checkouts.is_dir():
+        return []
+    with session_scope(engine, read_only=True) as session:
+        owned = set(
+            session.scalars(
+                select(Deploy.workspace).where(
+                    Deploy.status == DeployStatus.IN_PROGRESS, Deploy.workspace.is_not(None)
+                )
+            )
+        )
+    removed = []
+    for path in checkouts.iterdir():
+        if str(path) not in owned:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    if removed:
+        for mirror in (workspace_root / "mirrors").glob("*.git"):
+            vcs.prune_worktrees(mirror)
+    return removed
+
+
+def run_maintenance(
+    engine: Engine, courier: Courier, output: Callable[[str], None]
+) -> MaintenanceReport:
+    report = MaintenanceReport()
+    report.removed_workspaces = remove_stray_workspaces(
+        engine, workspace_root=courier.workspace_root
+    )
+    with session_scope(engine) as session:
+        expired = [
+            (
+                notifications.lock_notifiers(lock.app, lock.environment),
+                locks.notice(lock, "expired", by=locks.EXPIRED),
+            )
+            for lock in locks.expire_due(session)
+        ]
+    for configs, notice in expired:
+        delivery.announce_lock(configs, notice, courier, output)
+        report.expired_locks.append(notice.scope)
+    with session_scope(engine, read_only=True) as session:
+        unattended = notifications.unattended(session, settle=NOTIFY_SETTLE)
+    for deploy_id in unattended:
+        delivery.deliver(engine, deploy_id, courier, output)
+        report.notified.append(deploy_id)
+    return report

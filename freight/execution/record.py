@@ -1,0 +1,73 @@
+"""The deploy's row as its runner changes it: every write is made only while the runner holds
+the deploy's claim, so a runner that was reaped (and may wake up later) changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine, Update, select, update
+
+from freight.db import Deploy, DeployStatus, session_scope, utcnow
+from freight.errors import ClaimLost
+from freight.execution import delivery
+from freight.execution.delivery import Courier
+from freight.execution.monitor import Claim
+from freight.service import deploys, locks
+
+
+class RunRecord:
+    def __init__(self, engine: Engine, deploy_id: int, *, claim: str | None, courier: Courier):
+        self.engine = engine
+        self.deploy_id = deploy_id
+        # None until the deploy is claimed for this run (a run that registered itself waits).
+        self.claim = claim
+        self.courier = courier
+        # The group of the command running now, to stop it at once should the claim be lost.
+        self.pgid: int | None = None
+
+    def look(self, beat: bool) -> Claim:
+        """The monitor's look: is the claim still ours, and did someone ask to stop?"""
+        with session_scope(self.engine, read_only=not beat) as session:
+            if beat:
+                beaten = session.execute(
+                    self._mine(update(Deploy)).values(heartbeat_at=utcnow())
+                ).rowcount  # type: ignore[attr-defined]
+                if not beaten:
+                    return Claim.LOST
+            row = session.execute(
+                select(Deploy.claim, Deploy.status, Deploy.cancel_requested_at).where(
+                    Deploy.id == self.deploy_id
+                )
+            ).one()
+        if row.claim != self.claim or row.status != DeployStatus.IN_PROGRESS:
+            return Claim.LOST
+        return Claim.CANCEL if row.cancel_requested_at is not None else Claim.HELD
+
+    def check_lock(self) -> str | None:
+        with session_scope(self.engine, read_only=True) as session:
+            return locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+
+    def set_workspace(self, path: Path | None) -> None:
+        self._set(workspace=None if path is None else str(path))
+
+    def set_process_group(self, pgid: int) -> None:
+        self.pgid = pgid
+        self._set(runner_pgid=pgid)
+
+    def send_notices(self, output: Callable[[str], None]) -> list[str]:
+        return delivery.deliver(self.engine, self.deploy_id, self.courier, output)
+
+    def _set(self, **values: object) -> None:
+        with session_scope(self.engine) as session:
+            done = session.execute(self._mine(update(Deploy)).values(**values))
+            if not done.rowcount:  # type: ignore[attr-defined]
+                raise ClaimLost("The deploy's claim was taken from this run")
+
+    def _mine(self, statement: Update) -> Update:
+        assert self.claim is not None
+        return statement.where(
+            Deploy.id == self.deploy_id,
+            Deploy.claim == self.claim,
+            Deploy.status == DeployStatus.IN_PROGRESS,
+        )

@@ -1,0 +1,74 @@
+"""Refs to commits: `:current` and `:previous` from the database, anything else from git, with
+the repository's mirror fetched first (no transaction is held across the fetch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from freight import vcs
+from freight.db import session_scope
+from freight.errors import InvalidRef
+from freight.service import apps, deploys, releases
+
+
+def resolve(
+    *,
+    app: str,
+    repository: str,
+    ref: str,
+    workspace_root: Path,
+    fresh_within: float = 0,
+) -> str:
+    """The sha of a branch, tag or sha, fetched now (or within `fresh_within` seconds)."""
+    mirror = vcs.update_mirror(workspace_root, repository, max_age=fresh_within)
+    try:
+        return vcs.resolve_ref(mirror, ref)
+    except InvalidRef:
+        raise InvalidRef(f"Unknown ref '{ref}' for app {app}") from None
+
+
+def commits_between(
+    engine: Engine,
+    *,
+    app: str,
+    environment: str,
+    start: str | None,
+    end: str | None,
+    workspace_root: Path,
+    limit: int = 250,
+    fresh_within: float = 0,
+) -> tuple[str | None, str, list[vcs.Commit]]:
+    """The commits after `start` up to `end` (refs, shas, `:current`, `:previous`), newest
+    first. By default from what is live to the environment's default ref: what a deploy
+    would ship now. Refs are fetched now, or within `fresh_within` seconds. Returns (start
+    sha, end sha, commits)."""
+    with session_scope(engine, read_only=True) as session:
+        app_row = apps.get_app(session, app)
+        config = apps.environment_of(app_row, environment)
+        repository = app_row.repository.url
+        end = end or config.default_ref
+        if start is None:
+            start_sha = releases.current_sha(session, app_row.id, environment)
+        else:
+            start_sha = deploys.symbolic_sha(
+                session, app=app_row, environment=environment, ref=start
+            )
+        end_sha = deploys.symbolic_sha(session, app=app_row, environment=environment, ref=end)
+
+    def sha_of(ref: str) -> str:
+        return resolve(
+            app=app,
+            repository=repository,
+            ref=ref,
+            workspace_root=workspace_root,
+            fresh_within=fresh_within,
+        )
+
+    if start is not None and start_sha is None:
+        start_sha = sha_of(start)
+    if end_sha is None:
+        end_sha = sha_of(end)
+    mirror = vcs.mirror_path(workspace_root, repository)
+    return start_sha, end_sha, vcs.commits_between(mirror, start_sha, end_sha, limit=limit)

@@ -1,0 +1,102 @@
+"""The six steps of a deploy, each a plain function of its run context. The deploy flow
+(flows/deploy.py) runs them in order as Prefect tasks; tests call them directly."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+from freight import providers, secrets, vcs
+from freight.checks import CheckContext
+from freight.errors import ClaimLost
+from freight.execution import gating
+from freight.execution.context import RunContext
+from freight.providers import DeployContext, ProviderRuntime
+
+
+def check_lock(ctx: RunContext) -> None:
+    """Refuse the deploy if someone else's lock covers it now (unless forced with a reason)."""
+    ctx.raise_if_cancelled()
+    overridden = ctx.record.check_lock()
+    if overridden:
+        ctx.output(f">> Forced past the lock ({overridden}): {ctx.force_reason}")
+
+
+def check_github_status(ctx: RunContext) -> None:
+    """Wait for the app's checks to pass on the sha (`force` skips them)."""
+    ctx.raise_if_cancelled()
+    if not ctx.config.checks:
+        return
+    if ctx.force:
+        ctx.output(">> Checks skipped: deploy forced")
+        return
+    configs, found = secrets.resolve_all(ctx.config.checks, ctx.secrets)
+    ctx.output.mask(found)
+    gating.wait_for_checks(
+        configs,
+        CheckContext(
+            app=ctx.app,
+            environment=ctx.environment,
+            sha=ctx.sha,
+            output=ctx.output,
+            client=ctx.http,
+            urls=ctx.urls,
+            repository=ctx.repository,
+        ),
+        timeout=ctx.limits.check_timeout,
+        wait=ctx.cancel.wait,
+    )
+
+
+def prepare_workspace(ctx: RunContext) -> None:
+    """A fresh checkout of the sha, from the repository's mirror."""
+    ctx.raise_if_cancelled()
+    ctx.record.set_workspace(ctx.workspace)
+    mirror = vcs.mirror_with(ctx.workspace_root, ctx.repository, ctx.sha)
+    vcs.add_worktree(mirror, ctx.sha, ctx.workspace)
+    ctx.output(f">> Checked out {ctx.sha} into {ctx.workspace}")
+
+
+def run_provider(ctx: RunContext) -> None:
+    """Deploy: the provider's command, SSH session or build, its output streamed to the log."""
+    ctx.raise_if_cancelled()
+    config, found = secrets.resolve_config(ctx.config.provider, ctx.secrets)
+    ctx.output.mask(found)
+    context = DeployContext(
+        deploy_id=ctx.deploy_id,
+        app=ctx.app,
+        environment=ctx.environment,
+        number=ctx.number,
+        ref=ctx.ref,
+        sha=ctx.sha,
+        prev_sha=ctx.prev_sha,
+        user=ctx.user,
+        workspace=ctx.workspace,
+        params=ctx.params,
+    )
+    runtime = ProviderRuntime(
+        output=ctx.output,
+        should_cancel=ctx.cancel.is_set,
+        timeout=ctx.limits.deploy_timeout,
+        read_timeout=ctx.limits.read_timeout,
+        grace=ctx.limits.cancel_grace,
+        base_env=ctx.base_env,
+        on_start=ctx.record.set_process_group,
+        client=ctx.http,
+        urls=ctx.urls,
+    )
+    providers.registry.get(config.type).run(config, context, runtime)
+
+
+def cleanup_workspace(ctx: RunContext) -> None:
+    """Remove the checkout: always, also after a failure, a cancel or a lost claim."""
+    if not ctx.workspace.exists():
+        return
+    vcs.remove_worktree(vcs.mirror_path(ctx.workspace_root, ctx.repository), ctx.workspace)
+    with suppress(ClaimLost):  # reaped meanwhile: the checkout is gone all the same
+        ctx.record.set_workspace(None)
+    ctx.output(">> Workspace removed")
+
+
+def notify(ctx: RunContext) -> list[str]:
+    """Tell the notifiers what happened since they were last told (each event once)."""
+    return ctx.record.send_notices(ctx.output)
