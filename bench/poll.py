@@ -22,7 +22,9 @@ import httpx
 from freight.catalogue import AppSpec
 from freight.db import AppSource, Deploy, DeployStatus, make_engine, session_scope
 from freight.db.migrate import upgrade
-from freight.service import apps, autodeploy, deploys
+from freight.execution import autodeploy
+from freight.execution.handover import HandOver
+from freight.service import apps, deploys
 from freight.settings import Settings
 from tests.factories import RecordingOrchestrator
 
@@ -55,7 +57,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=2, choices=range(1, len(ENVS) + 1))
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="freight-bench-poll-"))
-    settings = Settings(home=home)
+    settings = Settings(home=home, database_url=f"sqlite:///{home / 'freight.db'}")
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     for i in range(args.repos):
@@ -74,7 +76,7 @@ def main() -> None:
                 }
             )
             apps.save_app(session, spec, source=AppSource.API)
-    orchestrator = RecordingOrchestrator()
+    handover = HandOver(engine, RecordingOrchestrator(), workspace_root=settings.workspaces)
     print(
         f"Run {datetime.now().isoformat(timespec='minutes')} on {platform.node()}, "
         f"{os.cpu_count()} cores; {args.repos} repositories, {args.repos * args.envs} app/envs\n"
@@ -82,15 +84,12 @@ def main() -> None:
     print("| cycle | wall | CPU | outcome |\n|---|---|---|---|")
     with httpx.Client() as client:
         context = autodeploy.PollContext(
-            workspace_root=settings.workspaces,
-            client=client,
-            urls=settings.service_urls(),
-            secrets_from={},
+            client=client, urls=settings.service_urls(), secrets_from={}
         )
 
         def cycle(label: str) -> None:
             t0, c0 = time.perf_counter(), cpu()
-            outcomes = autodeploy.poll(engine, orchestrator, context)
+            outcomes = autodeploy.poll(handover, context)
             wall, used = time.perf_counter() - t0, cpu() - c0
             states: dict[str, int] = {}
             for outcome in outcomes:

@@ -3,11 +3,10 @@ run at a time works, under a lease that dies with its holder."""
 
 from __future__ import annotations
 
-import httpx
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from freight import wiring
+from freight import tls, wiring
 from freight.execution import autodeploy
 from freight.execution.leased import holding
 from freight.orchestrator import PrefectOrchestrator
@@ -22,7 +21,7 @@ def poll_vcs() -> None:
     logger = get_run_logger()
     with (
         PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
-        httpx.Client(timeout=settings.notify_timeout) as client,
+        tls.client(timeout=settings.notify_timeout) as client,
     ):
         handover = wiring.hand_over(settings, orchestrator)
         lease = holding(

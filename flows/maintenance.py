@@ -3,10 +3,10 @@ no runner is left to send. One run at a time works, under a lease that dies with
 
 from __future__ import annotations
 
-import httpx
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from freight import tls
 from freight.db import get_engine
 from freight.execution import delivery, housekeeping
 from freight.execution.leased import holding
@@ -24,7 +24,7 @@ def maintenance() -> None:
         holding(
             engine, "flow:maintenance", str(flow_run.id), ttl=settings.reconciler_lease
         ) as mine,
-        httpx.Client(timeout=settings.notify_timeout) as client,
+        tls.client(timeout=settings.notify_timeout) as client,
     ):
         if not mine:
             logger.info("Another maintenance run is at work; this one has nothing to do")

@@ -22,6 +22,7 @@ import selectors
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,8 +32,14 @@ from freight.forkclient import FORWARDED, HEADER, STD_FDS, connect
 # Imported once by the server so that forked children start with them loaded.
 PRELOAD = (
     "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.utilities.visualization",
+    "prefect._internal.observers",
     "prefect.logging.handlers",
     "prefect.events.clients",
+    "anyio._backends._asyncio",
+    "psycopg2",
+    "sqlalchemy.dialects.postgresql.psycopg2",
     "flows.autodeploy",
     "flows.deploy",
     "flows.maintenance",
@@ -61,6 +68,9 @@ def serve(path: Path) -> Request | None:
 
     for module in PRELOAD:
         importlib.import_module(module)
+    from freight import tls
+
+    tls.context()  # built once here, inherited by every run
     # The collector would otherwise walk (and so copy) every preloaded object in each child.
     gc.freeze()
     listener = _listen(path)
@@ -280,17 +290,25 @@ def become(request: Request, module: str = ENGINE) -> None:
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         os.close(fd)
+    before = (os.getcwd(), _prefect_settings(os.environ))
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
-    # Prefect read its settings from the server's environment at import; this run's differ.
-    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
+    if (os.getcwd(), _prefect_settings(os.environ)) != before:
+        # Prefect read its settings from the server's environment (and working directory) at
+        # import; this run's differ. (Reading them again is a tenth of a run's CPU.)
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
     sys.argv = [sys.executable, *request.argv]
     # runpy warns that the module is already imported: it is, on purpose, and it runs afresh.
     warnings.filterwarnings(
         "ignore", message=f"'{module}' found in sys.modules", category=RuntimeWarning
     )
     runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _prefect_settings(env: Mapping[str, str]) -> dict[str, str]:
+    # PREFECT__* (two underscores) are per-run values the engine reads itself, not settings.
+    return {k: v for k, v in env.items() if k.startswith("PREFECT_") and k[8:9] != "_"}
 
 
 def default_socket(home: Path) -> Path:

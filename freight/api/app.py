@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from freight import tls
 from freight.api import errors
 from freight.api.deps import Runtime
 from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
 
                 orchestrator = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
                 path = wiring.hand_over(settings, orchestrator)
-            http = stack.enter_context(httpx.Client(timeout=settings.notify_timeout))
+            http = stack.enter_context(tls.client(timeout=settings.notify_timeout))
             with session_scope(path.engine) as db:
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
             app.state.runtime = Runtime(settings, path.engine, path, http, secret)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from freight.service import deploys, queue
 
 log = logging.getLogger(__name__)
 
+KICKS_AT_ONCE = 8
 # Something that runs a callable later (the API: after its response is sent).
 Later = Callable[[Callable[[], object]], None]
 
@@ -109,7 +111,10 @@ class HandOver:
         """Move every queue that waits with nothing running (after an outage, a lost runner)."""
         with session_scope(self.engine, read_only=True) as session:
             idle = queue.idle_queues(session)
-        return [found for key in idle if (found := self.kick(*key)) is not None]
+        # Side by side: each hand-over waits on the engine for a moment.
+        with ThreadPoolExecutor(max_workers=KICKS_AT_ONCE) as pool:
+            moved = list(pool.map(lambda key: self.kick(*key), idle))
+        return [found for found in moved if found is not None]
 
     def resubmit(self, deploy_id: int) -> None:
         """Hand a claimed deploy without a run over (again): its hand-over was lost or failed.

@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
 
 
+def run_environment(base: Mapping[str, str], run_id: str) -> dict[str, str]:
+    """A run's environment: the launching process's, without what belongs to the run that
+    process may itself be (PREFECT__* are per-run values a worker or runner sets)."""
+    env = {k: v for k, v in base.items() if not k.startswith("PREFECT__")}
+    env[RUN_ID_ENV] = run_id
+    return env
+
+
 @dataclass(frozen=True)
 class ForkLauncher:
     orchestrator: Orchestrator
@@ -45,7 +53,7 @@ class ForkLauncher:
             try:
                 forkclient.spawn_detached(
                     str(self.socket),
-                    env={**self.env, RUN_ID_ENV: run_id},
+                    env=run_environment(self.env, run_id),
                     cwd=str(self.cwd),
                     argv=[],
                     log_fd=fd,

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ LEASE = "reconciler"
 FLOW_LEASES = "flow:"
 # Runs lost before they start are replaced this many times, then the deploy fails.
 MAX_HAND_OVERS = 3
+REPAIRS_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Reconciler:
         # Since when this reconciler has seen the database without a break; None after it lost
         # sight of it (runners could not beat either meanwhile).
         self._watching_since: datetime | None = datetime.min.replace(tzinfo=clock().tzinfo)
+        self._next_stuck_look = 0.0
 
     def pass_once(self) -> Pass:
         """One look at everything, and the repairs it calls for."""
@@ -212,6 +215,7 @@ class Reconciler:
             log.warning("Could not read run states: %s", exc)
             runs = None
         now = self.clock()
+        repairs = []
         for deploy in claimed:
             run = None if runs is None or deploy.run_id is None else runs.get(deploy.run_id)
             decision = decide(
@@ -222,7 +226,12 @@ class Reconciler:
                 watching_since=self._watching_since,
                 runner_working=self._working_here(deploy),
             )
-            self._apply(deploy, run, decision, done)
+            if not isinstance(decision, Wait):
+                repairs.append((deploy, run, decision))
+        # Side by side: after an outage many environments wait on a repair, and one repair can
+        # take seconds (a busy engine, a command's grace period).
+        with ThreadPoolExecutor(max_workers=REPAIRS_AT_ONCE) as pool:
+            list(pool.map(lambda repair: self._apply(*repair, done), repairs))
         self._give_back_stuck_runs(done)
         done.moved = self.handover.kick_all()
         self._crash_dead_flows(done)
@@ -281,6 +290,9 @@ class Reconciler:
             done.ended.append(deploy.name)
 
     def _end(self, deploy: Claimed, run: RunStatus | None, decision: End) -> bool:
+        """End the deploy in three steps, so that nothing of it overlaps the next deploy: take
+        its claim (its runner, should it wake, can do nothing more; the slot stays held), stop
+        what it left running here, then record the end, which frees the slot."""
         with session_scope(self.engine) as session:
             session.execute(
                 select(Deploy.id).where(Deploy.id == deploy.deploy_id).with_for_update()
@@ -290,19 +302,20 @@ class Reconciler:
             # Decided on an earlier look: the runner may have recorded its outcome since.
             if row.status != DeployStatus.IN_PROGRESS or row.claim != deploy.claim:
                 return False
-            if decision.status == DeployStatus.CANCELLED:
-                row.cancelled_by = "Prefect"
-            row.claim = None  # whatever holds the claim now acts for nothing
-            deploys.mark_ended(session, row, decision.status, decision.reason)
-            workspace, row.workspace = row.workspace, None
+            row.claim = None
             local = row.runner_host == self.host
             pgid = row.runner_pgid if local else None
-            repository = row.app.repository.url
-        # Slow work happens outside the transaction.
         if pgid:
             stop_orphaned_group(
                 pgid, marker=f"FREIGHT_DEPLOY_ID={deploy.deploy_id}", grace=self.grace
             )
+        with session_scope(self.engine) as session:
+            row = deploys.get_deploy(session, deploy.deploy_id)
+            if decision.status == DeployStatus.CANCELLED:
+                row.cancelled_by = "Prefect"
+            deploys.mark_ended(session, row, decision.status, decision.reason)
+            workspace, row.workspace = row.workspace, None
+            repository = row.app.repository.url
         if workspace and (local or deploy.runner_host is None):
             vcs.remove_worktree(vcs.mirror_path(self.workspace_root, repository), Path(workspace))
         if deploy.run_id and (run is None or run.state not in (RunState.ENDED, RunState.CANCELLED)):
@@ -312,6 +325,11 @@ class Reconciler:
         return True
 
     def _give_back_stuck_runs(self, done: Pass) -> None:
+        # A few looks within the time a run may stay taken are enough; each one costs the
+        # engine a query.
+        if time.monotonic() < self._next_stuck_look:
+            return
+        self._next_stuck_look = time.monotonic() + self.timing.pending_for / 3
         try:
             stuck = self.orchestrator.stuck_runs(pending_for=self.timing.pending_for)
         except Exception as exc:

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
 
-import httpx
 from sqlalchemy import select
 
+from freight import tls
 from freight.catalogue import EnvironmentConfig
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import ClaimLost, InvalidRequest
@@ -60,7 +60,7 @@ class DeployRun:
         self.deploy_id = deploy_id
         self.run_id = run_id
         self._echo = echo
-        self.http = httpx.Client(timeout=settings.notify_timeout)
+        self.http = tls.client(timeout=settings.notify_timeout)
         self.record = RunRecord(
             self.engine,
             deploy_id,
