@@ -20,7 +20,7 @@ def poll_vcs() -> None:
     report_errors(settings, "poll-vcs")
     logger = get_run_logger()
     with (
-        PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+        PrefectOrchestrator.within_run(settings.deploy_deployment) as orchestrator,
         tls.client(timeout=settings.notify_timeout) as client,
     ):
         handover = wiring.hand_over(settings, orchestrator)

@@ -97,7 +97,7 @@ def deploy(
     settings = get_settings()
     report_errors(settings, "deploy")
     run_id = str(flow_run.id)
-    with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
+    with PrefectOrchestrator.within_run(settings.deploy_deployment) as orchestrator:
         handover = wiring.hand_over(settings, orchestrator)
         if deploy_id is None:  # started in Prefect: the deploy is registered by its own run
             if not app:

@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
+from prefect.context import FlowRunContext
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled, Crashed, Pending, Scheduled
@@ -56,19 +57,32 @@ class PrefectOrchestrator:
         self.deployment = deployment
         self.work_pool = work_pool
         self._client: SyncPrefectClient | None = None
+        self._own_client = True
         self._deployment_id: UUID | None = None
 
+    @classmethod
+    def within_run(cls, deployment: str) -> PrefectOrchestrator:
+        """The orchestrator of a flow run, on the engine's own client: a client of its own
+        would cost the server a version check and a CSRF token for every deploy."""
+        context = FlowRunContext.get()
+        assert context is not None, "within_run is for the body of a flow"
+        orchestrator = cls(deployment)
+        if isinstance(context.client, SyncPrefectClient):
+            orchestrator._client, orchestrator._own_client = context.client, False
+        return orchestrator
+
     def __enter__(self) -> PrefectOrchestrator:
-        self._client = get_client(sync_client=True)
-        self._client.__enter__()
+        if self._client is None:
+            self._client = get_client(sync_client=True)
+            self._client.__enter__()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._client is not None:
+        if self._client is not None and self._own_client:
             self._client.__exit__(kind, exc, tb)
-            self._client = None
+        self._client = None
 
     @property
     def client(self) -> SyncPrefectClient:

@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from freight.db import session_scope
@@ -80,6 +81,9 @@ def test_sync_applies_the_catalogue_all_or_nothing(
     shutil.rmtree(catalogue)
 
 
+# The command line talks HTTP to the API; the API's database is exercised on SQLite and
+# PostgreSQL by the contract tests. These long conversations run on SQLite only.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_release_history_commits_and_locks_from_the_command_line(
     settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path
 ) -> None:
@@ -151,6 +155,9 @@ def test_release_history_commits_and_locks_from_the_command_line(
     orchestrator.join()
 
 
+# The command line talks HTTP to the API; the API's database is exercised on SQLite and
+# PostgreSQL by the contract tests. These long conversations run on SQLite only.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_queues_from_the_command_line(
     settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path
 ) -> None:

@@ -420,12 +420,12 @@ def test_a_worker_killed_between_taking_a_run_and_starting_it_holds_nothing(plan
 
 
 def test_prefect_down_for_30s_during_a_burst_loses_nothing(plant: Plant) -> None:
-    apps = plant.apps(4, TIMED)
+    apps = plant.apps(2, TIMED)
     server = plant.stack.processes["server"]
     back: list[datetime] = []
 
     def outage() -> None:
-        wait_for(lambda: len(plant.deploys_of(apps)) >= 8, 60, "the first creates")
+        wait_for(lambda: len(plant.deploys_of(apps)) >= 4, 60, "the first creates")
         plant.keep_down.add("server")
         for pid in procs.descendants({server.pid}):
             with contextlib.suppress(ProcessLookupError):
@@ -441,7 +441,7 @@ def test_prefect_down_for_30s_during_a_burst_loses_nothing(plant: Plant) -> None
 
     outside = threading.Thread(target=outage)
     outside.start()
-    answered = plant.burst(pairs_of(apps, 4), clients=8)
+    answered = plant.burst(pairs_of(apps, 4), clients=4)
     outside.join()
     assert None not in answered  # the API answers with Prefect away: the queue is Freight's
     deploys = plant.wait_done(apps, len(answered), timeout=400)

@@ -1,5 +1,6 @@
 """Deploys through the real topology of `make up`: Prefect server, process worker, deployments from
-prefect.yaml, flow-run processes. Runs once on SQLite and once on PostgreSQL."""
+prefect.yaml, flow-run processes. Freight's database is SQLite here; the default stack, with
+Freight and Prefect on the embedded PostgreSQL, is tests/integration/test_faults.py's."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from freight.orchestrator import PrefectOrchestrator
 from freight.service import apps, deploys, logs
 from freight.settings import Settings
 from freight.stack import Stack, prefect_command, running_stack
-from tests.conftest import DATABASES, database
+from tests.conftest import database
 from tests.doubles.github import GitHubDouble
 from tests.doubles.sentry import SentryDouble
 from tests.doubles.slack import SlackDouble
@@ -138,11 +139,11 @@ class Env:
         return (self.stack.log_dir / "worker.log").read_text()[-4000:]
 
 
-@pytest.fixture(scope="module", params=DATABASES)
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = reachable_by_others(tmp_path_factory.mktemp("stack"))
     with (
-        database(request.param, tmp) as url,
+        database("sqlite", tmp) as url,
         GitHubDouble().running() as github,
         SlackDouble().running() as slack,
         SentryDouble().running() as sentry,
