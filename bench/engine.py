@@ -182,6 +182,8 @@ def plain_worker(stack: Stack) -> Iterator[None]:
             "plain",
             "--pool",
             "plain",
+            "--job-variable",
+            f"working_dir={PROJECT_ROOT}",
             "--no-prompt",
         )
     )
