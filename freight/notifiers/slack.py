@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler, default_retry_handlers
 from slack_sdk.webhook import WebhookClient
 
 from freight.errors import IntegrationError
@@ -49,6 +50,14 @@ class SlackConfig(PluginConfig):
         if channel is None:
             raise IntegrationError(f"Slack: no channel for environment '{environment}'")
         return channel
+
+
+def _retry_handlers() -> list[RetryHandler]:
+    """slack-sdk's own, plus its wait on a 429: Slack says in `Retry-After` how many seconds to
+    wait, and may disable an app that keeps calling meanwhile (slack-sdk waits that long plus up
+    to a second of jitter). A 429 means Slack took nothing, so the retry cannot post a message
+    twice; if it is refused too, the notifier fails and the delivery's own back-off takes over."""
+    return [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=1)]
 
 
 def _links(event: DeployEvent) -> tuple[str, str]:
@@ -103,7 +112,12 @@ class SlackNotifier:
             assert config.webhook_url is not None
             self._webhook(config.webhook_url, message(event))
             return None
-        client = WebClient(token=config.token, base_url=context.urls.slack, timeout=TIMEOUT)
+        client = WebClient(
+            token=config.token,
+            base_url=context.urls.slack,
+            timeout=TIMEOUT,
+            retry_handlers=_retry_handlers(),
+        )
         content = message(event)
         state = dict(context.state)
         try:
@@ -135,7 +149,12 @@ class SlackNotifier:
             assert config.webhook_url is not None
             self._webhook(config.webhook_url, {"text": text})
             return
-        client = WebClient(token=config.token, base_url=context.urls.slack, timeout=TIMEOUT)
+        client = WebClient(
+            token=config.token,
+            base_url=context.urls.slack,
+            timeout=TIMEOUT,
+            retry_handlers=_retry_handlers(),
+        )
         channel = config.channel_for(notice.environment) if notice.environment else config.channel
         channels = [channel] if channel else sorted(set(config.channels.values()))
         try:
@@ -148,7 +167,9 @@ class SlackNotifier:
 
     def _webhook(self, url: str, content: dict[str, Any]) -> None:
         try:
-            response = WebhookClient(url, timeout=TIMEOUT).send(**content)
+            response = WebhookClient(url, timeout=TIMEOUT, retry_handlers=_retry_handlers()).send(
+                **content
+            )
         except OSError as exc:
             raise IntegrationError(f"Slack webhook unreachable: {exc}") from exc
         if response.status_code != 200:

@@ -1,15 +1,20 @@
 """The `heroku` provider: the checked-out commit deployed as a Heroku build, through the
 Platform API (v3): a source is made, the checkout uploaded to it as a tarball, a build of it
 created with the sha as its version, the build's output streamed into the deploy log, and the
-build's final status read. Cancel stops following the build (Heroku has no way to stop one)."""
+build's final status read. That status alone decides the deploy: the output stream is only
+there to be shown, and may drop (it is then resumed, or given up). Cancel stops following the
+build (Heroku has no way to stop one)."""
 
 from __future__ import annotations
 
 import io
 import queue
+import re
 import tarfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +30,8 @@ ACCEPT = "application/vnd.heroku+json; version=3"
 POLL_INTERVAL = 1.0
 # After the output ends, how long the build may take to show its final status.
 SETTLE_TIMEOUT = 60.0
-_END = object()
+# Waits before each try to resume a dropped output stream; a try that brings lines starts over.
+RESUME_DELAYS = (0.2, 1.0, 2.0)
 
 
 class HerokuConfig(PluginConfig):
@@ -102,9 +108,11 @@ class HerokuProvider:
             },
         )
         runtime.output(f">> Heroku build {build['id']} of {config.app} started")
-        if build.get("output_stream_url"):
-            self._follow(runtime, build["output_stream_url"], deadline, timeout, read_timeout)
-        status = self._settle(api, config.app, build["id"], runtime, deadline, timeout)
+        url = build.get("output_stream_url")
+        output_ended = bool(url) and self._follow(runtime, url, deadline, timeout, read_timeout)
+        status = self._settle(
+            api, config.app, build["id"], runtime, deadline, timeout, output_ended=output_ended
+        )
         runtime.output(f">> Heroku build {build['id']} {status}")
         if status != "succeeded":
             raise CommandFailed(f"Heroku build {build['id']} of {config.app} {status}")
@@ -116,24 +124,19 @@ class HerokuProvider:
         deadline: float,
         timeout: float,
         read_timeout: float,
-    ) -> None:
-        """Copy the build's output into the log while watching cancel and the time limits."""
-        lines: queue.Queue[object] = queue.Queue()
+    ) -> bool:
+        """Copy the build's output into the log while watching cancel and the time limits; False
+        if it could not be read to its end (the log says why)."""
+        lines: queue.Queue[str | _End] = queue.Queue()
         stop = threading.Event()
+        output = _Output(runtime.http(), url, read_timeout)
 
         def read() -> None:
+            lost: str | None = "its reader failed"  # kept only if copy() raises: a bug
             try:
-                with runtime.http().stream(
-                    "GET", url, headers={"Accept": "text/plain"}, timeout=read_timeout
-                ) as response:
-                    for line in response.iter_lines():
-                        if stop.is_set():
-                            return
-                        lines.put(line)
-            except httpx.HTTPError as exc:
-                lines.put(ExternalError(f"Heroku build output broke off: {exc}"))
+                lost = output.copy(lines.put, stop)
             finally:
-                lines.put(_END)
+                lines.put(_End(lost))
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
@@ -154,11 +157,14 @@ class HerokuProvider:
                     item = lines.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                if item is _END:
-                    return
-                if isinstance(item, ExternalError):
-                    raise item
-                runtime.output(str(item))
+                if isinstance(item, _End):
+                    if item.lost is not None:
+                        runtime.output(
+                            f">> Heroku build output broke off ({item.lost}); "
+                            "following the build's status instead"
+                        )
+                    return item.lost is None
+                runtime.output(item)
                 last_output = time.monotonic()
         finally:
             stop.set()
@@ -171,8 +177,16 @@ class HerokuProvider:
         runtime: ProviderRuntime,
         deadline: float,
         timeout: float,
+        *,
+        output_ended: bool,
     ) -> str:
-        settle_by = min(deadline, time.monotonic() + SETTLE_TIMEOUT)
+        """Poll the build's status until it is no longer pending. Once its output has ended it
+        should be soon; without the output, the build may still have long to run."""
+        if output_ended:
+            settle_by = min(deadline, time.monotonic() + SETTLE_TIMEOUT)
+            late = "still pending after its output ended"
+        else:
+            settle_by, late = deadline, f"still pending at the time limit of {timeout:g}s"
         while True:
             status = str(api.call("GET", f"/apps/{app}/builds/{build_id}")["status"])
             if status != "pending":
@@ -180,8 +194,85 @@ class HerokuProvider:
             if runtime.should_cancel():
                 raise DeployCancelled("Deploy cancelled")
             if time.monotonic() > settle_by:
-                raise DeployTimeout(f"Heroku build {build_id} still pending after its output ended")
+                raise DeployTimeout(f"Heroku build {build_id} {late}")
             time.sleep(POLL_INTERVAL)
+
+
+@dataclass(frozen=True)
+class _End:
+    lost: str | None  # why the output could not be read to its end; None if it was
+
+
+class _Output:
+    """A build's output stream, read line by line. Heroku documents that the connection may drop
+    mid-way and that the stream can be resumed with `Range: bytes=N-`: it is asked again from
+    the first byte after the last whole line shown, so no line is shown twice or torn in two."""
+
+    def __init__(self, client: httpx.Client, url: str, read_timeout: float) -> None:
+        self.client, self.url, self.read_timeout = client, url, read_timeout
+        self.shown = 0  # bytes of the output up to the end of the last line shown
+
+    def copy(self, emit: Callable[[str], None], stop: threading.Event) -> str | None:
+        """Emit each line until the output ends (None) or can be read no further (why)."""
+        delays = iter(RESUME_DELAYS)
+        while True:
+            shown = self.shown
+            try:
+                return self._read(emit, stop)
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                problem = str(exc) or type(exc).__name__
+            except httpx.HTTPError as exc:  # e.g. a malformed URL: no try would do better
+                return str(exc)
+            if self.shown > shown:
+                delays = iter(RESUME_DELAYS)
+            delay = next(delays, None)
+            if delay is None:
+                return problem
+            if stop.wait(delay):
+                return None
+
+    def _read(self, emit: Callable[[str], None], stop: threading.Event) -> str | None:
+        """One request of the stream, from what was shown so far. Raises what is worth another
+        try (a dropped connection, a 5xx); returns why not for an answer that will not change."""
+        # Offsets count bytes of the output itself, so no compressed form of it.
+        headers = {"Accept": "text/plain", "Accept-Encoding": "identity"}
+        if self.shown:
+            headers["Range"] = f"bytes={self.shown}-"
+        with self.client.stream(
+            "GET", self.url, headers=headers, timeout=self.read_timeout
+        ) as response:
+            if response.status_code == 416:  # nothing after what was shown: it had all been
+                return None
+            if response.is_server_error:
+                response.raise_for_status()
+            start = _body_start(response)
+            if start is None or start > self.shown:
+                return f"the stream answered {response.status_code}"
+            skip, rest = self.shown - start, b""
+            for chunk in response.iter_bytes():
+                if stop.is_set():
+                    return None
+                skipped = min(skip, len(chunk))
+                skip -= skipped
+                *lines, rest = (rest + chunk[skipped:]).split(b"\n")
+                for line in lines:
+                    emit(line.decode(errors="replace").removesuffix("\r"))
+                    self.shown += len(line) + 1
+            if rest:
+                emit(rest.decode(errors="replace"))
+                self.shown += len(rest)
+        return None
+
+
+def _body_start(response: httpx.Response) -> int | None:
+    """Where the body starts in the whole output: 0 for a whole one (a server may ignore
+    `Range`), the `Content-Range` start for a part, None for no output at all."""
+    if response.status_code == 200:
+        return 0
+    found = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+    if response.status_code == 206 and found:
+        return int(found[1])
+    return None
 
 
 registry.register("heroku", HerokuConfig)(HerokuProvider())

@@ -1,11 +1,17 @@
 """A Heroku Platform API double (v3): sources with upload URLs, builds with a streamed output
-and a final status, `{"id", "message"}` errors, the version-3 Accept header required."""
+and a final status, `{"id", "message"}` errors, the version-3 Accept header required.
+
+A build runs on its own clock, whoever reads its output: a line of output every `line_delay`
+seconds, then its final status. Its output stream can be dropped mid-way (the socket really
+closed) and resumed with `Range: bytes=N-`, as Heroku documents for `output_stream_url`."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import re
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +31,13 @@ class HerokuDouble(HttpDouble):
     )
     outcome: str = "succeeded"
     line_delay: float = 0.05
+    # For each request of a build's output stream in turn: after how many bytes of its body the
+    # connection is dropped. Requests past the end of the list get the whole stream.
+    drop_after: list[int] = field(default_factory=list)
+    # False: the output stream cannot be resumed; asked from an offset (`Range`), it is gone.
+    resumable: bool = True
+    # When given, builds stay pending after their last line of output until it is set.
+    finish: threading.Event | None = None
     blobs: dict[str, bytes] = field(default_factory=dict)
     upload_headers: dict[str, str] = field(default_factory=dict)
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -32,6 +45,7 @@ class HerokuDouble(HttpDouble):
     def __post_init__(self) -> None:
         super().__init__()
         self._ids = itertools.count(1)
+        self._started: dict[str, float] = {}
         self.route("POST", "/sources", self._source)
         self.route("PUT", "/blobs/(?P<blob>\\w+)", self._upload)
         self.route("POST", "/apps/(?P<app>[^/]+)/builds", self._build)
@@ -99,6 +113,7 @@ class HerokuDouble(HttpDouble):
             "blob": blob,
         }
         self.builds[build_id] = build
+        self._started[build_id] = time.monotonic()
         return Reply(201, build)
 
     def _show(self, request: Request) -> Reply:
@@ -107,15 +122,51 @@ class HerokuDouble(HttpDouble):
         build = self.builds.get(request.match["id"])
         if build is None:
             return Reply(404, {"id": "not_found", "message": "Couldn't find that build."})
+        written = time.monotonic() >= self._line_due(build["id"], len(self.output))
+        if written and (self.finish is None or self.finish.is_set()):
+            build["status"] = self.outcome
         return Reply(200, build)
 
+    def _line_due(self, build_id: str, count: int) -> float:
+        """When the build has written its first `count` lines."""
+        return self._started[build_id] + count * self.line_delay
+
     def _stream(self, request: Request) -> Reply:
-        build = self.builds[request.match["id"]]
+        build_id = request.match["id"]
+        if build_id not in self._started:
+            return Reply(404, "Not Found")
+        if not self.resumable and "range" in request.headers:
+            return Reply(404, "Not Found")
+        pieces = [(line + "\n").encode() for line in self.output]
+        total = sum(len(piece) for piece in pieces)
+        first = 0
+        if asked := re.fullmatch(r"bytes=(\d+)-", request.headers.get("range", "")):
+            first = int(asked[1])
+            if first >= total:
+                return Reply(416, "", {"Content-Range": f"bytes */{total}"})
+        drop = self.drop_after.pop(0) if self.drop_after else None
 
-        def lines() -> Iterator[bytes]:
-            for line in self.output:
-                time.sleep(self.line_delay)
-                yield (line + "\n").encode()
-            build["status"] = self.outcome
+        def body() -> Iterator[bytes]:
+            position = sent = 0
+            for index, piece in enumerate(pieces):
+                start, position = position, position + len(piece)
+                if position <= first:
+                    continue
+                time.sleep(max(0.0, self._line_due(build_id, index + 1) - time.monotonic()))
+                piece = piece[max(0, first - start) :]
+                if drop is not None and sent + len(piece) > drop:
+                    if drop > sent:  # an empty chunk would end the body properly
+                        yield piece[: drop - sent]
+                    # Raised out of the body, this ends the handler: the server closes the
+                    # socket with the chunked body unfinished, as a dropped connection would.
+                    raise ConnectionAbortedError("the double drops the output stream")
+                sent += len(piece)
+                yield piece
 
-        return Reply(200, stream=lines(), headers={"Content-Type": "text/plain"})
+        if first:
+            headers = {
+                "Content-Type": "text/plain",
+                "Content-Range": f"bytes {first}-{total - 1}/{total}",
+            }
+            return Reply(206, stream=body(), headers=headers)
+        return Reply(200, stream=body(), headers={"Content-Type": "text/plain"})

@@ -35,9 +35,14 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def deploy(
-    heroku: HerokuDouble, checkout: Path, *, cancel: threading.Event | None = None, **config: str
+    heroku: HerokuDouble,
+    checkout: Path,
+    *,
+    cancel: threading.Event | None = None,
+    log: list[str] | None = None,
+    **config: str,
 ) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = [] if log is None else log
     with httpx.Client(timeout=5) as client:
         HerokuProvider().run(
             HerokuConfig.model_validate(
@@ -115,3 +120,58 @@ def test_cancel_stops_following_the_build(heroku: HerokuDouble, checkout: Path) 
     cancel.set()
     thread.join(10)
     assert not thread.is_alive() and isinstance(result[0], DeployCancelled)
+
+
+STEPS = [f"-----> step {i}" for i in range(6)]  # 14 bytes a line, with its newline
+
+
+def test_a_dropped_output_stream_is_resumed_where_it_broke_off(
+    heroku: HerokuDouble, checkout: Path
+) -> None:
+    heroku.output = STEPS
+    heroku.drop_after = [40]  # two whole lines, then part of the third
+    lines = deploy(heroku, checkout)
+    (build,) = heroku.builds.values()
+    assert lines[2:] == [*STEPS, f">> Heroku build {build['id']} succeeded"]
+    first, resumed = heroku.received("GET", "/streams/.*")
+    assert "range" not in first.headers
+    assert resumed.headers["range"] == "bytes=28-"
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_output_that_cannot_be_resumed_leaves_the_outcome_to_the_build(
+    heroku: HerokuDouble, checkout: Path, outcome: str
+) -> None:
+    heroku.output = STEPS
+    heroku.outcome = outcome
+    heroku.drop_after = [40]
+    heroku.resumable = False
+    heroku.finish = threading.Event()
+    log: list[str] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            deploy(heroku, checkout, log=log)
+        except BaseException as exc:
+            raised.append(exc)
+
+    def status_polls() -> int:
+        return len(heroku.received("GET", "/apps/acme-web/builds/.*"))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: status_polls() >= 2, 10, "two looks at the build's status", lambda: str(log))
+    assert thread.is_alive() and not raised  # the build is still pending: nothing decided yet
+    heroku.finish.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    (build,) = heroku.builds.values()
+    if outcome == "failed":
+        (error,) = raised
+        assert isinstance(error, CommandFailed) and "of acme-web failed" in str(error)
+    else:
+        assert not raised
+    assert log[2:4] == STEPS[:2]  # what was read before the drop, once
+    assert log[4].startswith(">> Heroku build output broke off (the stream answered 404)")
+    assert log[5:] == [f">> Heroku build {build['id']} {outcome}"]

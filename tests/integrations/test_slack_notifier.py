@@ -13,7 +13,7 @@ from freight.errors import IntegrationError
 from freight.notifiers import LockNotice, NotifyContext
 from freight.notifiers.slack import SlackConfig, SlackNotifier
 from freight.plugins import ServiceUrls
-from tests.doubles.slack import SlackDouble, ratelimited
+from tests.doubles.slack import SlackDouble
 from tests.integrations.events import PREV, SHA, event
 
 
@@ -97,9 +97,31 @@ def test_slack_refusals_name_slacks_error(slack: SlackDouble) -> None:
         send_all(slack, SlackConfig(token="xoxb-test", channel="#nowhere"), event("queued"))
     with pytest.raises(IntegrationError, match="invalid_auth"):
         send_all(slack, SlackConfig(token="xoxb-wrong", channel="#deploys"), event("queued"))
-    slack.fail_next.append(ratelimited(7))
-    with pytest.raises(IntegrationError, match="rate limited the notifier; retry after 7s"):
+    slack.rate_limit(1, calls=2)  # still limited when the one retry comes
+    with pytest.raises(IntegrationError, match="rate limited the notifier; retry after 1s"):
         send_all(slack, SlackConfig(token="xoxb-test", channel="#deploys"), event("queued"))
+    assert [a.status for a in slack.arrivals[-2:]] == [429, 429]
+
+
+def test_a_rate_limited_post_waits_as_long_as_slack_asks_then_posts_once(
+    slack: SlackDouble,
+) -> None:
+    slack.rate_limit(2)
+    state = send_all(slack, SlackConfig(token="xoxb-test", channel="#deploys"), event("queued"))
+    assert list(slack.main_messages("C0DEPLOYS")) == [state["ts"]]
+    refused, posted = slack.arrivals
+    assert refused.path == posted.path == "/api/chat.postMessage"
+    assert (refused.status, posted.status) == (429, 200)
+    assert posted.at - refused.at >= 2
+
+
+def test_a_rate_limited_webhook_waits_as_long_as_slack_asks(slack: SlackDouble) -> None:
+    slack.rate_limit(1)
+    send_all(slack, SlackConfig(webhook_url=slack.webhook_url), event("started"))
+    assert len(slack.webhook_posts) == 1
+    refused, posted = slack.arrivals
+    assert (refused.status, posted.status) == (429, 200)
+    assert posted.at - refused.at >= 1
 
 
 def test_incoming_webhook_posts_each_event(slack: SlackDouble) -> None:
