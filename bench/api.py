@@ -162,6 +162,7 @@ def main() -> None:
             api_port=5093,
             public_url="http://127.0.0.1:5093",
             api_key=KEY,
+            allow_local_repositories=True,
         )
         with running_stack(settings) as stack:
             base = f"{stack.api_url}/api/0"

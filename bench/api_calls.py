@@ -109,6 +109,7 @@ def main() -> None:
         api_port=api_port,
         public_url=f"http://127.0.0.1:{api_port}",
         api_key=KEY,
+        allow_local_repositories=True,
     )
     # The server listens behind the proxy; every client goes through it.
     with running_stack(settings, extra_env={"PREFECT_SERVER_API_PORT": str(back)}) as stack:

@@ -507,6 +507,7 @@ def main() -> None:
         api_port=api_port,
         public_url=f"http://127.0.0.1:{api_port}",
         api_key=KEY,
+        allow_local_repositories=True,
     )
     stop = threading.Event()
     with running_stack(settings) as stack:

@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=2, choices=range(1, len(ENVS) + 1))
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="freight-bench-poll-"))
-    settings = Settings(home=home, database_url=f"sqlite:///{home / 'freight.db'}")
+    settings = Settings(
+        home=home, database_url=f"sqlite:///{home / 'freight.db'}", allow_local_repositories=True
+    )
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     for i in range(args.repos):
@@ -76,7 +78,12 @@ def main() -> None:
                 }
             )
             apps.save_app(session, spec, source=AppSource.API)
-    handover = HandOver(engine, RecordingOrchestrator(), workspace_root=settings.workspaces)
+    handover = HandOver(
+        engine,
+        RecordingOrchestrator(),
+        workspace_root=settings.workspaces,
+        git=settings.git_access(),
+    )
     print(
         f"Run {datetime.now().isoformat(timespec='minutes')} on {platform.node()}, "
         f"{os.cpu_count()} cores; {args.repos} repositories, {args.repos * args.envs} app/envs\n"

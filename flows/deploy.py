@@ -113,7 +113,7 @@ def deploy(
                 run_id=run_id,
             )
             deploy_id = create(
-                handover.engine, request, workspace_root=settings.workspaces
+                handover.engine, request, workspace_root=settings.workspaces, git=handover.git
             ).deploy_id
         with DeployRun(
             settings, handover, deploy_id, run_id=run_id, claim=claim, echo=get_run_logger().info

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from freight import checks, notifiers, providers
+from freight import checks, notifiers, providers, vcs
 from freight.errors import (
     CatalogueError,
     InvalidCheck,
@@ -35,6 +35,7 @@ from freight.errors import (
     InvalidEnvironment,
     InvalidNotifier,
     InvalidProvider,
+    InvalidRepository,
 )
 from freight.plugins import PluginConfig, Registry
 
@@ -52,6 +53,10 @@ class CatalogueCheckError(CatalogueError, InvalidCheck):
 
 class CatalogueNotifierError(CatalogueError, InvalidNotifier):
     """A catalogue file names a notifier type that is not registered (or none at all)."""
+
+
+class CatalogueRepositoryError(CatalogueError, InvalidRepository):
+    """A catalogue file names a repository that git must not be pointed at."""
 
 
 # Keyed by the pydantic error type that `_parser` raises, which is the registry's error_name.
@@ -181,8 +186,9 @@ class _EffectiveEnvironments(_Frozen):
     environments: dict[str, EnvironmentConfig]
 
 
-def load_file(path: Path) -> AppSpec:
-    """Load one catalogue file; any problem raises CatalogueError naming the file and field."""
+def load_file(path: Path, *, allow_local: bool) -> AppSpec:
+    """Load one catalogue file; any problem raises CatalogueError naming the file and field.
+    Repositories on this machine's disk are accepted only with ``allow_local``."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -202,11 +208,17 @@ def load_file(path: Path) -> AppSpec:
         app = AppSpec.model_validate(data)
     except ValidationError as exc:
         raise _catalogue_error(path, exc) from exc
+    try:
+        vcs.check_url(app.repository, allow_local=allow_local)
+    except InvalidRepository as exc:
+        raise CatalogueRepositoryError(
+            f"{path}: {exc.message}", path=str(path), field="repository"
+        ) from None
     # The value was validated as a non-empty string already; only its meaning changes here.
     return app.model_copy(update={"repository": _resolve_repository(path, app.repository)})
 
 
-def load_dir(directory: Path) -> list[tuple[AppSpec, Path]]:
+def load_dir(directory: Path, *, allow_local: bool) -> list[tuple[AppSpec, Path]]:
     """Load every `*.yaml`/`*.yml` file, sorted by file name, with the file each came from.
 
     All or nothing: the first bad file raises, so a caller never applies half a catalogue.
@@ -225,7 +237,7 @@ def load_dir(directory: Path) -> list[tuple[AppSpec, Path]]:
     apps: list[tuple[AppSpec, Path]] = []
     owners: dict[str, Path] = {}
     for path in files:
-        app = load_file(path)
+        app = load_file(path, allow_local=allow_local)
         if app.name in owners:
             raise CatalogueError(
                 f"{path}: name: app '{app.name}' is already defined in {owners[app.name]}",

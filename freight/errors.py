@@ -12,6 +12,7 @@ FreightError            .error_name is the wire vocabulary; the message names th
 │       ├── InvalidProvider   invalid_provider
 │       ├── InvalidCheck      invalid_check
 │       ├── InvalidNotifier   invalid_notifier
+│       ├── InvalidRepository invalid_repository (a URL git must not be pointed at)
 │       └── CatalogueError    invalid_resource (names the file and the field)
 ├── AppLocked           locked
 ├── CheckFailed         check_failed
@@ -79,6 +80,10 @@ class InvalidCheck(InvalidConfig):
 
 class InvalidNotifier(InvalidConfig):
     error_name = "invalid_notifier"
+
+
+class InvalidRepository(InvalidConfig):
+    error_name = "invalid_repository"
 
 
 class CatalogueError(InvalidConfig):

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from freight.plugins import ServiceUrls
+from freight.vcs import Access
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,17 @@ class Settings(BaseSettings):
     )
     workspace_root: Path | None = Field(default=None, description="Mirrors and checkouts.")
     catalogue_dir: Path = Field(default=Path("deployments"), description="App YAML files.")
+    allow_local_repositories: bool = Field(
+        default=False,
+        description="Whether apps may name repositories on the server's own disk (paths, "
+        "file://), which git reads as Freight's user; `freight up` turns it on unless set.",
+    )
+    request_git_timeout: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds one git command may take while an API request waits on it "
+        "(fetching the ref to deploy, listing commits); a deploy's own fetch may take longer.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:5000", description="Where people reach the API and dashboard."
     )
@@ -148,6 +160,14 @@ class Settings(BaseSettings):
                 value = value.resolve()
             env[f"FREIGHT_{name.upper()}"] = str(value)
         return env
+
+    def git_access(self) -> Access:
+        """What git may reach while a deploy runs or the engine polls."""
+        return Access(allow_local=self.allow_local_repositories)
+
+    def request_git_access(self) -> Access:
+        """What git may reach while an API request waits on it: the same, for seconds only."""
+        return Access(allow_local=self.allow_local_repositories, timeout=self.request_git_timeout)
 
     def service_urls(self) -> ServiceUrls:
         return ServiceUrls(

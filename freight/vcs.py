@@ -4,7 +4,8 @@ Plain paths and URLs in, shas out: nothing here knows about apps or deploys. Eve
 repository shares one bare mirror under ``<workspace_root>/mirrors``; each deploy gets its own
 detached worktree of that mirror. Whatever writes to a mirror (fetch, worktree add/remove/prune)
 runs under the mirror's lock, which is an flock on a sibling ``.lock`` file so it serialises
-threads and processes alike.
+threads and processes alike. A URL is checked (check_url) before git is pointed at it, and git
+itself is told which transports it may use, as the caller's Access allows.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from freight.errors import InvalidRef, VcsError
+from freight.errors import InvalidRef, InvalidRepository, VcsError
 
 __all__ = [
+    "Access",
     "Commit",
     "add_worktree",
+    "check_url",
     "commits_between",
     "list_remote_branch",
     "mirror_lock",
@@ -42,6 +45,19 @@ _HEX_SHA = re.compile(r"[0-9a-fA-F]{4,64}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
 _STDERR_LIMIT = 2000
+
+# `<transport>::<address>` makes git run a remote helper: `ext::` runs any command, `fd::` talks
+# over an inherited file descriptor (and waits on it for ever).
+_REMOTE_HELPER = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)::")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+# The network transports a deploy needs, as GIT_ALLOW_PROTOCOL names them, and their schemes.
+_NETWORK = ("https", "ssh", "git")
+_NETWORK_SCHEMES = frozenset({"https", "ssh", "git+ssh", "ssh+git", "git"})
+_SHAPES = "an https://, ssh:// or git:// URL, or user@host:path"
+_LOCAL_REFUSED = (
+    "this server does not fetch from its own disk (see FREIGHT_ALLOW_LOCAL_REPOSITORIES); "
+    f"give {_SHAPES}"
+)
 
 # Variables that would point git at some other repository or index than the one we name, e.g.
 # when Freight itself runs from inside a git hook.
@@ -57,6 +73,17 @@ _REPO_ENV_VARS = (
 
 
 @dataclass(frozen=True)
+class Access:
+    """What git may be pointed at, and how long one git command may take: a deploy's run can
+    wait minutes for the fetch of a big repository, an API request only seconds."""
+
+    # Repositories on this machine's disk (paths, file://): git reads them as Freight's own
+    # user, which may read what the person who names them may not.
+    allow_local: bool = False
+    timeout: float = 600
+
+
+@dataclass(frozen=True)
 class Commit:
     sha: str
     author_name: str
@@ -65,13 +92,57 @@ class Commit:
     subject: str
 
 
-def _git_env() -> dict[str, str]:
+def check_url(url: str, *, allow_local: bool) -> None:
+    """Refuse a repository URL that asks git for more than a deploy needs: a remote helper
+    (`fd::`, `ext::`), an option (`--upload-pack=...`), a scheme other than https, ssh and git,
+    or, unless ``allow_local``, a repository on this machine. Raises InvalidRepository."""
+    problem = _url_problem(url, allow_local=allow_local)
+    if problem is not None:
+        raise InvalidRepository(f"repository: {_redact(url)!r} is not allowed: {problem}")
+
+
+def _url_problem(url: str, *, allow_local: bool) -> str | None:
+    if not url.strip() or any(not ch.isprintable() for ch in url):
+        return "it is empty or holds control characters"
+    if url.startswith("-"):
+        return "it starts with '-', which git reads as an option"
+    helper = _REMOTE_HELPER.match(url)
+    if helper:
+        return f"'{helper.group(1)}::' makes git run a remote helper; give {_SHAPES}"
+    scheme = _SCHEME.match(url)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name == "file":
+            return None if allow_local else _LOCAL_REFUSED
+        if name not in _NETWORK_SCHEMES:
+            return f"Freight does not fetch over {name}://; give {_SHAPES}"
+        return _host_problem(url[scheme.end() :].partition("/")[0].rpartition("@")[2])
+    # git's own rule: a colon before any slash makes `[user@]host:path` an ssh remote.
+    before, colon, _ = url.partition(":")
+    if colon and "/" not in before:
+        return _host_problem(before.rpartition("@")[2])
+    return None if allow_local else _LOCAL_REFUSED
+
+
+def _host_problem(host: str) -> str | None:
+    if not host:
+        return "it names no host"
+    # ssh would read such a host as one of its own options (`-oProxyCommand=...`).
+    if host.startswith("-"):
+        return "its host starts with '-'"
+    return None
+
+
+def _git_env(*, allow_local: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV_VARS}
     # A deploy has nobody to answer a password prompt; fail instead of hanging. An empty
     # GIT_ASKPASS also stops git falling back to core.askPass or SSH_ASKPASS.
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_ASKPASS"] = ""
     env["LC_ALL"] = "C"
+    # A second wall behind check_url, which git itself keeps: also for what a URL leads to
+    # (redirects, submodules, a mirror's stored remote) and whatever protocol.* config says.
+    env["GIT_ALLOW_PROTOCOL"] = ":".join((*_NETWORK, "file") if allow_local else _NETWORK)
     return env
 
 
@@ -86,6 +157,7 @@ def _git(
     git_dir: Path | None = None,
     timeout: float | None = None,
     expected: tuple[int, ...] = (0,),
+    allow_local: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run one git command; an exit status outside ``expected`` raises VcsError."""
     # Auto-gc must run in the foreground: a detached gc would outlive the mirror lock and the
@@ -102,7 +174,7 @@ def _git(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_git_env(),
+            env=_git_env(allow_local=allow_local),
             encoding="utf-8",
             errors="replace",
             start_new_session=True,
@@ -173,9 +245,7 @@ def mirror_lock(workspace_root: Path, url: str) -> contextlib.AbstractContextMan
     return _locked(mirror_path(workspace_root, url))
 
 
-def update_mirror(
-    workspace_root: Path, url: str, *, timeout: float = 600, max_age: float = 0
-) -> Path:
+def update_mirror(workspace_root: Path, url: str, *, access: Access, max_age: float = 0) -> Path:
     """Clone ``url`` as a bare mirror, or fetch into the existing one; returns the mirror path.
 
     Callers that queue up behind one fetch share it: a fetch that began after this call asked
@@ -183,6 +253,7 @@ def update_mirror(
     costs one or two fetches, not one each. With ``max_age``, a fetch begun that many seconds
     before the call is recent enough.
     """
+    check_url(url, allow_local=access.allow_local)
     mirror = mirror_path(workspace_root, url)
     asked = time.time() - max_age
     with _locked(mirror):
@@ -191,31 +262,47 @@ def update_mirror(
             return mirror
         started = time.time()
         if mirror.exists():
-            _git("fetch", "--prune", "origin", git_dir=mirror, timeout=timeout)
+            _git(
+                "fetch",
+                "--prune",
+                "origin",
+                git_dir=mirror,
+                timeout=access.timeout,
+                allow_local=access.allow_local,
+            )
         else:
-            _clone_mirror(url, mirror, timeout)
+            _clone_mirror(url, mirror, access)
         stamp.touch()
         os.utime(stamp, (started, started))
     return mirror
 
 
-def mirror_with(workspace_root: Path, url: str, sha: str, *, timeout: float = 600) -> Path:
+def mirror_with(workspace_root: Path, url: str, sha: str, *, access: Access) -> Path:
     """The mirror, fetched only if it lacks ``sha`` (a deploy's sha came from the mirror when the
     deploy was created, so it is nearly always there: no fetch at the start of the run)."""
     _require_full_sha(sha)
+    # Also when no fetch follows: a URL refused now deploys nothing from an older mirror.
+    check_url(url, allow_local=access.allow_local)
     mirror = mirror_path(workspace_root, url)
     if mirror.exists():
-        found = _git("cat-file", "-e", f"{sha}^{{commit}}", git_dir=mirror, expected=(0, 1, 128))
+        found = _git(
+            "cat-file",
+            "-e",
+            f"{sha}^{{commit}}",
+            git_dir=mirror,
+            timeout=access.timeout,
+            expected=(0, 1, 128),
+        )
         if found.returncode == 0:
             return mirror
-    return update_mirror(workspace_root, url, timeout=timeout)
+    return update_mirror(workspace_root, url, access=access)
 
 
 # Its mtime is when the last successful fetch began.
 _FETCH_STAMP = "freight-fetch-started"
 
 
-def _clone_mirror(url: str, mirror: Path, timeout: float) -> None:
+def _clone_mirror(url: str, mirror: Path, access: Access) -> None:
     # Holding the lock, any temporary clone of this mirror left behind was abandoned by a
     # process that died mid-clone.
     for stale in mirror.parent.glob(f".{mirror.name}.*.tmp"):
@@ -225,15 +312,23 @@ def _clone_mirror(url: str, mirror: Path, timeout: float) -> None:
         # Cloned beside the final path and renamed in one step, so a clone that fails or times
         # out never leaves a half-populated mirror where update_mirror would fetch into it.
         staged = tmp / mirror.name
-        _git("clone", "--mirror", "--end-of-options", url, str(staged), timeout=timeout)
+        _git(
+            "clone",
+            "--mirror",
+            "--end-of-options",
+            url,
+            str(staged),
+            timeout=access.timeout,
+            allow_local=access.allow_local,
+        )
         staged.rename(mirror)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_ref(mirror: Path, ref: str) -> str:
+def resolve_ref(mirror: Path, ref: str, *, timeout: float | None = None) -> str:
     """The full commit sha of a branch, tag (peeled), full sha or unambiguous short sha."""
-    if not _acceptable_ref(ref):
+    if not _acceptable_ref(ref, timeout=timeout):
         raise InvalidRef(f"Unknown ref '{ref}'")
     result = _git(
         "rev-parse",
@@ -242,6 +337,7 @@ def resolve_ref(mirror: Path, ref: str) -> str:
         "--end-of-options",
         f"{ref}^{{commit}}",
         git_dir=mirror,
+        timeout=timeout,
         # 1 is rev-parse's quiet "no such commit"; other failures mean a broken mirror.
         expected=(0, 1),
     )
@@ -250,14 +346,15 @@ def resolve_ref(mirror: Path, ref: str) -> str:
     return result.stdout.strip()
 
 
-def _acceptable_ref(ref: str) -> bool:
+def _acceptable_ref(ref: str, *, timeout: float | None) -> bool:
     if not ref or ref.startswith("-"):
         return False
     if any(ch.isspace() or not ch.isprintable() for ch in ref):
         return False
     if _HEX_SHA.fullmatch(ref):
         return True
-    return _git("check-ref-format", "--allow-onelevel", ref, expected=(0, 1)).returncode == 0
+    checked = _git("check-ref-format", "--allow-onelevel", ref, timeout=timeout, expected=(0, 1))
+    return checked.returncode == 0
 
 
 def _require_full_sha(sha: str) -> None:
@@ -306,7 +403,12 @@ def prune_worktrees(mirror: Path) -> None:
 
 
 def commits_between(
-    mirror: Path, old_sha: str | None, new_sha: str, *, limit: int = 100
+    mirror: Path,
+    old_sha: str | None,
+    new_sha: str,
+    *,
+    limit: int = 100,
+    timeout: float | None = None,
 ) -> list[Commit]:
     """Commits reachable from ``new_sha`` but not ``old_sha``, newest first, at most ``limit``."""
     revs = [new_sha] if old_sha is None else [new_sha, f"^{old_sha}"]
@@ -320,6 +422,7 @@ def commits_between(
         "--end-of-options",
         *revs,
         git_dir=mirror,
+        timeout=timeout,
     )
     commits = []
     for line in result.stdout.splitlines():
@@ -328,10 +431,19 @@ def commits_between(
     return commits
 
 
-def list_remote_branch(url: str, branch: str, *, timeout: float = 60) -> str | None:
+def list_remote_branch(url: str, branch: str, *, access: Access) -> str | None:
     """The sha ``branch`` points at on the remote, or None if the remote has no such branch."""
+    check_url(url, allow_local=access.allow_local)
     refname = f"refs/heads/{branch}"
-    result = _git("ls-remote", "--heads", "--end-of-options", url, refname, timeout=timeout)
+    result = _git(
+        "ls-remote",
+        "--heads",
+        "--end-of-options",
+        url,
+        refname,
+        timeout=access.timeout,
+        allow_local=access.allow_local,
+    )
     # ls-remote matches patterns against the tail of ref names (and as globs), so keep only the
     # exact ref.
     for line in result.stdout.splitlines():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from freight import vcs
 from freight.db import get_engine
 from freight.execution.handover import HandOver
 from freight.execution.launcher import ForkLauncher
@@ -14,9 +15,14 @@ from freight.stack import PROJECT_ROOT
 
 
 def hand_over(
-    settings: Settings, orchestrator: Orchestrator, *, env: Mapping[str, str] | None = None
+    settings: Settings,
+    orchestrator: Orchestrator,
+    *,
+    env: Mapping[str, str] | None = None,
+    git: vcs.Access | None = None,
 ) -> HandOver:
-    """The hand-over path; runs it starts directly get `env` (default: this process's)."""
+    """The hand-over path; runs it starts directly get `env` (default: this process's), and
+    git may reach what `git` says (default: what a deploy's run may)."""
     launcher = None
     if settings.forkserver_socket is not None:
         launcher = ForkLauncher(
@@ -31,5 +37,6 @@ def hand_over(
         get_engine(settings.database_url),
         orchestrator,
         workspace_root=settings.workspaces,
+        git=settings.git_access() if git is None else git,
         launcher=launcher,
     )

@@ -45,7 +45,12 @@ class ApiServer:
 def serve_api(
     settings: Settings, engine: Engine, orchestrator: Orchestrator
 ) -> Iterator[ApiServer]:
-    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
+    handover = HandOver(
+        engine,
+        orchestrator,
+        workspace_root=settings.workspaces,
+        git=settings.request_git_access(),
+    )
     app = create_app(settings, handover=handover)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

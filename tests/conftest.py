@@ -80,6 +80,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         home=tmp_path / "home",
         database_url=database_url,
         workspace_root=tmp_path / "workspaces",
+        # Test repositories are made in tmp_path.
+        allow_local_repositories=True,
         public_url="http://freight.test",
         api_key="s3cr3t-api-key",
         heartbeat_interval=0.5,

@@ -196,7 +196,12 @@ class InlineOrchestrator(RecordingOrchestrator):
         return run_id
 
     def handover(self) -> HandOver:
-        return HandOver(self.engine, self, workspace_root=self.settings.workspaces)
+        return HandOver(
+            self.engine,
+            self,
+            workspace_root=self.settings.workspaces,
+            git=self.settings.git_access(),
+        )
 
     def _run(self, deploy_id: int, run_id: str, claim: str) -> None:
         run_inline(self.settings, self.handover(), deploy_id, run_id=run_id, claim=claim)
@@ -269,5 +274,6 @@ def register(
             run_id=run_id,
         ),
         workspace_root=handover.workspace_root,
+        git=handover.git,
     )
     return created.deploy_id, run_id

@@ -94,7 +94,8 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
                 from freight.orchestrator import PrefectOrchestrator
 
                 orchestrator = stack.enter_context(PrefectOrchestrator(settings.deploy_deployment))
-                path = wiring.hand_over(settings, orchestrator)
+                # Deploy requests fetch their ref while the client waits.
+                path = wiring.hand_over(settings, orchestrator, git=settings.request_git_access())
             http = stack.enter_context(tls.client(timeout=settings.notify_timeout))
             with session_scope(path.engine) as db:
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)

@@ -59,7 +59,11 @@ Directory = Annotated[
 @apps.command()
 def validate(directory: Directory = None) -> None:
     """Check every catalogue file; print each app, or the first problem (file, field, why)."""
-    for spec, path in catalogue.load_dir(directory or get_settings().catalogue_dir):
+    settings = get_settings()
+    entries = catalogue.load_dir(
+        directory or settings.catalogue_dir, allow_local=settings.allow_local_repositories
+    )
+    for spec, path in entries:
         envs = ", ".join(spec.environments)
         out.print(
             Text.assemble(

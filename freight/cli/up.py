@@ -26,7 +26,13 @@ def up() -> None:
     from freight.execution.setup import first_admin_key, sync_catalogue
 
     settings = get_settings()
-    for spec, _ in catalogue.load_dir(settings.catalogue_dir):
+    if "allow_local_repositories" not in settings.model_fields_set:
+        # One machine and its owner: the demo app's repository is on this disk. Every process
+        # of the stack gets the settings from here (Settings.to_env).
+        settings = settings.model_copy(update={"allow_local_repositories": True})
+    for spec, _ in catalogue.load_dir(
+        settings.catalogue_dir, allow_local=settings.allow_local_repositories
+    ):
         if spec.name == "demo" and ensure_demo_repo(Path(spec.repository)):
             out.print(f"Created the demo repository at {spec.repository}")
     admin_key: list[str | None] = []

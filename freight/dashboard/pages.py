@@ -188,6 +188,7 @@ def app_page(
                 start=None,
                 end=None,
                 workspace_root=rt.settings.workspaces,
+                git=rt.settings.request_git_access(),
                 fresh_within=SHIP_FRESH_WITHIN,
             )
             shipping[name] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -52,13 +52,14 @@ class PollContext:
 
 
 def heads(
-    pairs: set[tuple[str, str]], parallel: int
+    pairs: set[tuple[str, str]], parallel: int, *, git: vcs.Access
 ) -> dict[tuple[str, str], str | Exception | None]:
     """Where each (remote, branch) points, read from all remotes at once (at most `parallel`)."""
+    access = replace(git, timeout=REMOTE_TIMEOUT)
 
     def read(pair: tuple[str, str]) -> str | Exception | None:
         try:
-            return vcs.list_remote_branch(pair[0], pair[1], timeout=REMOTE_TIMEOUT)
+            return vcs.list_remote_branch(pair[0], pair[1], access=access)
         except FreightError as exc:
             return exc
 
@@ -71,7 +72,7 @@ def poll(handover: HandOver, context: PollContext) -> list[Outcome]:
     """One look at every environment with automatic deploys; deploys what is due."""
     with session_scope(handover.engine, read_only=True) as session:
         wanted = targets(session)
-    found = heads({(t.url, t.branch) for t in wanted}, context.parallel)
+    found = heads({(t.url, t.branch) for t in wanted}, context.parallel, git=handover.git)
     outcomes = []
     for target in wanted:
         head = found[(target.url, target.branch)]

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import httpx
 
+from freight import vcs
 from freight.catalogue import EnvironmentConfig
 from freight.errors import DeployCancelled
 from freight.execution.delivery import Courier
@@ -68,6 +69,7 @@ class RunContext:
     workspace_root: Path
     # Where this deploy's checkout goes.
     workspace: Path
+    git: vcs.Access
     limits: Limits
     urls: ServiceUrls
     # Where `${NAME}` references of the config are looked up.

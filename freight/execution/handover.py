@@ -23,6 +23,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from freight import vcs
 from freight.db import Deploy, DeployStatus, session_scope
 from freight.execution import intake
 from freight.execution.intake import Created, DeployRequest, Screen
@@ -51,11 +52,14 @@ class HandOver:
         orchestrator: Orchestrator,
         *,
         workspace_root: Path,
+        git: vcs.Access,
         launcher: Launcher | None = None,
     ) -> None:
         self.engine = engine
         self.orchestrator = orchestrator
         self.workspace_root = workspace_root
+        # What git may reach while a request waits: the API's is bounded to seconds.
+        self.git = git
         self.launcher = launcher
 
     # -- what clients ask for --------------------------------------------------------------
@@ -71,7 +75,12 @@ class HandOver:
         """Accept a deploy and move its queue: now, or with `later` (after a response). See
         `intake.create` for `screen` and `also`."""
         created = intake.create(
-            self.engine, request, workspace_root=self.workspace_root, screen=screen, also=also
+            self.engine,
+            request,
+            workspace_root=self.workspace_root,
+            git=self.git,
+            screen=screen,
+            also=also,
         )
         move = functools.partial(self.kick, created.app_id, created.environment)
         if later is None:

@@ -62,6 +62,7 @@ def create(
     request: DeployRequest,
     *,
     workspace_root: Path,
+    git: vcs.Access,
     screen: Screen | None = None,
     also: Callable[[Session, Deploy], None] | None = None,
 ) -> Created:
@@ -82,10 +83,14 @@ def create(
     sha = request.sha or plan.sha
     if sha is None:
         sha = refs.resolve(
-            app=plan.app, repository=plan.repository, ref=plan.ref, workspace_root=workspace_root
+            app=plan.app,
+            repository=plan.repository,
+            ref=plan.ref,
+            workspace_root=workspace_root,
+            git=git,
         )
     else:
-        vcs.mirror_with(workspace_root, plan.repository, sha)
+        vcs.mirror_with(workspace_root, plan.repository, sha, access=git)
     if screen is not None and not plan.force and plan.config.checks:
         configs, _ = secrets.resolve_all(plan.config.checks, screen.secrets_from)
         gating.check_once(

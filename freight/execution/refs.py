@@ -19,12 +19,13 @@ def resolve(
     repository: str,
     ref: str,
     workspace_root: Path,
+    git: vcs.Access,
     fresh_within: float = 0,
 ) -> str:
     """The sha of a branch, tag or sha, fetched now (or within `fresh_within` seconds)."""
-    mirror = vcs.update_mirror(workspace_root, repository, max_age=fresh_within)
+    mirror = vcs.update_mirror(workspace_root, repository, access=git, max_age=fresh_within)
     try:
-        return vcs.resolve_ref(mirror, ref)
+        return vcs.resolve_ref(mirror, ref, timeout=git.timeout)
     except InvalidRef:
         raise InvalidRef(f"Unknown ref '{ref}' for app {app}") from None
 
@@ -37,6 +38,7 @@ def commits_between(
     start: str | None,
     end: str | None,
     workspace_root: Path,
+    git: vcs.Access,
     limit: int = 250,
     fresh_within: float = 0,
 ) -> tuple[str | None, str, list[vcs.Commit]]:
@@ -63,6 +65,7 @@ def commits_between(
             repository=repository,
             ref=ref,
             workspace_root=workspace_root,
+            git=git,
             fresh_within=fresh_within,
         )
 
@@ -71,4 +74,5 @@ def commits_between(
     if end_sha is None:
         end_sha = sha_of(end)
     mirror = vcs.mirror_path(workspace_root, repository)
-    return start_sha, end_sha, vcs.commits_between(mirror, start_sha, end_sha, limit=limit)
+    commits = vcs.commits_between(mirror, start_sha, end_sha, limit=limit, timeout=git.timeout)
+    return start_sha, end_sha, commits

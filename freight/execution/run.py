@@ -110,6 +110,7 @@ class DeployRun:
             config=EnvironmentConfig.model_validate(deploy.config),
             workspace_root=settings.workspaces,
             workspace=settings.workspaces / "checkouts" / str(deploy.id),
+            git=settings.git_access(),
             limits=Limits(
                 deploy_timeout=settings.deploy_timeout,
                 read_timeout=settings.read_timeout,

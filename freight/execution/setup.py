@@ -13,7 +13,7 @@ from freight.settings import Settings
 
 def sync_catalogue(settings: Settings, directory: Path) -> apps.SyncReport:
     """Migrate, then apply the whole catalogue in one transaction (nothing if any file is bad)."""
-    entries = catalogue.load_dir(directory)
+    entries = catalogue.load_dir(directory, allow_local=settings.allow_local_repositories)
     upgrade(settings.database_url)
     with session_scope(get_engine(settings.database_url)) as session:
         return apps.sync_catalogue(session, entries)

@@ -51,7 +51,7 @@ def prepare_workspace(ctx: RunContext) -> None:
     """A fresh checkout of the sha, from the repository's mirror."""
     ctx.raise_if_cancelled()
     ctx.record.set_workspace(ctx.workspace)
-    mirror = vcs.mirror_with(ctx.workspace_root, ctx.repository, ctx.sha)
+    mirror = vcs.mirror_with(ctx.workspace_root, ctx.repository, ctx.sha, access=ctx.git)
     vcs.add_worktree(mirror, ctx.sha, ctx.workspace)
     ctx.output(f">> Checked out {ctx.sha} into {ctx.workspace}")
 

@@ -32,6 +32,7 @@ def fuzzed(tmp_path: Path) -> Iterator[ApiServer]:
         home=tmp_path / "home",
         database_url=url,
         workspace_root=tmp_path / "workspaces",
+        allow_local_repositories=True,
         api_key="s3cr3t-api-key",
     )
     with session_scope(engine) as session:

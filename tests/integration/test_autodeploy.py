@@ -31,7 +31,12 @@ class Poller:
     def __init__(self, engine: Engine, settings: Settings, origin: GitRepo) -> None:
         self.engine, self.settings, self.origin = engine, settings, origin
         self.orchestrator = RecordingOrchestrator()
-        self.handover = HandOver(engine, self.orchestrator, workspace_root=settings.workspaces)
+        self.handover = HandOver(
+            engine,
+            self.orchestrator,
+            workspace_root=settings.workspaces,
+            git=settings.git_access(),
+        )
         self.http = httpx.Client(timeout=5)
 
     def app(self, *, checks: list[dict[str, object]] | None = None, enabled: bool = True) -> str:
@@ -80,6 +85,7 @@ class Poller:
             self.engine,
             DeployRequest(app=app, environment="staging", ref=ref, user=user),
             workspace_root=self.settings.workspaces,
+            git=self.settings.git_access(),
         )
         with session_scope(self.engine) as session:
             deploy = deploys.get_deploy(session, created.deploy_id)

@@ -59,7 +59,11 @@ def test_sync_applies_the_catalogue_all_or_nothing(
     catalogue = tmp_path / "deployments"
     catalogue.mkdir()
     (catalogue / "web.yaml").write_text(APP.format(name="web", repo=origin.url))
-    env = {"FREIGHT_DATABASE_URL": database_url, "FREIGHT_HOME": str(tmp_path / "home")}
+    env = {
+        "FREIGHT_DATABASE_URL": database_url,
+        "FREIGHT_HOME": str(tmp_path / "home"),
+        "FREIGHT_ALLOW_LOCAL_REPOSITORIES": "true",
+    }
     first = freight("apps", "sync", str(catalogue), **env)
     assert first.returncode == 0, first.stderr
     assert "created: web" in first.stdout

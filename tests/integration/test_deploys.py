@@ -34,13 +34,16 @@ def create(
             **kw,  # type: ignore[arg-type]
         ),
         workspace_root=settings.workspaces,
+        git=settings.git_access(),
     )
     with session_scope(engine) as session:
         return deploys.get_deploy(session, created.deploy_id)
 
 
 def hand_over(engine: Engine, settings: Settings, orchestrator: Orchestrator) -> HandOver:
-    return HandOver(engine, orchestrator, workspace_root=settings.workspaces)
+    return HandOver(
+        engine, orchestrator, workspace_root=settings.workspaces, git=settings.git_access()
+    )
 
 
 def finish(engine: Engine, deploy_id: int, status: DeployStatus = DeployStatus.FINISHED) -> None:

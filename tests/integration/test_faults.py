@@ -160,6 +160,7 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         api_port=api_port,
         public_url=f"http://127.0.0.1:{api_port}",
         api_key=API_KEY,
+        allow_local_repositories=True,
     )
     keep_down: set[str] = set()
     stop = threading.Event()

@@ -158,6 +158,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             api_port=api_port,
             public_url=f"http://127.0.0.1:{api_port}",
             api_key=API_KEY,
+            allow_local_repositories=True,
             github_api_url=github.url,
             slack_api_url=slack.api_url,  # type: ignore[attr-defined]
             sentry_api_url=sentry.api_url,  # type: ignore[attr-defined]

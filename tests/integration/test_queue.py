@@ -30,7 +30,9 @@ def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
     with session_scope(engine) as session:
         app = make_app(session, origin, command="echo {number}; sleep 0.2").name
     orchestrator = RecordingOrchestrator()
-    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
+    handover = HandOver(
+        engine, orchestrator, workspace_root=settings.workspaces, git=settings.git_access()
+    )
     barrier = threading.Barrier(21)
     results: dict[int, DeployStatus | None] = {}
     errors: list[BaseException] = []
@@ -75,7 +77,9 @@ def test_a_queued_deploy_moves_to_the_front_and_rollbacks_go_there(
     engine: Engine, settings: Settings, origin: GitRepo
 ) -> None:
     orchestrator = RecordingOrchestrator()
-    handover = HandOver(engine, orchestrator, workspace_root=settings.workspaces)
+    handover = HandOver(
+        engine, orchestrator, workspace_root=settings.workspaces, git=settings.git_access()
+    )
     with session_scope(engine) as session:
         app = make_app(session, origin).name
 

@@ -63,7 +63,12 @@ class Harness:
     def __init__(self, engine: Engine, settings: Settings, origin: GitRepo, hook: RecordingServer):
         self.engine, self.settings, self.origin, self.hook = engine, settings, origin, hook
         self.orchestrator = RecordingOrchestrator()
-        self.handover = HandOver(engine, self.orchestrator, workspace_root=settings.workspaces)
+        self.handover = HandOver(
+            engine,
+            self.orchestrator,
+            workspace_root=settings.workspaces,
+            git=settings.git_access(),
+        )
 
     def app(self, command: str, **extra: object) -> str:
         with session_scope(self.engine) as session:
@@ -312,7 +317,12 @@ def test_reconciler_fails_a_silent_run_stops_its_group_removes_its_checkout_and_
     deploy = harness.deploy(lost)
     assert deploy.flow_run_id and deploy.sha
     workspace = harness.settings.workspaces / "checkouts" / str(lost)
-    mirror = vcs.mirror_with(harness.settings.workspaces, harness.origin.url, deploy.sha)
+    mirror = vcs.mirror_with(
+        harness.settings.workspaces,
+        harness.origin.url,
+        deploy.sha,
+        access=harness.settings.git_access(),
+    )
     vcs.add_worktree(mirror, deploy.sha, workspace)
     harness.orchestrator.states[deploy.flow_run_id] = RunState.RUNNING
     # What a killed runner leaves behind: its command's group, still running; and a stranger's
@@ -636,6 +646,7 @@ def test_release_state_follows_deploys_a_failure_and_a_rollback(harness: Harness
         start=None,
         end=None,
         workspace_root=harness.settings.workspaces,
+        git=harness.settings.git_access(),
     )
     # Deploying the branch again would ship both commits after the rolled-back-to one.
     assert (start, end) == (one_sha, three_sha)

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from freight import vcs
-from freight.errors import InvalidRef, VcsError
+from freight.errors import InvalidRef, InvalidRepository, VcsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The origins of these tests are repositories in tmp_path.
+LOCAL = vcs.Access(allow_local=True)
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +95,7 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mirror(workspace: Path, origin: Origin) -> Path:
-    return vcs.update_mirror(workspace, origin.url)
+    return vcs.update_mirror(workspace, origin.url, access=LOCAL)
 
 
 def worktree_paths(mirror: Path) -> list[Path]:
@@ -118,7 +120,7 @@ def test_mirror_path_is_stable_readable_and_hides_credentials(tmp_path: Path) ->
 
 
 def test_update_mirror_clones_once_then_fetches(workspace: Path, origin: Origin) -> None:
-    mirror = vcs.update_mirror(workspace, origin.url)
+    mirror = vcs.update_mirror(workspace, origin.url, access=LOCAL)
     assert mirror == vcs.mirror_path(workspace, origin.url)
     assert vcs.resolve_ref(mirror, "main") == origin.commits[-1]
     inode = mirror.stat().st_ino
@@ -127,7 +129,7 @@ def test_update_mirror_clones_once_then_fetches(workspace: Path, origin: Origin)
 
     new = origin.commit("new.txt", "new\n", "Pushed later")
     git("branch", "-q", "-D", "feature", cwd=origin.path)
-    assert vcs.update_mirror(workspace, origin.url) == mirror
+    assert vcs.update_mirror(workspace, origin.url, access=LOCAL) == mirror
 
     assert marker.exists()
     assert mirror.stat().st_ino == inode
@@ -139,19 +141,19 @@ def test_update_mirror_clones_once_then_fetches(workspace: Path, origin: Origin)
 
 
 def test_a_recent_enough_fetch_is_not_repeated(workspace: Path, origin: Origin) -> None:
-    mirror = vcs.update_mirror(workspace, origin.url)
+    mirror = vcs.update_mirror(workspace, origin.url, access=LOCAL)
     fetched = vcs.resolve_ref(mirror, "main")
     pushed = origin.commit("late.txt", "late\n", "Pushed after the fetch")
-    assert vcs.update_mirror(workspace, origin.url, max_age=60) == mirror
+    assert vcs.update_mirror(workspace, origin.url, access=LOCAL, max_age=60) == mirror
     assert vcs.resolve_ref(mirror, "main") == fetched  # the fetch was recent enough
-    vcs.update_mirror(workspace, origin.url)
+    vcs.update_mirror(workspace, origin.url, access=LOCAL)
     assert vcs.resolve_ref(mirror, "main") == pushed
 
 
 def test_update_mirror_bad_url_is_vcs_error(workspace: Path, tmp_path: Path) -> None:
     url = str(tmp_path / "does-not-exist")
     with pytest.raises(VcsError, match="clone") as excinfo:
-        vcs.update_mirror(workspace, url)
+        vcs.update_mirror(workspace, url, access=LOCAL)
     assert "does-not-exist" in str(excinfo.value)
     assert isinstance(excinfo.value.__cause__, subprocess.CalledProcessError)
     assert not vcs.mirror_path(workspace, url).exists()
@@ -160,7 +162,9 @@ def test_update_mirror_bad_url_is_vcs_error(workspace: Path, tmp_path: Path) -> 
 
 def test_update_mirror_redacts_credentials_in_errors(workspace: Path) -> None:
     with pytest.raises(VcsError, match="clone") as excinfo:
-        vcs.update_mirror(workspace, "https://deploy:s3cret@127.0.0.1:1/x.git", timeout=10)
+        vcs.update_mirror(
+            workspace, "https://deploy:s3cret@127.0.0.1:1/x.git", access=vcs.Access(timeout=10)
+        )
     cause = excinfo.value.__cause__
     assert isinstance(cause, subprocess.CalledProcessError)
     assert "s3cret" not in str(excinfo.value)
@@ -175,16 +179,76 @@ def test_update_mirror_times_out_on_a_silent_server(workspace: Path) -> None:
         url = f"git://127.0.0.1:{server.getsockname()[1]}/repo.git"
         started = time.monotonic()
         with pytest.raises(VcsError, match="clone timed out"):
-            vcs.update_mirror(workspace, url, timeout=0.5)
+            vcs.update_mirror(workspace, url, access=vcs.Access(timeout=0.5))
     assert time.monotonic() - started < 5
     assert not vcs.mirror_path(workspace, url).exists()
 
 
-def test_update_mirror_option_like_url_is_not_an_option(workspace: Path, tmp_path: Path) -> None:
+# --- which repositories git may be pointed at ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("fd::17", id="fd-helper"),
+        pytest.param("ext::sh -c touch% {marker}", id="ext-helper"),
+        pytest.param("--upload-pack=touch {marker}", id="option"),
+        pytest.param("ssh://-oProxyCommand=touch% {marker}/web.git", id="option-as-host"),
+        pytest.param("http://127.0.0.1:1/web.git", id="other-scheme"),
+        pytest.param("file://{origin}", id="file-url"),
+        pytest.param("{origin}", id="local-path"),
+    ],
+)
+def test_urls_beyond_what_a_deploy_needs_are_refused_before_git_runs(
+    workspace: Path, origin: Origin, tmp_path: Path, template: str
+) -> None:
     marker = tmp_path / "pwned"
-    with pytest.raises(VcsError, match="clone"):
-        vcs.update_mirror(workspace, f"--upload-pack=touch {marker}")
+    url = template.format(marker=marker, origin=origin.path)
+    # Local repositories are off; the timeout bounds a git that would wait on the URL.
+    access = vcs.Access(timeout=5)
+    with pytest.raises(InvalidRepository, match=r"^repository: '.*' is not allowed: "):
+        vcs.update_mirror(workspace, url, access=access)
+    with pytest.raises(InvalidRepository):
+        vcs.mirror_with(workspace, url, origin.commits[-1], access=access)
+    with pytest.raises(InvalidRepository):
+        vcs.list_remote_branch(url, "main", access=access)
     assert not marker.exists()
+    assert not (workspace / "mirrors").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/acme/web.git",
+        "ssh://git@github.com/acme/web.git",
+        "git+ssh://git@github.com/acme/web.git",
+        "git://git.example.com/web.git",
+        "git@github.com:acme/web.git",
+        "github.com:acme/web.git",
+    ],
+)
+def test_the_transports_a_deploy_needs_are_allowed(url: str) -> None:
+    vcs.check_url(url, allow_local=False)
+
+
+def test_local_repositories_work_when_allowed(workspace: Path, origin: Origin) -> None:
+    for url in (origin.url, f"file://{origin.path}"):
+        mirror = vcs.update_mirror(workspace, url, access=LOCAL)
+        assert vcs.resolve_ref(mirror, "main") == origin.commits[-1]
+        assert vcs.list_remote_branch(url, "main", access=LOCAL) == origin.commits[-1]
+
+
+def test_git_itself_refuses_a_transport_the_access_does_not_allow(
+    workspace: Path, origin: Origin
+) -> None:
+    # check_url sees only the URL it is given; git also guards where that leads, here a mirror
+    # whose stored remote is a local path, with config that would allow it.
+    url = "https://git.example.invalid/acme/web.git"
+    mirror = vcs.mirror_path(workspace, url)
+    git("clone", "-q", "--mirror", origin.url, str(mirror))
+    git("--git-dir", str(mirror), "config", "protocol.file.allow", "always")
+    with pytest.raises(VcsError, match="transport 'file' not allowed"):
+        vcs.update_mirror(workspace, url, access=vcs.Access(timeout=10))
 
 
 # --- resolve_ref -----------------------------------------------------------------------------
@@ -367,7 +431,7 @@ def test_concurrent_threads_share_one_mirror(workspace: Path, origin: Origin, tm
     def deploy(dest: Path) -> None:
         try:
             barrier.wait(10)
-            mirror = vcs.update_mirror(workspace, origin.url)
+            mirror = vcs.update_mirror(workspace, origin.url, access=LOCAL)
             vcs.add_worktree(mirror, vcs.resolve_ref(mirror, "main"), dest)
         except BaseException as exc:
             errors.append(exc)
@@ -394,7 +458,7 @@ WORKER = textwrap.dedent(
 
     workspace, url, dest_root = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     for i in range(4):
-        mirror = vcs.update_mirror(workspace, url)
+        mirror = vcs.update_mirror(workspace, url, access=vcs.Access(allow_local=True))
         dest = vcs.add_worktree(mirror, vcs.resolve_ref(mirror, "main"), dest_root / str(i))
         if i % 2:
             vcs.remove_worktree(mirror, dest)
@@ -459,12 +523,12 @@ def test_commits_between_unknown_sha_is_vcs_error(mirror: Path, origin: Origin) 
 
 
 def test_list_remote_branch(origin: Origin, tmp_path: Path) -> None:
-    assert vcs.list_remote_branch(origin.url, "main") == origin.commits[-1]
-    assert vcs.list_remote_branch(origin.url, "feature") == origin.feature
-    assert vcs.list_remote_branch(origin.url, "nope") is None
-    assert vcs.list_remote_branch(origin.url, "*") is None
+    assert vcs.list_remote_branch(origin.url, "main", access=LOCAL) == origin.commits[-1]
+    assert vcs.list_remote_branch(origin.url, "feature", access=LOCAL) == origin.feature
+    assert vcs.list_remote_branch(origin.url, "nope", access=LOCAL) is None
+    assert vcs.list_remote_branch(origin.url, "*", access=LOCAL) is None
     with pytest.raises(VcsError, match="ls-remote"):
-        vcs.list_remote_branch(str(tmp_path / "missing"), "main")
+        vcs.list_remote_branch(str(tmp_path / "missing"), "main", access=LOCAL)
 
 
 def test_concurrent_updates_share_fetches_and_all_see_prior_pushes(
@@ -485,7 +549,7 @@ def test_concurrent_updates_share_fetches_and_all_see_prior_pushes(
 
     def update() -> None:
         barrier.wait()
-        seen.append(vcs.resolve_ref(vcs.update_mirror(workspace, origin.url), "main"))
+        seen.append(vcs.resolve_ref(vcs.update_mirror(workspace, origin.url, access=LOCAL), "main"))
 
     threads = [threading.Thread(target=update) for _ in range(12)]
     for thread in threads:

@@ -50,7 +50,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def test_valid_file_loads(tmp_path: Path) -> None:
-    app = load_file(write(tmp_path, "web.yaml", WEB))
+    app = load_file(write(tmp_path, "web.yaml", WEB), allow_local=False)
 
     assert app.name == "web"
     assert app.repository == "https://github.com/acme/web.git"
@@ -69,7 +69,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
 
 
 def test_environment_defaults(tmp_path: Path) -> None:
-    env = load_file(write(tmp_path, "web.yaml", MINIMAL)).environment("staging")
+    env = load_file(write(tmp_path, "web.yaml", MINIMAL), allow_local=False).environment("staging")
 
     assert env.default_ref == "main"
     assert env.auto_deploy is None
@@ -78,7 +78,7 @@ def test_environment_defaults(tmp_path: Path) -> None:
 
 
 def test_environment_merges_provider_override_and_replaces_lists(tmp_path: Path) -> None:
-    app = load_file(write(tmp_path, "web.yaml", WEB))
+    app = load_file(write(tmp_path, "web.yaml", WEB), allow_local=False)
 
     production = app.environment("production")
     assert production.name == "production"
@@ -111,7 +111,7 @@ def echo_provider(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_override_may_change_type_with_a_complete_config(tmp_path: Path) -> None:
     text = replace(MINIMAL, "{staging: {}}", "{staging: {provider: {type: echo, text: hi}}}")
 
-    app = load_file(write(tmp_path, "web.yaml", text))
+    app = load_file(write(tmp_path, "web.yaml", text), allow_local=False)
 
     assert app.environment("staging").provider == EchoConfig(text="hi")
 
@@ -121,21 +121,21 @@ def test_override_changing_type_does_not_inherit_the_app_config(tmp_path: Path) 
     text = replace(MINIMAL, "{staging: {}}", "{staging: {provider: {type: echo}}}")
 
     with pytest.raises(CatalogueError) as caught:
-        load_file(write(tmp_path, "web.yaml", text))
+        load_file(write(tmp_path, "web.yaml", text), allow_local=False)
 
     assert caught.value.field == "environments.staging.provider.text"
     assert caught.value.error_name == "invalid_resource"
 
 
 def test_unknown_environment(tmp_path: Path) -> None:
-    app = load_file(write(tmp_path, "web.yaml", WEB))
+    app = load_file(write(tmp_path, "web.yaml", WEB), allow_local=False)
 
     with pytest.raises(InvalidEnvironment, match="Unknown environment 'qa' for app web"):
         app.environment("qa")
 
 
 def test_round_trip_through_json(tmp_path: Path) -> None:
-    app = load_file(write(tmp_path, "web.yaml", WEB))
+    app = load_file(write(tmp_path, "web.yaml", WEB), allow_local=False)
 
     dumped = json.loads(json.dumps(app.model_dump(mode="json")))
     assert dumped["provider"]["command"] == "bin/deploy {environment} {sha}"
@@ -279,7 +279,7 @@ def test_invalid_file_names_file_field_and_problem(
     path = write(tmp_path, "web.yaml", text)
 
     with pytest.raises(CatalogueError) as caught:
-        load_file(path)
+        load_file(path, allow_local=False)
 
     error = caught.value
     assert error.error_name == error_name
@@ -301,14 +301,14 @@ def test_unknown_kinds_are_also_the_family_error(
     tmp_path: Path, text: str, kind: type[Exception]
 ) -> None:
     with pytest.raises(kind):
-        load_file(write(tmp_path, "web.yaml", text))
+        load_file(write(tmp_path, "web.yaml", text), allow_local=False)
 
 
 def test_several_problems_are_counted(tmp_path: Path) -> None:
     text = replace(MINIMAL, "{type: shell, command: deploy}", "{type: shell}") + "owner: ops\n"
 
     with pytest.raises(CatalogueError, match=r"provider\.command: Field required \(and 1 more"):
-        load_file(write(tmp_path, "web.yaml", text))
+        load_file(write(tmp_path, "web.yaml", text), allow_local=False)
 
 
 @pytest.mark.parametrize(
@@ -328,7 +328,7 @@ def test_whole_file_problems(tmp_path: Path, text: str, problem: str) -> None:
     path = write(tmp_path, "web.yaml", text)
 
     with pytest.raises(CatalogueError) as caught:
-        load_file(path)
+        load_file(path, allow_local=False)
 
     assert caught.value.error_name == "invalid_resource"
     assert caught.value.field == ""
@@ -337,13 +337,13 @@ def test_whole_file_problems(tmp_path: Path, text: str, problem: str) -> None:
 
 def test_invalid_yaml_says_where(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match=r"line 2, column \d+"):
-        load_file(write(tmp_path, "web.yaml", "name: [web\nrepository: x\n"))
+        load_file(write(tmp_path, "web.yaml", "name: [web\nrepository: x\n"), allow_local=False)
 
 
 def test_relative_repository_is_resolved_against_the_project_root(tmp_path: Path) -> None:
     text = replace(MINIMAL, "https://github.com/acme/web.git", ".freight/web-repo")
 
-    app = load_file(write(tmp_path / "deployments", "web.yaml", text))
+    app = load_file(write(tmp_path / "deployments", "web.yaml", text), allow_local=True)
 
     assert app.repository == str(tmp_path.resolve() / ".freight" / "web-repo")
 
@@ -355,7 +355,42 @@ def test_relative_repository_is_resolved_against_the_project_root(tmp_path: Path
 def test_urls_and_absolute_paths_are_kept(tmp_path: Path, repository: str) -> None:
     text = replace(MINIMAL, "https://github.com/acme/web.git", repository)
 
-    assert load_file(write(tmp_path, "web.yaml", text)).repository == repository
+    assert load_file(write(tmp_path, "web.yaml", text), allow_local=True).repository == repository
+
+
+@pytest.mark.parametrize(
+    ("repository", "allow_local"),
+    [
+        ("fd::17", True),
+        ("ext::sh -c touch% /tmp/pwned", True),
+        ("--upload-pack=touch /tmp/pwned", True),
+        ("http://git.example.com/web.git", True),
+        ("file:///srv/git/web.git", False),
+        ("/srv/git/web.git", False),
+        (".freight/web-repo", False),
+    ],
+)
+def test_a_repository_git_must_not_be_pointed_at_names_file_and_field(
+    tmp_path: Path, repository: str, allow_local: bool
+) -> None:
+    path = write(
+        tmp_path, "web.yaml", replace(MINIMAL, "https://github.com/acme/web.git", repository)
+    )
+
+    with pytest.raises(CatalogueError) as caught:
+        load_file(path, allow_local=allow_local)
+
+    assert caught.value.error_name == "invalid_repository"
+    assert caught.value.field == "repository"
+    assert caught.value.message.startswith(f"{path}: repository: {repository!r} is not allowed")
+
+
+def test_local_repositories_load_when_allowed(tmp_path: Path) -> None:
+    text = replace(MINIMAL, "https://github.com/acme/web.git", "file:///srv/git/web.git")
+
+    app = load_file(write(tmp_path, "web.yaml", text), allow_local=True)
+
+    assert app.repository == "file:///srv/git/web.git"
 
 
 def test_load_dir_reads_yaml_and_yml_sorted_by_file_name(tmp_path: Path) -> None:
@@ -364,14 +399,14 @@ def test_load_dir_reads_yaml_and_yml_sorted_by_file_name(tmp_path: Path) -> None
     write(tmp_path, "README.md", "not an app")
     write(tmp_path, ".#a.yaml", "editor lock file")
 
-    assert [(app.name, path.name) for app, path in load_dir(tmp_path)] == [
+    assert [(app.name, path.name) for app, path in load_dir(tmp_path, allow_local=False)] == [
         ("zulu", "a.yaml"),
         ("alpha", "b.yml"),
     ]
 
 
 def test_load_dir_of_empty_directory(tmp_path: Path) -> None:
-    assert load_dir(tmp_path) == []
+    assert load_dir(tmp_path, allow_local=False) == []
 
 
 def test_load_dir_is_all_or_nothing(tmp_path: Path) -> None:
@@ -380,7 +415,7 @@ def test_load_dir_is_all_or_nothing(tmp_path: Path) -> None:
     write(tmp_path, "c.yaml", replace(MINIMAL, "name: web", "name: api"))
 
     with pytest.raises(CatalogueError) as caught:
-        load_dir(tmp_path)
+        load_dir(tmp_path, allow_local=False)
 
     assert caught.value.path == str(bad)
     assert caught.value.error_name == "invalid_provider"
@@ -391,7 +426,7 @@ def test_duplicate_app_names_name_both_files(tmp_path: Path) -> None:
     second = write(tmp_path, "web2.yaml", MINIMAL)
 
     with pytest.raises(CatalogueError) as caught:
-        load_dir(tmp_path)
+        load_dir(tmp_path, allow_local=False)
 
     assert caught.value.path == str(second)
     assert caught.value.field == "name"
@@ -403,13 +438,13 @@ def test_missing_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
 
     with pytest.raises(CatalogueError, match="catalogue directory not found") as caught:
-        load_dir(missing)
+        load_dir(missing, allow_local=False)
 
     assert caught.value.path == str(missing)
 
 
 def test_demo_app_loads() -> None:
-    app = load_file(PROJECT_ROOT / "deployments" / "demo.yaml")
+    app = load_file(PROJECT_ROOT / "deployments" / "demo.yaml", allow_local=True)
 
     assert app.name == "demo"
     assert app.repository == str(PROJECT_ROOT / ".freight" / "demo-repo")

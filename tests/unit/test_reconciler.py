@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, update
 
+from freight import vcs
 from freight.catalogue import AppSpec
 from freight.db import AppSource, Deploy, DeployStatus, Lease, session_scope, utcnow
 from freight.execution.handover import HandOver
@@ -151,7 +152,12 @@ def path(memory_engine: Engine, tmp_path: Path) -> HandOver:
             }
         )
         apps.save_app(session, spec, source=AppSource.API)
-    return HandOver(memory_engine, RecordingOrchestrator(), workspace_root=tmp_path)
+    return HandOver(
+        memory_engine,
+        RecordingOrchestrator(),
+        workspace_root=tmp_path,
+        git=vcs.Access(allow_local=True),
+    )
 
 
 def reconciler(path: HandOver, clock: datetime | None = None) -> Reconciler:

@@ -11,7 +11,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from freight import checks
+from freight import checks, vcs
 from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.errors import AppLocked, CheckFailed, CommandFailed, DeployCancelled
@@ -99,6 +99,7 @@ def context(
         config=config,
         workspace_root=tmp_path / "workspaces",
         workspace=tmp_path / "workspaces" / "checkouts" / "7",
+        git=vcs.Access(allow_local=True),
         limits=Limits(deploy_timeout=30, read_timeout=30, cancel_grace=1, check_timeout=5),
         urls=ServiceUrls(),
         secrets=secrets or {},

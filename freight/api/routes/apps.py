@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 from sqlalchemy.orm import Session
 
+from freight import vcs
 from freight.api import schemas
 from freight.api.deps import Admin, Reader, Runtime, RuntimeDep, SessionDep, Values
 from freight.api.errors import describe_validation
@@ -100,7 +101,7 @@ def _environments(value: object) -> dict[str, Any]:
     return out
 
 
-def _spec(fields: AppFields, current: AppSpec | None) -> AppSpec:
+def _spec(fields: AppFields, current: AppSpec | None, *, allow_local: bool) -> AppSpec:
     """The AppSpec the fields describe, on top of the current one when editing."""
     data: dict[str, Any] = current.model_dump(mode="json") if current else {}
     for key in ("name", "repository"):
@@ -124,9 +125,12 @@ def _spec(fields: AppFields, current: AppSpec | None) -> AppSpec:
         data["environments"] = _environments(fields.environments)
     data.setdefault("environments", {"production": {"default_ref": "main"}})
     try:
-        return AppSpec.model_validate(data)
+        spec = AppSpec.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc) from None
+    if fields.repository is not None:
+        vcs.check_url(spec.repository, allow_local=allow_local)
+    return spec
 
 
 def _config_error(exc: ValidationError) -> InvalidRequest:
@@ -172,7 +176,8 @@ def create_app(
         missing = "name" if not fields.name else "repository"
         raise MissingArgument(f"Missing required argument '{missing}'")
     who.require(Scope.ADMIN, fields.name)
-    app = apps.create_app(db, _spec(fields, None))
+    spec = _spec(fields, None, allow_local=rt.settings.allow_local_repositories)
+    app = apps.create_app(db, spec)
     if fields.lockedReason not in UNLOCK:
         _set_lock(db, rt, later, app, fields.lockedReason, who)
     return JSONResponse(schemas.app_public(db, app), status_code=201)
@@ -194,7 +199,7 @@ def update_app(
     row = apps.get_app(db, app)
     fields = parse(AppFields, values)
     current = apps.spec_of(row)
-    spec = _spec(fields, current)
+    spec = _spec(fields, current, allow_local=rt.settings.allow_local_repositories)
     # A lock is state, not config: it may change on an app whose config a catalogue file owns.
     if spec != current:
         apps.update_app(db, row, spec)

@@ -76,6 +76,7 @@ def release_commits(rt: RuntimeDep, who: Reader, values: Values) -> dict[str, An
         start=query.start,
         end=query.end,
         workspace_root=rt.settings.workspaces,
+        git=rt.settings.request_git_access(),
     )
     return {
         "from": start,
