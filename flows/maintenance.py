@@ -1,5 +1,6 @@
 """The maintenance flow (interval schedule): stray checkouts, locks that ran out, notifications
-no runner is left to send. One run at a time works, under a lease that dies with its holder."""
+no runner is left to send, logged-out sessions that expired. One run at a time works, under a
+lease that dies with its holder."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def maintenance() -> None:
         logger.info("The lock on %s expired", scope)
     for deploy_id in report.notified:
         logger.info("Delivered the notifications of deploy %s", deploy_id)
+    if report.forgotten_sessions:
+        logger.info("Forgot %d logged-out sessions that expired", report.forgotten_sessions)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from freight.execution import delivery
 from freight.execution.delivery import Courier
 from freight.execution.handover import HandOver
 from freight.execution.intake import Screen
-from freight.service import keys
+from freight.service import keys, logins
 from freight.service.keys import Principal, Scope
 from freight.settings import Settings, secret_source
 
@@ -97,7 +97,7 @@ def dashboard_principal(request: Request, rt: RuntimeDep, *, for_api: bool = Fal
     needs the page's CSRF token in X-CSRF-Token (a cookie alone proves nothing about intent)."""
     cookie = request.cookies.get(login.COOKIE)
     found = login.read(rt.session_secret, cookie)
-    if found is None:
+    if cookie is None or found is None:
         raise Unauthorized("No API key given")
     if (
         for_api
@@ -105,12 +105,14 @@ def dashboard_principal(request: Request, rt: RuntimeDep, *, for_api: bool = Fal
         and not login.csrf_ok(rt.session_secret, cookie, request.headers.get("x-csrf-token"))
     ):
         raise Unauthorized("A write through a dashboard session needs its CSRF token")
+    with session_scope(rt.engine, read_only=True) as db:
+        if logins.is_revoked(db, login.fingerprint(cookie)):
+            raise Unauthorized("This session was logged out")
+        who = None if found.key == login.ADMIN else keys.principal_of(db, int(found.key))
     if found.key == login.ADMIN:
         if rt.settings.api_key is None:
             raise Unauthorized("The shared API key is no longer configured")
         return replace(keys.SHARED_KEY, person=found.person or None)
-    with session_scope(rt.engine, read_only=True) as db:
-        who = keys.principal_of(db, int(found.key))
     if who is None:
         raise Unauthorized("The key of this session was revoked")
     return replace(who, person=found.person or None)

@@ -8,6 +8,7 @@ Assets are served from this package: no CDN.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -28,7 +29,7 @@ from freight.errors import FreightError, Unauthorized
 from freight.execution import refs
 from freight.execution.intake import DeployRequest
 from freight.queue_places import places
-from freight.service import apps, deploys, keys, locks, queue, releases
+from freight.service import apps, deploys, keys, locks, logins, queue, releases
 from freight.service.keys import Principal, Scope
 
 HERE = Path(__file__).parent
@@ -131,8 +132,16 @@ def login_submit(
 
 
 @router.post("/logout")
-def logout(request: Request, rt: RuntimeDep, csrf: Annotated[str, Form()] = "") -> Response:
+def logout(
+    request: Request, rt: RuntimeDep, db: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     _checked(request, rt, csrf)
+    # The browser forgets the cookie; the server must too, or a copy of it stays good for hours.
+    cookie = request.cookies.get(login.COOKIE)
+    ended = login.read(rt.session_secret, cookie)
+    if cookie is not None and ended is not None:
+        expires = datetime.fromtimestamp(ended.expires, UTC)
+        logins.revoke(db, digest=login.fingerprint(cookie), expires=expires)
     response = _back("/login", notice="Logged out.")
     response.delete_cookie(login.COOKIE)
     return response

@@ -1,6 +1,7 @@
 """The dashboard's login: a signed, http-only cookie naming the key that logged in and the
 person using it, and the CSRF token its forms carry. The key itself is never stored in the
-cookie; a revoked key ends its sessions at their next request."""
+cookie; a revoked key ends its sessions at their next request, and logging out ends the
+session by its fingerprint (freight/service/logins.py), so a copy of the cookie is refused too."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def read(secret: str, cookie: str | None, *, now: float | None = None) -> Sessio
     except (binascii.Error, UnicodeDecodeError):
         return None
     return Session(key, person, int(expires))
+
+
+def fingerprint(cookie: str) -> str:
+    """What a logged-out session is remembered by."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
 
 
 def csrf_token(secret: str, cookie: str) -> str:

@@ -229,6 +229,17 @@ class ApiKey(Base):
     date_revoked: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class RevokedSession(Base):
+    """A dashboard session ended by logging out: its cookie is refused until it would have
+    expired anyway, and then forgotten."""
+
+    __tablename__ = "revoked_session"
+
+    # sha256 hex of the cookie: the table need not hold bearer tokens, even dead ones.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    date_expires: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class HookDelivery(Base):
     """Inbound webhook deliveries already acted on, so a redelivery creates nothing new."""
 

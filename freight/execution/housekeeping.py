@@ -1,6 +1,6 @@
 """Housekeeping, run by the maintenance flow: stray checkouts removed, locks that ran out
-marked and announced, notifications that no runner is left to send delivered. (Repairing
-deploys is the reconciler's.)"""
+marked and announced, notifications that no runner is left to send delivered, logged-out
+sessions whose cookies expired forgotten. (Repairing deploys is the reconciler's.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from freight import vcs
 from freight.db import Deploy, DeployStatus, session_scope
 from freight.execution import delivery
 from freight.execution.delivery import Courier
-from freight.service import locks, notifications
+from freight.service import locks, logins, notifications
 
 # A runner delivers its deploy's events within seconds of ending; give it a minute.
 NOTIFY_SETTLE = 60
@@ -26,6 +26,7 @@ class MaintenanceReport:
     removed_workspaces: list[str] = field(default_factory=list)
     expired_locks: list[str] = field(default_factory=list)
     notified: list[int] = field(default_factory=list)
+    forgotten_sessions: int = 0
 
 
 def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str]:
@@ -75,4 +76,6 @@ def run_maintenance(
     for deploy_id in unattended:
         delivery.deliver(engine, deploy_id, courier, output)
         report.notified.append(deploy_id)
+    with session_scope(engine) as session:
+        report.forgotten_sessions = logins.forget_expired(session)
     return report

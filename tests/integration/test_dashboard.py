@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
-from freight.db import DeployStatus, session_scope
+from freight.dashboard import session as login
+from freight.db import DeployStatus, session_scope, utcnow
+from freight.execution import delivery, housekeeping
+from freight.service import logins
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.contract.helpers import add_deploys
@@ -296,3 +299,42 @@ def test_the_history_pages_back_keeping_its_filters(
     assert "status=finished" in page.url and "page=3" in page.url
     page.click("a[rel=prev]")
     expect(rows.first).to_contain_text("staging #60")
+
+
+def test_logging_out_ends_the_session_for_a_copy_of_its_cookie_too(dashboard: ApiServer) -> None:
+    # Plain HTTP, as someone replaying a copied cookie would send it; the forms are the page's.
+    with httpx.Client(base_url=dashboard.url) as person:
+        entered = person.post("/login", data={"key": KEY, "name": "ana"})
+        assert entered.status_code == 303 and entered.headers["location"] == "/"
+        kept = {login.COOKIE: person.cookies[login.COOKIE]}
+        overview = person.get("/")
+        assert overview.status_code == 200 and "Log out ana" in overview.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', overview.text)
+        assert csrf is not None
+        left = person.post("/logout", data={"csrf": csrf.group(1)})
+        assert left.status_code == 303 and left.headers["location"].startswith("/login")
+        assert login.COOKIE not in person.cookies
+
+    with httpx.Client(base_url=dashboard.url, cookies=kept) as copy:
+        replayed = copy.get("/")
+        assert replayed.status_code == 303 and replayed.headers["location"] == "/login"
+        refused = copy.get("/api/0/apps/")
+        assert refused.status_code == 401
+        assert refused.json()["error_name"] == "unauthorized"
+
+
+def test_maintenance_forgets_logged_out_sessions_once_their_cookies_expired(
+    settings: Settings, engine: Engine
+) -> None:
+    expired, live = "a" * 64, "b" * 64
+    with session_scope(engine) as session:
+        logins.revoke(session, digest=expired, expires=utcnow() - timedelta(seconds=1))
+        logins.revoke(session, digest=live, expires=utcnow() + timedelta(hours=1))
+    with httpx.Client() as client:
+        report = housekeeping.run_maintenance(
+            engine, delivery.courier(settings, client), lambda line: None
+        )
+    assert report.forgotten_sessions == 1
+    with session_scope(engine, read_only=True) as session:
+        assert not logins.is_revoked(session, expired)
+        assert logins.is_revoked(session, live)
