@@ -3,7 +3,6 @@ the dashboard's pages (`/`, `/apps/APP`, `/deploys/APP/ENV/N`) with their assets
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
@@ -11,11 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from freight import tls
-from freight.api import errors
+from freight.api import access_log, errors
 from freight.api.deps import Runtime
+from freight.api.gate import RequestGate
 from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
@@ -28,62 +27,10 @@ from freight.telemetry import report_errors
 DASHBOARD_SECRET = "dashboard_key"
 
 
-class BodyLimit:
-    """Refuse request bodies over the limit with a 413 before any route reads them."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(send)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            {"error": f"Request body over {self.limit} bytes", "error_name": "too_large"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-
 def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastAPI:
     """The API for these settings; without a hand-over path it hands deploys to Prefect."""
     report_errors(settings, "api")
+    access_log.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,5 +77,5 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
     def not_found(path: str) -> Any:
         return errors.not_found()
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestGate, limit=settings.max_body_bytes)
     return app

@@ -26,11 +26,44 @@ M = TypeVar("M", bound=BaseModel)
 REPEATABLE = frozenset({"status"})
 
 
+# Deeper JSON than any config needs; past it a value is refused before anything recurses into it.
+MAX_DEPTH = 32
+
+
+def flaw(value: object, depth: int = 0) -> str | None:
+    """What makes a JSON value unfit to store: a NUL character (databases refuse it in text)
+    or nesting deeper than MAX_DEPTH; None when it is fine."""
+    if depth > MAX_DEPTH:
+        return f"must not be nested more than {MAX_DEPTH} deep"
+    if isinstance(value, str):
+        return "must not contain a NUL character" if "\x00" in value else None
+    items: list[object] = []
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    return next((f for item in items if (f := flaw(item, depth + 1)) is not None), None)
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON that a client sent; a ValueError says what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"must not be nested more than {MAX_DEPTH} deep") from None
+    problem = flaw(data)
+    if problem is not None:
+        raise ValueError(problem)
+    return data
+
+
 def _json_or_value(value: object) -> object:
     if isinstance(value, str | bytes):
         try:
-            return json.loads(value)
-        except ValueError:
+            return load_json(value)
+        except ValueError as exc:
+            if str(exc).startswith("must not"):
+                raise
             raise ValueError("must be JSON (or a JSON-encoded string)") from None
     return value
 
@@ -81,10 +114,18 @@ async def collect(request: Request) -> dict[str, Any]:
         raise InvalidRequest(f"Unsupported Content-Type '{kind}': send JSON or a form")
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise InvalidRequest(f"The body must not be nested more than {MAX_DEPTH} deep") from None
     except ValueError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The JSON body must be an object of named arguments")
+    for name, value in data.items():
+        problem = flaw(value, depth=1)
+        if "\x00" in name:
+            raise InvalidRequest(f"{name!r}: must not contain a NUL character")
+        if problem is not None:
+            raise InvalidRequest(f"{name}: {problem}")
     values.update(data)
     return values
 

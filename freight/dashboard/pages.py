@@ -243,8 +243,9 @@ def app_page(
 def deploy_page(
     request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer, app: str, env: str, number: int
 ) -> Response:
-    who.require(Scope.READ, app)
-    deploy = deploys.get_deploy_by_number(db, app=app, environment=env, number=number)
+    deploy = deploys.get_deploy_by_number(
+        db, app=app, environment=env, number=number, apps=who.apps
+    )
     return _page(request, rt, "deploy.html", who, deploy=schemas.deploy_public(db, deploy))
 
 
@@ -317,7 +318,7 @@ def act_cancel(
     csrf: Annotated[str, Form()] = "",
     to_app: Annotated[bool, Form()] = False,
 ) -> Response:
-    deploy = deploys.get_deploy(db, deploy_id)
+    deploy = deploys.get_deploy(db, deploy_id, apps=who.apps)
     # Cancelling from the app's queue stays on the queue; elsewhere, show the deploy.
     path = (
         f"/apps/{quote(deploy.app.name)}"
@@ -342,7 +343,7 @@ def act_front(
     deploy_id: Annotated[int, Form()],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    deploy = deploys.get_deploy(db, deploy_id)
+    deploy = deploys.get_deploy(db, deploy_id, apps=who.apps)
     back = f"/apps/{quote(deploy.app.name)}"
 
     def front() -> tuple[str, str]:
@@ -388,7 +389,7 @@ def act_unlock(
     lock_id: Annotated[int, Form()],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    held = locks.get_lock(db, lock_id)
+    held = locks.get_lock(db, lock_id, apps=who.apps)
     back = f"/apps/{quote(held.app.name)}"
 
     def unlock() -> tuple[str, str]:

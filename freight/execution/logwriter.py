@@ -51,6 +51,8 @@ class LogWriter:
         self._thread.start()
 
     def write(self, line: str) -> None:
+        # Made storable here already, so that the run log (`also`) shows what Freight's does.
+        line = logs.storable(line)
         with self._lock:
             if not self.fenced:
                 self._pending.append(line + "\n")
@@ -99,14 +101,21 @@ class LogWriter:
 
 
 class DeployOutput:
-    """The `Output` of a run: each line masked, then written to the deploy's log."""
+    """The `Output` of a run: each line masked, then written to the deploy's log.
+
+    Every provider's output passes here, so this is where a line loses its carriage returns:
+    each redraw of a progress bar becomes a line of its own before masking. Masking then sees
+    the text that every later reader sees; a renderer that dropped a `\r` afterwards (a
+    console, a log viewer) could otherwise join pieces into a secret that masking never saw.
+    """
 
     def __init__(self, writer: LogWriter, secrets: Iterable[str]) -> None:
         self._writer = writer
         self._mask = Masker(secrets)
 
     def __call__(self, line: str) -> None:
-        self._writer.write(self._mask(line))
+        for piece in [piece for piece in line.split("\r") if piece] or [""]:
+            self._writer.write(self._mask(piece))
 
     def mask(self, secrets: Iterable[str]) -> None:
         self._mask = self._mask.adding(secrets)

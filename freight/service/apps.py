@@ -17,10 +17,16 @@ def find_app(session: Session, name: str) -> App | None:
     return session.scalar(select(App).where(App.name == name))
 
 
-def get_app(session: Session, name: str) -> App:
-    app = find_app(session, name)
+def not_found(name: str) -> NotFound:
+    """What an unknown app answers, and so also an app that a key may not see."""
+    return NotFound(f"App '{name}' not found")
+
+
+def get_app(session: Session, name: str, *, apps: frozenset[str] | None = None) -> App:
+    """The app of this name; with `apps`, one outside them answers as an unknown one."""
+    app = find_app(session, name) if apps is None or name in apps else None
     if app is None:
-        raise NotFound(f"App '{name}' not found")
+        raise not_found(name)
     return app
 
 

@@ -243,15 +243,22 @@ def estimated_durations(
 
 
 def daily_outcomes(
-    session: Session, *, days: int, today: datetime, app: str | None = None
+    session: Session,
+    *,
+    days: int,
+    today: datetime,
+    app: str | None = None,
+    apps: frozenset[str] | None = None,
 ) -> list[tuple[datetime, dict[str, int]]]:
     """Deploys started per UTC day by how they ended (or "other" while not ended), for the
-    `days` days ending with today's."""
+    `days` days ending with today's; of `app`, or of the `apps` a key may see."""
     midnight = today.replace(hour=0, minute=0, second=0, microsecond=0)
     first = midnight - timedelta(days=days - 1)
-    query = select(Deploy.date_started, Deploy.status).where(Deploy.date_started >= first)
+    query = select(Deploy.date_started, Deploy.status).join(App).where(Deploy.date_started >= first)
     if app is not None:
-        query = query.join(App).where(App.name == app)
+        query = query.where(App.name == app)
+    if apps is not None:
+        query = query.where(App.name.in_(apps))
     counts: list[dict[str, int]] = [{} for _ in range(days)]
     for started, status in session.execute(query):
         index = (started - first).days
@@ -262,12 +269,17 @@ def daily_outcomes(
 
 
 def daily_counts(
-    session: Session, *, days: int, today: datetime, app: str | None = None
+    session: Session,
+    *,
+    days: int,
+    today: datetime,
+    app: str | None = None,
+    apps: frozenset[str] | None = None,
 ) -> list[tuple[datetime, int]]:
     """Deploys started per UTC day, for the `days` days ending with today's."""
     return [
         (day, sum(by_outcome.values()))
-        for day, by_outcome in daily_outcomes(session, days=days, today=today, app=app)
+        for day, by_outcome in daily_outcomes(session, days=days, today=today, app=app, apps=apps)
     ]
 
 
@@ -286,19 +298,29 @@ def recent_durations(
     return list(reversed(points))
 
 
-def get_deploy(session: Session, deploy_id: int) -> Deploy:
+def get_deploy(session: Session, deploy_id: int, *, apps: frozenset[str] | None = None) -> Deploy:
+    """The deploy with this id; with `apps`, one of another app answers as an unknown id."""
     deploy = session.get(Deploy, deploy_id)
-    if deploy is None:
+    if deploy is None or (apps is not None and deploy.app.name not in apps):
         raise NotFound(f"Deploy {deploy_id} not found")
     return deploy
 
 
-def get_deploy_by_number(session: Session, *, app: str, environment: str, number: int) -> Deploy:
-    deploy = session.scalar(
-        select(Deploy)
-        .join(App)
-        .where(App.name == app, Deploy.environment == environment, Deploy.number == number)
-    )
+def get_deploy_by_number(
+    session: Session,
+    *,
+    app: str,
+    environment: str,
+    number: int,
+    apps: frozenset[str] | None = None,
+) -> Deploy:
+    deploy = None
+    if apps is None or app in apps:
+        deploy = session.scalar(
+            select(Deploy)
+            .join(App)
+            .where(App.name == app, Deploy.environment == environment, Deploy.number == number)
+        )
     if deploy is None:
         raise NotFound(f"Deploy {app}/{environment}#{number} not found")
     return deploy

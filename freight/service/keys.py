@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from freight.db import ApiKey, utcnow
 from freight.errors import Forbidden, InvalidRequest, NotFound
+from freight.service.apps import not_found
 
 KEY_PREFIX = "frt_"
 
@@ -63,10 +64,12 @@ class Principal:
             )
 
     def require(self, scope: Scope, app: str | None = None) -> None:
+        """Refuse a scope the key lacks (403); an app outside its limit answers as an unknown
+        app (404), so that a key learns nothing of the apps it may not see."""
         if not self.allows(scope):
             raise Forbidden(f"Key '{self.name}' lacks the '{scope}' scope")
         if app is not None and not self.allows_app(app):
-            raise Forbidden(f"Key '{self.name}' may not act on app '{app}'")
+            raise not_found(app)
 
 
 def hash_key(key: str) -> str:

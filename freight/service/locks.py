@@ -124,9 +124,10 @@ def create_lock(
     return lock
 
 
-def get_lock(session: Session, lock_id: int) -> Lock:
+def get_lock(session: Session, lock_id: int, *, apps: frozenset[str] | None = None) -> Lock:
+    """The lock with this id; with `apps`, one of another app answers as an unknown id."""
     lock = session.get(Lock, lock_id)
-    if lock is None:
+    if lock is None or (apps is not None and lock.app.name not in apps):
         raise NotFound(f"Lock {lock_id} not found")
     return lock
 

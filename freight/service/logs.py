@@ -11,9 +11,16 @@ from sqlalchemy.orm import Session
 from freight.db import Deploy, LogChunk
 
 
+def storable(text: str) -> str:
+    """The text as a database can keep it: NUL characters (which PostgreSQL refuses in text)
+    made visible as `\\x00`, so that a command printing one neither fails nor hides it."""
+    return text.replace("\x00", "\\x00")
+
+
 def write_chunk(session: Session, deploy_id: int, text: str, *, claim: str | None = None) -> bool:
     """Append text to the log. With `claim`, only while the deploy's claim is that one: a
     runner whose claim was taken (reaped) writes nothing more. False if nothing was written."""
+    text = storable(text)
     # Taking the size from the row under the write keeps offsets contiguous between writers.
     query = select(Deploy.log_size, Deploy.claim).where(Deploy.id == deploy_id)
     row = session.execute(query.with_for_update()).one_or_none()

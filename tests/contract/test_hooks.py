@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,3 +128,28 @@ def test_without_an_api_key_the_server_signs_and_github_signatures_are_checked(
         },
     )
     assert body(response, 201)["user"]["name"] == "ana@example.com"
+
+
+def test_the_access_log_hides_a_signed_hooks_digest(server: ApiServer, origin: GitRepo) -> None:
+    with session_scope(server.engine) as session:
+        app = make_app(session, origin).name
+    with server.client("s3cr3t-api-key") as admin:
+        url = body(admin.get(f"/hooks/github/deploy/{app}/staging/"), 200)["url"]
+    digest = url.rstrip("/").rsplit("/", 1)[1]
+    access = logging.getLogger("uvicorn.access")  # uvicorn's: it does not propagate to root
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        local = server.url + url.removeprefix(server.settings.public_url)
+        answer = send(local, push(origin.commit("x")), event="ping")
+        assert body(answer, 200) == {"ignored": "'ping' event"}
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    logged = [record.getMessage() for record in records]
+    assert any(f"/webhooks/github/deploy/{app}/staging/********/" in m for m in logged), logged
+    assert not any(digest in m for m in logged)

@@ -721,3 +721,40 @@ def test_a_runner_whose_claim_was_taken_stops_its_command_and_writes_nothing_mor
     failed = harness.deploy(deploy_id)
     assert failed.status == DeployStatus.FAILED and failed.reason.startswith("Runner lost")
     assert not (harness.settings.workspaces / "checkouts" / str(deploy_id)).exists()
+
+
+def test_a_nul_in_the_output_is_stored_visible_and_the_deploy_goes_on(harness: Harness) -> None:
+    app = harness.app(r"printf 'before\n\000middle\nafter\n'")
+    deploy_id = harness.create(app)
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    assert "before\n\\x00middle\nafter\n" in contiguous_log(harness.engine, deploy_id)
+
+
+def test_a_secret_is_masked_however_the_command_prints_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "tok-9f8e7d"
+    monkeypatch.setenv("FREIGHT_TEST_TOKEN", secret)
+    printing = "; ".join(
+        [
+            # Redrawn with carriage returns, as progress bars are; the secret whole in one draw.
+            r"""printf 'step 1/2\rtoken %s\r\n' "$TOKEN" """,
+            # Split around a carriage return: a renderer dropping it must not join the pieces.
+            r"printf 'tok-9f\r8e7d\n'",
+            # Split across two writes, the second one later.
+            "printf 'split tok-9f'; sleep 0.3; printf '8e7d\\n'",
+            # Across the boundary of the runner's 64 KiB reads.
+            "python3 -c \"import os; print('a' * (65536 - 4) + os.environ['TOKEN'])\"",
+        ]
+    )
+    app = harness.app(printing, provider={"env": {"TOKEN": "${FREIGHT_TEST_TOKEN}"}})
+    deploy_id = harness.create(app)
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    text = contiguous_log(harness.engine, deploy_id)
+    assert "step 1/2\ntoken ********\n" in text
+    assert "split ********\n" in text
+    assert "a" * (65536 - 4) + "********\n" in text
+    # The pieces around a carriage return are lines of their own: a reader that drops the
+    # carriage returns cannot join them into the secret.
+    assert "tok-9f\n8e7d\n" in text
+    assert secret not in text.replace("\r", "")

@@ -59,8 +59,7 @@ def announce_later(later: BackgroundTasks, rt: Runtime, lock: Lock, event: str, 
 @router.get("/locks/", operation_id="list_locks", openapi_extra=documented(LockQuery, body=False))
 def list_locks(db: SessionDep, who: Reader, values: Values) -> list[dict[str, Any]]:
     query = parse(LockQuery, values)
-    if query.app is not None:
-        who.require(Scope.READ, query.app)
+    # An app filter of an app outside the key's limit finds nothing, as one of no app does.
     found = locks.list_locks(
         db,
         app=query.app,
@@ -115,8 +114,7 @@ def release_lock(
     later: BackgroundTasks,
 ) -> dict[str, Any]:
     args = parse(LockRelease, values)
-    lock = locks.get_lock(db, lock_id)
-    who.require(Scope.DEPLOY, lock.app.name)
+    lock = locks.get_lock(db, lock_id, apps=who.apps)
     by = args.user or who.user
     released = locks.release_lock(db, lock, by=by)
     announce_later(later, rt, released, "unlocked", by=by)

@@ -36,8 +36,7 @@ def list_releases(request: Request, db: SessionDep, who: Reader, values: Values)
     `app` and `env`: that environment's finished deploys, newest first (paged)."""
     query = parse(ReleaseQuery, values)
     if query.app is not None:
-        who.require(Scope.READ, query.app)
-        apps.get_app(db, query.app)
+        apps.get_app(db, query.app, apps=who.apps)
     if query.env is None:
         state = releases.release_state(db, query.app, apps_allowed=who.apps)
         return JSONResponse(schemas.release_page(db, state))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Request
@@ -16,11 +15,13 @@ from fastapi.responses import JSONResponse
 
 from freight.api import schemas
 from freight.api.deps import Admin, Runtime, RuntimeDep, SessionDep
+from freight.api.inputs import load_json
 from freight.api.routes.deploys import request_deploy
 from freight.api.routing import PREFIX, Router
 from freight.errors import AlreadyDelivered, Forbidden, InvalidRequest, NotFound
 from freight.execution.intake import DeployRequest
 from freight.service import apps, deploys, hooks
+from freight.service.keys import Scope
 
 router = Router(tags=["webhooks"])
 WEB_FLOW = ("noreply@github.com", "web-flow")
@@ -51,6 +52,7 @@ def hook_url(
     db: SessionDep, rt: RuntimeDep, who: Admin, hook: str, action: str, app: str, env: str
 ) -> dict[str, str]:
     """The signed URL to give GitHub for this hook (what `freight webhook create` prints)."""
+    who.require(Scope.ADMIN, app)
     apps.environment_of(apps.get_app(db, app), env)
     key = hooks.signing_key(db, _api_key(rt))
     signed = hooks.digest(key, hook=hook, action=action, app=app, environment=env)
@@ -92,9 +94,9 @@ def webhook(
     if event != "push":
         return JSONResponse({"ignored": f"'{event}' event"})
     try:
-        payload = json.loads(body)
-    except ValueError:
-        raise InvalidRequest("The push payload is not valid JSON") from None
+        payload = load_json(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"The push payload is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("The push payload must be a JSON object")
     branch = f"refs/heads/{config.default_ref}"
