@@ -40,7 +40,7 @@ from uuid import UUID
 
 import httpx
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
 
 from freight import procs
@@ -49,7 +49,7 @@ from freight.db import AppSource, Deploy, DeployStatus, LogChunk, get_engine, se
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import apps
 from freight.settings import Settings
-from freight.stack import PROJECT_ROOT, Stack, prefect_command, running_stack
+from freight.stack import PROJECT_ROOT, Stack, prefect_auth, prefect_command, running_stack
 
 KEY = "bench-admin-key"
 # Prints its start, ten lines 0.1 s apart and its end, each with the time it printed it.
@@ -514,7 +514,12 @@ def main() -> None:
         supervisor = threading.Thread(target=stack.supervise, args=(stop,), daemon=True)
         supervisor.start()
         with (
-            temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
+            temporary_settings(
+                {
+                    PREFECT_API_URL: settings.prefect_api_url,
+                    PREFECT_API_AUTH_STRING: prefect_auth(settings),
+                }
+            ),
             PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
             plain_worker(stack),
         ):

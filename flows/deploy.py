@@ -124,13 +124,14 @@ def deploy(
                 )
             status = run_deploy(run, TASKS)
         run.reraise_signal()
-    return _state(run.name, status)
+    return _state(run.name, status, run.reason)
 
 
-def _state(name: str, status: DeployStatus | None) -> State:
+def _state(name: str, status: DeployStatus | None, reason: str | None) -> State:
+    """The run's state, its message saying why where Freight knows (the Prefect UI shows it)."""
     if status is None:
         return Cancelled(message=f"{name} was handed to another run")
-    message = f"{name} {status}"
+    message = f"{name} {status}: {reason}" if reason else f"{name} {status}"
     if status == DeployStatus.FINISHED:
         return Completed(message=message)
     if status == DeployStatus.CANCELLED:

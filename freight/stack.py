@@ -10,6 +10,7 @@ commands they spawned, which Prefect starts in sessions of their own.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "FREIGHT_PYTHON": sys.executable,
             forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
             "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url,
+            # Prefect's API starts deploys and shows every deploy's log: without auth, anyone
+            # who reaches its port could deploy any app past Freight's API and its keys.
+            "PREFECT_SERVER_API_AUTH_STRING": prefect_auth(settings),
+            "PREFECT_API_AUTH_STRING": prefect_auth(settings),
         }
     )
     if api.scheme == "http":
@@ -83,6 +88,24 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
         # CPU in a burst). A bundle of one certificate costs 1 ms.
         env["PREFECT_API_SSL_CERT_FILE"] = str(_one_certificate(home / "run"))
     return env
+
+
+PREFECT_AUTH_USER = "freight"
+
+
+def prefect_auth(settings: Settings) -> str:
+    """The `user:password` Prefect's server requires of every client (and the Prefect UI asks
+    for once), made on the first start and kept under FREIGHT_HOME, readable by its owner only."""
+    path = settings.home.resolve() / "prefect-auth"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = f"{PREFECT_AUTH_USER}:{secrets.token_urlsafe(24)}"
+        # Written whole under another name, then renamed: a reader never sees half of it.
+        part = path.with_name(f".prefect-auth.{os.getpid()}")
+        part.write_text(made)
+        part.chmod(0o600)
+        part.replace(path)
+    return path.read_text().strip()
 
 
 def _one_certificate(directory: Path) -> Path:
@@ -174,11 +197,15 @@ class Stack:
         """Create the work queue with a concurrency limit, or set the limit if it exists."""
         queues = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues"
         deadline = time.monotonic() + timeout
+        user, _, password = prefect_auth(self.settings).partition(":")
+        body = {"name": name, "concurrency_limit": limit}
         # Prefect answers 503 while its database is busy (as it may be just after start).
         while True:
-            response = httpx.post(queues, json={"name": name, "concurrency_limit": limit})
+            response = httpx.post(queues, json=body, auth=(user, password))
             if response.status_code == 409:
-                response = httpx.patch(f"{queues}/{name}", json={"concurrency_limit": limit})
+                response = httpx.patch(
+                    f"{queues}/{name}", json={"concurrency_limit": limit}, auth=(user, password)
+                )
             if response.status_code != 503 or time.monotonic() > deadline:
                 response.raise_for_status()
                 return

@@ -64,7 +64,8 @@ def up() -> None:
 
 
 def _welcome(settings: Settings, stack: Stack, admin_key: str | None) -> None:
-    out.print(f"Prefect UI:   {stack.ui_url}")
+    auth = settings.home.resolve() / "prefect-auth"
+    out.print(f"Prefect UI:   {stack.ui_url}  (it asks for the auth string in {auth})")
     out.print(f"Prefect API:  {settings.prefect_api_url}")
     out.print(f"Dashboard:    {stack.api_url}/  (log in with an API key)")
     out.print(f"Freight API:  {stack.api_url}/api/0/  (docs: {stack.api_url}/api/0/docs)")
@@ -79,7 +80,7 @@ def _welcome(settings: Settings, stack: Stack, admin_key: str | None) -> None:
     out.print(f"Freight DB:   {settings.database_url}")
     out.print(f"Logs:         {stack.log_dir}")
     out.print(
-        "Deploy the demo: PREFECT_API_URL="
+        f'Deploy the demo: PREFECT_API_AUTH_STRING="$(cat {auth})" PREFECT_API_URL='
         f"{settings.prefect_api_url} .venv/bin/prefect deployment run deploy/deploy "
         "--param app=demo --param env=staging"
     )

@@ -81,6 +81,8 @@ class DeployRun:
         self.started = False  # it got its turn and began (some deploys end while queued)
         self.error: BaseException | None = None
         self.status: DeployStatus | None = None
+        # Why it ended as it did (a failure's or a refusal's reason), for the engine's state.
+        self.reason: str | None = None
         self.lost: str | None = None  # why the run stopped acting for the deploy
         self._lost_lock = threading.Lock()
         with session_scope(self.engine, read_only=True) as session:
@@ -253,6 +255,7 @@ class DeployRun:
             if not mine:
                 return None
             if DeployStatus(deploy.status).is_final:  # ended while queued, or before it started
+                self.reason = deploy.reason
                 return DeployStatus(deploy.status)
             if deploy.status == DeployStatus.IN_PROGRESS and not self.started:
                 return None  # another process of this run began it
@@ -266,6 +269,7 @@ class DeployRun:
             deploys.mark_ended(
                 session, deploy, outcome.status, outcome.reason, announce=not outcome.told
             )
+            self.reason = outcome.reason
             line = f">> Deploy {outcome.status} after {deploy.duration or 0.0:.1f}s"
             logs.append(session, deploy, line)
         self._echo(line)

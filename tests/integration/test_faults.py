@@ -30,7 +30,7 @@ import httpx
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
 
 from freight import procs
@@ -38,7 +38,7 @@ from freight.db import App, Deploy, DeployStatus, Lease, get_engine, session_sco
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import logs
 from freight.settings import Settings
-from freight.stack import Stack, prefect_command, running_stack
+from freight.stack import Stack, prefect_auth, prefect_command, running_stack
 from tests.factories import GitRepo, make_app
 from tests.helpers import command_line, live_pids_with_env, reachable_by_others, wait_for
 
@@ -171,7 +171,12 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         supervisor.start()
         try:
             with (
-                temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
+                temporary_settings(
+                    {
+                        PREFECT_API_URL: settings.prefect_api_url,
+                        PREFECT_API_AUTH_STRING: prefect_auth(settings),
+                    }
+                ),
                 PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
             ):
                 yield Plant(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import (
@@ -33,20 +34,20 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 from sqlalchemy import Engine, select
 
 from freight import procs, wiring
 from freight.catalogue import AppSpec
-from freight.db import AppSource, Deploy, DeployStatus, get_engine, session_scope
+from freight.db import AppSource, Deploy, DeployStatus, User, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.execution.handover import HandOver
 from freight.forkclient import SOCKET_ENV
 from freight.orchestrator import PrefectOrchestrator
 from freight.service import apps, deploys, logs
 from freight.settings import Settings
-from freight.stack import Stack, prefect_command, running_stack
+from freight.stack import Stack, prefect_auth, prefect_command, running_stack
 from tests.conftest import database
 from tests.doubles.github import GitHubDouble
 from tests.doubles.sentry import SentryDouble
@@ -178,7 +179,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         services = Services(github, slack, sentry, ssh)  # type: ignore[arg-type]
         with (
             running_stack(settings, extra_env=tuning) as stack,
-            temporary_settings({PREFECT_API_URL: settings.prefect_api_url}),
+            temporary_settings(
+                {
+                    PREFECT_API_URL: settings.prefect_api_url,
+                    PREFECT_API_AUTH_STRING: prefect_auth(settings),
+                }
+            ),
             PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
         ):
             # Deploys are handed over as the stack's API hands them over (started at once
@@ -271,6 +277,56 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
         "six completed tasks",
         lambda: str(task_runs()),
     )
+
+
+def test_prefects_api_needs_its_auth_string_and_freight_screens_what_it_starts(env: Env) -> None:
+    app = env.app("echo deployed")
+    deployment = env.orchestrator.client.read_deployment_by_name("deploy/deploy")
+    start = f"{env.settings.prefect_api_url}/deployments/{deployment.id}/create_flow_run"
+    body = {"parameters": {"app": app, "env": "staging", "user": "mallory", "force": True}}
+    # Whoever reaches Prefect's port without the auth string starts nothing and reads nothing.
+    assert httpx.post(start, json=body, timeout=10).status_code == 401
+    assert (
+        httpx.post(f"{env.settings.prefect_api_url}/logs/filter", json={}, timeout=10).status_code
+        == 401
+    )
+    wrong = httpx.post(start, json=body, auth=("freight", "guess"), timeout=10)
+    assert wrong.status_code == 401
+
+    # With it, a run is screened by Freight as the API screens a deploy: someone else's lock
+    # refuses it unless forced with a reason, and the run's state says why.
+    locked = httpx.post(
+        f"{env.stack.api_url}/api/0/locks/",
+        json={"app": app, "env": "staging", "reason": "db migration", "owner": "ana"},
+        headers={"Authorization": f"Key {API_KEY}"},
+        timeout=10,
+    )
+    assert locked.status_code == 201, locked.text
+    user, _, password = prefect_auth(env.settings).partition(":")
+    for parameters in (
+        {"app": app, "env": "staging", "user": "mallory"},
+        {"app": app, "env": "staging", "user": "mallory", "force": True},
+    ):
+        made = httpx.post(start, json={"parameters": parameters}, auth=(user, password), timeout=10)
+        assert made.status_code == 201, made.text
+        run_id = made.json()["id"]
+        wait_for(
+            lambda run_id=run_id: (
+                env.run_state(run_id) in (StateType.CANCELLED, StateType.COMPLETED)
+            ),
+            60,
+            "the locked run to end",
+            env.diagnostics,
+        )
+        state = env.orchestrator.client.read_flow_run(UUID(run_id)).state
+        assert state and state.type == StateType.CANCELLED, state
+        assert "is locked by" in (state.message or "") and "db migration" in state.message, state
+    with session_scope(env.engine) as session:
+        ran = session.scalars(
+            select(Deploy).join(User, Deploy.user_id == User.id).where(User.name == "mallory")
+        ).all()
+    assert len(ran) == 2 and all(d.status == DeployStatus.CANCELLED for d in ran)
+    assert not any("\ndeployed\n" in env.log(d.id) for d in ran)
 
 
 def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:

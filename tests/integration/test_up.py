@@ -61,18 +61,28 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
         assert admin_key, text
         assert (tmp_path / ".freight" / "demo-repo" / "deploy.sh").exists()
 
+        run_demo = [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "deploy/deploy",
+            "--param",
+            "app=demo",
+            "--param",
+            "env=staging",
+        ]
+        # Prefect's API asks for its auth string: without it nobody starts a deploy there.
+        refused = subprocess.run(
+            run_demo, env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True
+        )
+        assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused
+        auth_file = tmp_path / "home" / "prefect-auth"
+        assert auth_file.stat().st_mode & 0o077 == 0
+        assert f"the auth string in {auth_file}" in text
+        auth = auth_file.read_text().strip()
         subprocess.run(
-            [
-                str(BIN / "prefect"),
-                "deployment",
-                "run",
-                "deploy/deploy",
-                "--param",
-                "app=demo",
-                "--param",
-                "env=staging",
-            ],
-            env={**env, "PREFECT_API_URL": api},
+            run_demo,
+            env={**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": auth},
             check=True,
             capture_output=True,
         )
