@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from freight import procs
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout
@@ -73,8 +73,11 @@ def run_process(
     should_cancel: Callable[[], bool] | None = None,
     poll_interval: float = 0.2,
     on_start: Callable[[int], None] | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> None:
     """Run `command` in a new process group and pass each line it prints to `output`.
+
+    `identity` (`subprocess` user/group arguments) runs it as another user.
 
     `on_start` gets the group id once the command runs, so that someone can stop the group
     should this process die without doing it (see `stop_orphaned_group`).
@@ -96,6 +99,7 @@ def run_process(
             should_cancel=should_cancel,
             poll_interval=poll_interval,
             on_start=on_start,
+            identity=identity or {},
         )
     except BaseException:
         run.stop_group(_quietly(output))
@@ -150,10 +154,11 @@ class _Run:
         should_cancel: Callable[[], bool] | None,
         poll_interval: float,
         on_start: Callable[[int], None] | None,
+        identity: Mapping[str, Any],
     ) -> int:
         """Start the command, deliver its output until the leader exits and return its status,
         enforcing the limits."""
-        proc = self._start(argv, cwd=cwd, env=env)
+        proc = self._start(argv, cwd=cwd, env=env, identity=identity)
         if on_start is not None:
             on_start(self._pgid)
         deadline = time.monotonic() + timeout
@@ -182,7 +187,7 @@ class _Run:
                 self._deliver_next(wait, self._output)
 
     def _start(
-        self, argv: list[str], *, cwd: Path, env: Mapping[str, str]
+        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], identity: Mapping[str, Any]
     ) -> subprocess.Popen[bytes]:
         read_fd, write_fd = os.pipe()
         try:
@@ -194,6 +199,7 @@ class _Run:
                 stdout=write_fd,
                 stderr=write_fd,
                 start_new_session=True,
+                **identity,
             )
         except OSError as exc:
             message = f"Could not start command: {exc}"

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="Whether apps may name repositories on the server's own disk (paths, "
         "file://), which git reads as Freight's user; `freight up` turns it on unless set.",
     )
+    run_as: str | None = Field(
+        default=None,
+        description="The unprivileged OS user deploy commands run as, so that they cannot read "
+        "Freight's secrets (needs Freight to run as root); `freight up` started by root makes "
+        "and uses `freight-run` unless set.",
+    )
     request_git_timeout: float = Field(
         default=10,
         gt=0,

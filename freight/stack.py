@@ -78,6 +78,8 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url,
             # Prefect's API starts deploys and shows every deploy's log: without auth, anyone
             # who reaches its port could deploy any app past Freight's API and its keys.
+            # Where libpq and asyncpg find the embedded PostgreSQL's password.
+            "PGPASSFILE": str(passfile(settings)),
             "PREFECT_SERVER_API_AUTH_STRING": prefect_auth(settings),
             "PREFECT_API_AUTH_STRING": prefect_auth(settings),
         }
@@ -93,6 +95,11 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
 PREFECT_AUTH_USER = "freight"
 
 
+def passfile(settings: Settings) -> Path:
+    """The password file of the embedded PostgreSQL (see freight.embedded_db)."""
+    return settings.home.resolve() / "run" / "pgpass"
+
+
 def prefect_auth(settings: Settings) -> str:
     """The `user:password` Prefect's server requires of every client (and the Prefect UI asks
     for once), made on the first start and kept under FREIGHT_HOME, readable by its owner only."""
@@ -106,6 +113,26 @@ def prefect_auth(settings: Settings) -> str:
         part.chmod(0o600)
         part.replace(path)
     return path.read_text().strip()
+
+
+def guard_home(settings: Settings) -> None:
+    """FREIGHT_HOME for Freight only: a deploy command, run as a user of its own, may enter the
+    directories down to its checkout and temporary directory, and read nothing else here (the
+    logs, the auth string, the sockets, Prefect's data, the mirrors)."""
+    home = settings.home.resolve()
+    workspaces = settings.workspaces
+    for path, mode in (
+        (home, 0o711),
+        (workspaces, 0o711),
+        (workspaces / "checkouts", 0o711),
+        (workspaces / "tmp", 0o711),
+        (workspaces / "mirrors", 0o700),
+        (home / "logs", 0o700),
+        (home / "run", 0o700),
+        (home / "prefect", 0o700),
+    ):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
 
 
 def _one_certificate(directory: Path) -> Path:
@@ -295,6 +322,9 @@ def running_stack(
     stack = Stack(
         settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir
     )
+    # This process reaches the embedded database too (migrations, the catalogue, callers').
+    earlier = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = stack.env["PGPASSFILE"]
     try:
         if settings.uses_embedded_db:
             _start_database(stack, say)
@@ -329,15 +359,24 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+        if earlier is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = earlier
 
 
 def _start_database(stack: Stack, say: Callable[[str], None]) -> None:
     from freight.embedded_db import EmbeddedDatabase
 
-    database = EmbeddedDatabase(stack.settings.embedded_db_dir, stack.settings.db_port)
+    database = EmbeddedDatabase(
+        stack.settings.embedded_db_dir, stack.settings.db_port, passfile(stack.settings)
+    )
     done = database.prepare()
     if done:
         say(done)
     stack.start_process("db", database.command(), **database.identity())
     stack.wait_for("db", database.ready, f"accepting connections on {database.port}", 60)
+    secured = database.require_password()
+    if secured:
+        say(secured)
     database.create_databases()

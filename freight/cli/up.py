@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -14,7 +15,8 @@ from freight import catalogue
 from freight.cli import app
 from freight.demo import ensure_demo_repo
 from freight.settings import Settings, get_settings
-from freight.stack import Stack, running_stack
+from freight.stack import Stack, guard_home, running_stack
+from freight.system_users import DEPLOY_USER, ensure_user, exposed, unreachable
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -30,6 +32,7 @@ def up() -> None:
         # One machine and its owner: the demo app's repository is on this disk. Every process
         # of the stack gets the settings from here (Settings.to_env).
         settings = settings.model_copy(update={"allow_local_repositories": True})
+    settings = _isolate_commands(settings)
     for spec, _ in catalogue.load_dir(
         settings.catalogue_dir, allow_local=settings.allow_local_repositories
     ):
@@ -61,6 +64,30 @@ def up() -> None:
         out.print("Stopped.")
         raise SystemExit(1) from None
     out.print("Stopped.")
+
+
+def _isolate_commands(settings: Settings) -> Settings:
+    """Deploy commands run as a user of their own, who cannot read Freight's secrets: made
+    here when started by root. Otherwise say loudly that they run with Freight's rights."""
+    # Files Freight makes are its own; the checkouts are given to the command's user.
+    os.umask(0o077)
+    if os.geteuid() == 0 and "run_as" not in settings.model_fields_set:
+        made = ensure_user(DEPLOY_USER, "to run deploy commands (they must not read secrets)")
+        if made:
+            out.print(made[0].upper() + made[1:])
+        settings = settings.model_copy(update={"run_as": DEPLOY_USER})
+    guard_home(settings)
+    problem = exposed(settings.run_as)
+    if problem is not None:
+        out.print(Text(f"WARNING: {problem}", style="bold red"))
+    elif settings.run_as and (blocked := unreachable(settings.workspaces, settings.run_as)):
+        message = (
+            f"{settings.run_as} cannot enter {blocked}, above the checkouts of the deploys it "
+            "runs: give that directory o+x, or move FREIGHT_HOME"
+        )
+        out.print(Text(message, style="red"))
+        raise SystemExit(1)
+    return settings
 
 
 def _welcome(settings: Settings, stack: Stack, admin_key: str | None) -> None:

@@ -15,6 +15,7 @@ from freight.catalogue import EnvironmentConfig
 from freight.errors import DeployCancelled
 from freight.execution.delivery import Courier
 from freight.plugins import ServiceUrls
+from freight.system_users import RunAs
 
 
 class Output(Protocol):
@@ -69,6 +70,9 @@ class RunContext:
     workspace_root: Path
     # Where this deploy's checkout goes.
     workspace: Path
+    # Whom the command runs as; None: as Freight's own user, and `exposed` says why.
+    run_as: RunAs | None
+    exposed: str | None
     git: vcs.Access
     limits: Limits
     urls: ServiceUrls
@@ -81,6 +85,11 @@ class RunContext:
     http: httpx.Client
     courier: Courier
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def temp_dir(self) -> Path:
+        """The command's TMPDIR and HOME: its own, removed with the checkout."""
+        return self.workspace_root / "tmp" / str(self.deploy_id)
 
     def raise_if_cancelled(self) -> None:
         if self.cancel.is_set():

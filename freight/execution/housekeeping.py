@@ -47,6 +47,13 @@ def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str
         if str(path) not in owned:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
+    # A command's temporary directory is named for its deploy, as its checkout is.
+    running = {Path(path).name for path in owned}
+    temporary = workspace_root / "tmp"
+    for path in temporary.iterdir() if temporary.is_dir() else ():
+        if path.name not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
     if removed:
         for mirror in (workspace_root / "mirrors").glob("*.git"):
             vcs.prune_worktrees(mirror)

@@ -22,7 +22,7 @@ from types import TracebackType
 
 from sqlalchemy import select
 
-from freight import tls
+from freight import system_users, tls
 from freight.catalogue import EnvironmentConfig
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import ClaimLost, InvalidRequest
@@ -112,6 +112,8 @@ class DeployRun:
             config=EnvironmentConfig.model_validate(deploy.config),
             workspace_root=settings.workspaces,
             workspace=settings.workspaces / "checkouts" / str(deploy.id),
+            run_as=system_users.run_as(settings.run_as),
+            exposed=system_users.exposed(settings.run_as),
             git=settings.git_access(),
             limits=Limits(
                 deploy_timeout=settings.deploy_timeout,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from contextlib import suppress
 
 from freight import providers, secrets, vcs
@@ -53,7 +54,15 @@ def prepare_workspace(ctx: RunContext) -> None:
     ctx.record.set_workspace(ctx.workspace)
     mirror = vcs.mirror_with(ctx.workspace_root, ctx.repository, ctx.sha, access=ctx.git)
     vcs.add_worktree(mirror, ctx.sha, ctx.workspace)
+    shutil.rmtree(ctx.temp_dir, ignore_errors=True)  # a crashed run's, of a reused id
+    ctx.temp_dir.mkdir(parents=True, mode=0o700)
     ctx.output(f">> Checked out {ctx.sha} into {ctx.workspace}")
+    if ctx.run_as is not None:
+        ctx.run_as.give(ctx.workspace)
+        ctx.run_as.give(ctx.temp_dir)
+        ctx.output(f">> The command runs as {ctx.run_as.name}")
+    else:
+        ctx.output(f">> WARNING: {ctx.exposed}")
 
 
 def run_provider(ctx: RunContext) -> None:
@@ -80,6 +89,8 @@ def run_provider(ctx: RunContext) -> None:
         read_timeout=ctx.limits.read_timeout,
         grace=ctx.limits.cancel_grace,
         base_env=ctx.base_env,
+        run_as=ctx.run_as,
+        temp_dir=ctx.temp_dir,
         on_start=ctx.record.set_process_group,
         client=ctx.http,
         urls=ctx.urls,
@@ -88,7 +99,9 @@ def run_provider(ctx: RunContext) -> None:
 
 
 def cleanup_workspace(ctx: RunContext) -> None:
-    """Remove the checkout: always, also after a failure, a cancel or a lost claim."""
+    """Remove the checkout and the command's temporary files: always, also after a failure, a
+    cancel or a lost claim."""
+    shutil.rmtree(ctx.temp_dir, ignore_errors=True)
     if not ctx.workspace.exists():
         return
     vcs.remove_worktree(vcs.mirror_path(ctx.workspace_root, ctx.repository), ctx.workspace)

@@ -37,7 +37,8 @@ class ShellProvider:
         run_process(
             command,
             cwd=context.workspace,
-            env={**runtime.base_env, **config.env, **context.env_vars()},
+            env=runtime.command_env(config.env, context.env_vars()),
+            identity=runtime.run_as.popen() if runtime.run_as else None,
             output=runtime.output,
             timeout=config.timeout or runtime.timeout,
             read_timeout=config.read_timeout or runtime.read_timeout,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
-from freight import checks, procs, vcs
+from freight import checks, procs, system_users, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
 from freight.execution import delivery, housekeeping, refs
@@ -27,6 +27,7 @@ from freight.execution.reconciler import MAX_HAND_OVERS, Reconciler, Timing
 from freight.plugins import PluginConfig
 from freight.service import deploys, locks, logs, releases
 from freight.settings import Settings
+from freight.stack import guard_home
 from tests.doubles import RecordingServer, recording_server
 from tests.factories import (
     GitRepo,
@@ -36,7 +37,7 @@ from tests.factories import (
     request,
     run_inline,
 )
-from tests.helpers import live_pids_with_env, wait_for
+from tests.helpers import live_pids_with_env, reachable_by_others, wait_for
 
 
 def contiguous_log(engine: Engine, deploy_id: int) -> str:
@@ -758,3 +759,40 @@ def test_a_secret_is_masked_however_the_command_prints_it(
     # carriage returns cannot join them into the secret.
     assert "tok-9f\n8e7d\n" in text
     assert secret not in text.replace("\r", "")
+
+
+def test_a_command_runs_as_its_own_user_with_its_own_files_and_secrets_only(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reachable_by_others(tmp_path)
+    system_users.ensure_user(system_users.DEPLOY_USER, "for deploy commands")
+    isolated = harness.settings.model_copy(update={"run_as": system_users.DEPLOY_USER})
+    guard_home(isolated)
+    monkeypatch.setenv("FREIGHT_TEST_TOKEN", "tok-mine")
+    monkeypatch.setenv("OTHER_APP_TOKEN", "tok-of-another-app")
+    app = harness.app(
+        'echo "as $(id -un) home=$HOME tmp=$TMPDIR"; env; '
+        'touch made-here "$TMPDIR/made-there"; stat -c "%U" . "$TMPDIR/made-there"',
+        provider={"env": {"TOKEN": "${FREIGHT_TEST_TOKEN}"}},
+    )
+    deploy_id = harness.create(app)
+    deploy = harness.deploy(deploy_id)
+    assert deploy.flow_run_id and deploy.claim
+    status = run_inline(
+        isolated, harness.handover, deploy_id, run_id=deploy.flow_run_id, claim=deploy.claim
+    )
+    text = log_text(harness.engine, deploy_id)
+    assert status == DeployStatus.FINISHED, text
+    temp = isolated.workspaces / "tmp" / str(deploy_id)
+    assert f">> The command runs as {system_users.DEPLOY_USER}\n" in text
+    assert f"as {system_users.DEPLOY_USER} home={temp} tmp={temp}\n" in text
+    assert f"{system_users.DEPLOY_USER}\n{system_users.DEPLOY_USER}\n" in text  # owns both
+    assert "TOKEN=********" in text and "tok-of-another-app" not in text
+    assert not temp.exists() and not (isolated.workspaces / "checkouts" / str(deploy_id)).exists()
+
+    # Without a user to switch to, every deploy's log says what that means.
+    second = harness.create(app)
+    assert harness.execute(second) == DeployStatus.FINISHED
+    assert ">> WARNING: deploy commands run as root, Freight's own user, and can read its " in (
+        log_text(harness.engine, second)
+    )

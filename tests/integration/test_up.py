@@ -3,6 +3,7 @@ leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
 from sqlalchemy import select
 
@@ -32,17 +34,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reachable_by_others(tmp_path)  # the embedded PostgreSQL keeps its data under it
     catalogue = tmp_path / "deployments"
     catalogue.mkdir()
     shutil.copy(ROOT / "deployments" / "demo.yaml", catalogue)
+    home = tmp_path / "home"
+    # An app whose command tries to read Freight's secrets: every ancestor's environment (and
+    # every process's), and every file under FREIGHT_HOME.
+    snoop = (
+        'echo "ran as $(id -un) in $(pwd)"; pid=$$; while [ "$pid" -gt 1 ]; do '
+        'tr "\\0" "\\n" < /proc/$pid/environ; pid=$(cut -d" " -f4 /proc/$pid/stat); done; '
+        'for p in /proc/[0-9]*; do tr "\\0" "\\n" < $p/environ; done; '
+        f'find {home} -type f -print0 | xargs -0 cat; touch made-here "$TMPDIR/made-there"; '
+        "echo snooped"
+    )
+    (catalogue / "snoop.yaml").write_text(
+        (ROOT / "deployments" / "demo.yaml")
+        .read_text()
+        .replace("name: demo", "name: snoop")
+        .replace("./deploy.sh {environment} {sha}", json.dumps(snoop))
+    )
     api = f"http://127.0.0.1:{free_port()}/api"
     freight_port = free_port()
     db_port = free_port()
     env = {
         **os.environ,
-        "FREIGHT_HOME": str(tmp_path / "home"),
+        "FREIGHT_HOME": str(home),
         "FREIGHT_CATALOGUE_DIR": str(catalogue),
         "FREIGHT_PREFECT_API_URL": api,
         "FREIGHT_API_PORT": str(freight_port),
@@ -87,6 +107,19 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
             capture_output=True,
         )
         assert f"Freight DB:   postgresql+psycopg2://postgres@127.0.0.1:{db_port}/freight" in text
+        # The embedded PostgreSQL asks for its password, even on loopback, where deploy
+        # commands run too; the stack's processes find it in a password file of their own.
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(
+                host="127.0.0.1",
+                port=db_port,
+                user="postgres",
+                dbname="freight",
+                passfile="/dev/null",
+            )
+        pgpass = home / "run" / "pgpass"
+        assert pgpass.stat().st_mode & 0o077 == 0
+        monkeypatch.setenv("PGPASSFILE", str(pgpass))
         engine = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{db_port}/freight")
 
         def demo_deploy() -> Deploy | None:
@@ -104,11 +137,33 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
             text = "".join(c.text for c in logs.read_log(session, deploy.id).chunks)
         assert "Restarting workers...\n" in text and f"Deployed {deploy.sha} to staging" in text
         # The same deploy through the Freight API, with the key `freight up` printed.
-        listed = httpx.get(
-            f"http://127.0.0.1:{freight_port}/api/0/deploys/",
+        freight_api = httpx.Client(
+            base_url=f"http://127.0.0.1:{freight_port}/api/0",
             headers={"Authorization": f"Key {admin_key[1]}"},
-        ).json()
+        )
+        listed = freight_api.get("/deploys/").json()
         assert [d["name"] for d in listed] == [deploy.name]
+
+        # A command runs as a user of its own and reads none of Freight's secrets.
+        snooping = freight_api.post(
+            "/deploys/", json={"app": "snoop", "env": "staging", "user": "ana"}
+        ).json()
+        wait_for(
+            lambda: freight_api.get(f"/deploys/{snooping['id']}/").json()["status"] == "finished",
+            60,
+            "the snooping deploy",
+        )
+        snooped = "".join(
+            c["text"] for c in freight_api.get(f"/deploys/{snooping['id']}/log/").json()["chunks"]
+        )
+        assert ">> The command runs as freight-run\n" in snooped, snooped
+        assert "ran as freight-run in " in snooped and "snooped" in snooped, snooped
+        for secret in (auth, "FREIGHT_DATABASE_URL", "PREFECT_API_AUTH_STRING", admin_key[1]):
+            assert secret not in snooped
+        # Its checkout and temporary directory were its own, and are gone.
+        assert not list((home / "workspaces" / "checkouts").iterdir())
+        assert not list((home / "workspaces" / "tmp").iterdir())
+        freight_api.close()
         started = procs.descendants({up.pid})
         # database, server, fork server, worker, API and reconciler, below `freight up`
         assert len(started) >= 6
@@ -130,7 +185,7 @@ def test_up_runs_the_demo_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None
             f"http://127.0.0.1:{freight_port}/api/0/deploys/",
             headers={"Authorization": f"Key {admin_key[1]}"},
         ).json()
-        assert [d["name"] for d in listed] == [deploy.name]
+        assert [d["name"] for d in listed][-1] == deploy.name
     finally:
         stop_up(again, log)
 

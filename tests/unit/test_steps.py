@@ -99,6 +99,8 @@ def context(
         config=config,
         workspace_root=tmp_path / "workspaces",
         workspace=tmp_path / "workspaces" / "checkouts" / "7",
+        run_as=None,
+        exposed="deploy commands run as Freight's own user",
         git=vcs.Access(allow_local=True),
         limits=Limits(deploy_timeout=30, read_timeout=30, cancel_grace=1, check_timeout=5),
         urls=ServiceUrls(),
