@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from freight import catalogue
 from freight.cli import app as root
 from freight.cli import connect
 from freight.cli.output import table
@@ -59,6 +58,9 @@ Directory = Annotated[
 @apps.command()
 def validate(directory: Directory = None) -> None:
     """Check every catalogue file; print each app, or the first problem (file, field, why)."""
+    # Here, not at the top: every other command would pay for importing the providers.
+    from freight import catalogue
+
     settings = get_settings()
     entries = catalogue.load_dir(
         directory or settings.catalogue_dir, allow_local=settings.allow_local_repositories

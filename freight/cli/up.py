@@ -7,16 +7,18 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
-from freight import catalogue
 from freight.cli import app
 from freight.demo import ensure_demo_repo
 from freight.settings import Settings, get_settings
-from freight.stack import Stack, guard_home, running_stack
 from freight.system_users import DEPLOY_USER, ensure_user, exposed, unreachable
+
+if TYPE_CHECKING:
+    from freight.stack import Stack
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -25,7 +27,10 @@ out = Console(highlight=False, soft_wrap=True)
 def up() -> None:
     """Start the whole system here: the embedded PostgreSQL, Prefect (server, work pool,
     deployments, worker), the API and the reconciler, with the catalogue synced."""
+    # Here, not at the top: every other command would pay for importing the stack.
+    from freight import catalogue
     from freight.execution.setup import first_admin_key, sync_catalogue
+    from freight.stack import running_stack
 
     settings = get_settings()
     if "allow_local_repositories" not in settings.model_fields_set:
@@ -69,6 +74,8 @@ def up() -> None:
 def _isolate_commands(settings: Settings) -> Settings:
     """Deploy commands run as a user of their own, who cannot read Freight's secrets: made
     here when started by root. Otherwise say loudly that they run with Freight's rights."""
+    from freight.stack import guard_home
+
     # Files Freight makes are its own; the checkouts are given to the command's user.
     os.umask(0o077)
     if os.geteuid() == 0 and "run_as" not in settings.model_fields_set:

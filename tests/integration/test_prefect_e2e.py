@@ -70,6 +70,7 @@ STEP_NAMES = {
 
 QUEUE_DEPTH = 5
 API_KEY = "e2e-admin-key"
+E2E_SECRET = "e2e-s3cret-9f8e7d"
 FREIGHT = str(Path(sys.executable).parent / "freight")
 
 
@@ -175,6 +176,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "SLACK_TOKEN": "xoxb-test",
             "SENTRY_TOKEN": "sntrys_test",
             "DEPLOY_SSH_KEY": ssh[0].private,
+            "E2E_SECRET": E2E_SECRET,
         }
         services = Services(github, slack, sentry, ssh)  # type: ignore[arg-type]
         with (
@@ -327,6 +329,48 @@ def test_prefects_api_needs_its_auth_string_and_freight_screens_what_it_starts(e
         ).all()
     assert len(ran) == 2 and all(d.status == DeployStatus.CANCELLED for d in ran)
     assert not any("\ndeployed\n" in env.log(d.id) for d in ran)
+
+
+def test_a_secret_is_masked_in_every_log_however_it_is_printed(env: Env) -> None:
+    half = len(E2E_SECRET) // 2
+    app = env.app(
+        "; ".join(
+            [
+                # Redrawn with carriage returns, as progress bars are.
+                r"""printf 'step 1/2\rtoken %s\r\n' "$TOKEN" """,
+                # Split around a carriage return, which a console would drop.
+                f"printf '{E2E_SECRET[:half]}\\r{E2E_SECRET[half:]}\\n'",
+                # Split across two writes, the second one later.
+                f"printf 'split {E2E_SECRET[:half]}'; sleep 0.3; printf '{E2E_SECRET[half:]}\\n'",
+                # Across the boundary of the runner's 64 KiB reads.
+                "python3 -c \"import os; print('a' * (65536 - 4) + os.environ['TOKEN'])\"",
+            ]
+        ),
+        provider={"env": {"TOKEN": "${E2E_SECRET}"}},
+    )
+    deploy_id = env.create(app)
+    done = env.wait_status(deploy_id, DeployStatus.FINISHED, DeployStatus.FAILED)
+    assert done.status == DeployStatus.FINISHED, env.log(deploy_id)
+    assert "token ********\n" in env.log(deploy_id) and "split ********\n" in env.log(deploy_id)
+    client = env.orchestrator.client
+    assert done.flow_run_id
+
+    def prefect_log() -> str:
+        found = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(done.flow_run_id or "")]))
+        )
+        return "\n".join(entry.message for entry in found)
+
+    wait_for(lambda: "split ********" in prefect_log(), 30, "the Prefect run log")
+    logs_of_processes = {
+        path.name: path.read_text(errors="replace") for path in env.stack.log_dir.iterdir()
+    }
+    for where, text in {
+        "Freight's log": env.log(deploy_id),
+        "Prefect's run log": prefect_log(),
+        **logs_of_processes,
+    }.items():
+        assert E2E_SECRET not in text.replace("\r", ""), where
 
 
 def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:
