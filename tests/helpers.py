@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from freight import procs
 
 
@@ -49,3 +51,17 @@ def reachable_by_others(path: Path) -> Path:
         if not mode & stat.S_IXOTH:
             directory.chmod(mode | stat.S_IXOTH)
     return path
+
+
+# Repository URLs that would make git do more than a deploy needs (run a helper, take an option,
+# reach another scheme), or read the server's own disk; `{marker}` is a file a helper would make
+# and `{origin}` a local repository.
+HOSTILE_REPOSITORIES = [
+    pytest.param("fd::17", id="fd-helper"),
+    pytest.param("ext::sh -c touch% {marker}", id="ext-helper"),
+    pytest.param("--upload-pack=touch {marker}", id="option"),
+    pytest.param("ssh://-oProxyCommand=touch% {marker}/web.git", id="option-as-host"),
+    pytest.param("http://127.0.0.1:1/web.git", id="other-scheme"),
+    pytest.param("file://{origin}", id="file-url"),
+    pytest.param("{origin}", id="local-path"),
+]

@@ -19,6 +19,7 @@ from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.contract.helpers import body, count_deploys, error
 from tests.factories import GitRepo, RecordingOrchestrator
+from tests.helpers import HOSTILE_REPOSITORIES
 
 KEY = "s3cr3t-api-key"
 ALLOWED = "https://git.example.invalid/acme/web.git"
@@ -57,13 +58,7 @@ def save_app(engine: Engine, name: str, repository: str) -> None:
 
 @pytest.mark.parametrize(
     "template",
-    [
-        pytest.param("fd::17", id="fd-helper"),
-        pytest.param("ext::sh -c touch% {marker}", id="ext-helper"),
-        pytest.param("--upload-pack=touch {marker}", id="option"),
-        pytest.param("file://{origin}", id="file-url"),
-        pytest.param("{origin}", id="local-path"),
-    ],
+    HOSTILE_REPOSITORIES,
 )
 def test_creating_or_editing_an_app_refuses_the_repository_naming_the_field(
     strict: ApiServer, origin: GitRepo, tmp_path: Path, template: str

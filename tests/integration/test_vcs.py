@@ -17,6 +17,7 @@ import pytest
 
 from freight import vcs
 from freight.errors import InvalidRef, InvalidRepository, VcsError
+from tests.helpers import HOSTILE_REPOSITORIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The origins of these tests are repositories in tmp_path.
@@ -189,15 +190,7 @@ def test_update_mirror_times_out_on_a_silent_server(workspace: Path) -> None:
 
 @pytest.mark.parametrize(
     "template",
-    [
-        pytest.param("fd::17", id="fd-helper"),
-        pytest.param("ext::sh -c touch% {marker}", id="ext-helper"),
-        pytest.param("--upload-pack=touch {marker}", id="option"),
-        pytest.param("ssh://-oProxyCommand=touch% {marker}/web.git", id="option-as-host"),
-        pytest.param("http://127.0.0.1:1/web.git", id="other-scheme"),
-        pytest.param("file://{origin}", id="file-url"),
-        pytest.param("{origin}", id="local-path"),
-    ],
+    HOSTILE_REPOSITORIES,
 )
 def test_urls_beyond_what_a_deploy_needs_are_refused_before_git_runs(
     workspace: Path, origin: Origin, tmp_path: Path, template: str
