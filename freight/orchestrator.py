@@ -133,13 +133,18 @@ class PrefectOrchestrator:
         )
 
     def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        """The states of these runs. A busy server's 503 is not retried: the client would back
+        off for minutes, and the reconciler, whose look this is, judges by heartbeats alone
+        meanwhile (a stopped runner must be reaped within seconds, busy engine or not)."""
         ids = {run_id: _uuid(run_id) for run_id in run_ids}
         known = [u for u in ids.values() if u is not None]
         found: dict[UUID, FlowRun] = {}
         if known:
-            runs = self.client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=known)), limit=len(known)
-            )
+            with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+                runs = self.client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=known)),
+                    limit=len(known),
+                )
             found = {run.id: run for run in runs}
         return {run_id: _status(found.get(u) if u else None) for run_id, u in ids.items()}
 
