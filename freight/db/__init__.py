@@ -67,7 +67,9 @@ READ_ONLY = "freight_read_only"
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        _short_write_transactions(engine)
+        return engine
     connect_args = {"timeout": 30, "check_same_thread": False}
     if not parsed.database or parsed.database == ":memory:":
         # One connection for everyone: each new one would be a new, empty database.
@@ -101,6 +103,23 @@ def _sqlite_write_transactions(engine: Engine) -> None:
         # Readers need no write lock: in WAL mode they see the last commit and block nobody.
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+# How long a write transaction may sit between statements before the server ends its session.
+# Freight's write transactions never wait on anything outside the database, so a longer pause
+# means a frozen process (SIGSTOP, a paused VM, a host cut off by the network) that would
+# otherwise hold its row locks (a deploy's row, a queue) for as long as it stays frozen, and
+# with them the reconciler that must reap it.
+WRITE_IDLE_LIMIT = "5s"
+
+
+def _short_write_transactions(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if not connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql(
+                f"SET LOCAL idle_in_transaction_session_timeout = '{WRITE_IDLE_LIMIT}'"
+            )
 
 
 @lru_cache(maxsize=8)
