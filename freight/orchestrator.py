@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from types import TracebackType
 from uuid import UUID
@@ -23,7 +24,12 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import FlowRunContext
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.settings import (
+    PREFECT_API_REQUEST_TIMEOUT,
+    PREFECT_API_URL,
+    PREFECT_CLIENT_MAX_RETRIES,
+    temporary_settings,
+)
 from prefect.states import Cancelled, Crashed, Pending, Scheduled
 
 from freight.db import utcnow
@@ -44,6 +50,16 @@ _STATES: dict[StateType, RunState] = {
     StateType.CANCELLED: RunState.CANCELLED,
     StateType.CRASHED: RunState.ENDED,
 }
+
+
+@contextmanager
+def one_try_each(timeout: float) -> Iterator[None]:
+    """Within: every request to Prefect is tried once and waits at most `timeout` seconds, for
+    a caller that repeats on its own (the reconciler). Prefect's client would otherwise back off
+    for minutes on a busy server, or wait a minute on a hung one, and hold the caller's loop,
+    with it the reaping of lost runners. Clients made within keep the timeout."""
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}):
+        yield
 
 
 def run_tags(app: str, environment: str) -> list[str]:
@@ -133,18 +149,14 @@ class PrefectOrchestrator:
         )
 
     def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
-        """The states of these runs. A busy server's 503 is not retried: the client would back
-        off for minutes, and the reconciler, whose look this is, judges by heartbeats alone
-        meanwhile (a stopped runner must be reaped within seconds, busy engine or not)."""
+        """The states of these runs."""
         ids = {run_id: _uuid(run_id) for run_id in run_ids}
         known = [u for u in ids.values() if u is not None]
         found: dict[UUID, FlowRun] = {}
         if known:
-            with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
-                runs = self.client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=known)),
-                    limit=len(known),
-                )
+            runs = self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=known)), limit=len(known)
+            )
             found = {run.id: run for run in runs}
         return {run_id: _status(found.get(u) if u else None) for run_id, u in ids.items()}
 

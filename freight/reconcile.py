@@ -3,6 +3,7 @@ freight/execution/reconciler.py). `freight up` runs one; several may run, one ac
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -10,9 +11,14 @@ from types import FrameType
 
 from freight import wiring
 from freight.execution.reconciler import Reconciler, Timing
-from freight.orchestrator import PrefectOrchestrator
+from freight.orchestrator import PrefectOrchestrator, one_try_each
 from freight.settings import get_settings
 from freight.telemetry import report_errors
+
+# Each pass asks the engine again, so one request need not wait long: a pass held on a hung
+# engine would hold the reaping of lost runners with it (they are judged by heartbeats alone
+# when the engine does not answer).
+ENGINE_REQUEST_TIMEOUT = 10.0
 
 
 def main() -> None:
@@ -27,7 +33,12 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with PrefectOrchestrator(settings.deploy_deployment) as orchestrator:
+    # A pass that hangs is diagnosed from outside: SIGUSR1 prints every thread's stack.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    with (
+        one_try_each(ENGINE_REQUEST_TIMEOUT),
+        PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+    ):
         reconciler = Reconciler(
             wiring.hand_over(settings, orchestrator),
             timing=Timing(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import httpx
@@ -24,6 +23,7 @@ from freight.errors import FreightError
 from freight.execution import gating
 from freight.execution.handover import HandOver
 from freight.execution.intake import DeployRequest
+from freight.execution.side_by_side import side_by_side
 from freight.plugins import ServiceUrls
 from freight.service import apps
 from freight.service.autodeploy import (
@@ -64,8 +64,7 @@ def heads(
             return exc
 
     ordered = sorted(pairs)
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(ordered) or 1))) as pool:
-        return dict(zip(ordered, pool.map(read, ordered), strict=True))
+    return dict(zip(ordered, side_by_side(read, ordered, at_once=parallel), strict=True))
 
 
 def poll(handover: HandOver, context: PollContext) -> list[Outcome]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +27,7 @@ from freight.db import Deploy, DeployStatus, session_scope
 from freight.execution import intake
 from freight.execution.intake import Created, DeployRequest, Screen
 from freight.execution.ports import Orchestrator, Submission
+from freight.execution.side_by_side import side_by_side
 from freight.service import deploys, queue
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,7 @@ class HandOver:
         with session_scope(self.engine, read_only=True) as session:
             idle = queue.idle_queues(session)
         # Side by side: each hand-over waits on the engine for a moment.
-        with ThreadPoolExecutor(max_workers=KICKS_AT_ONCE) as pool:
-            moved = list(pool.map(lambda key: self.kick(*key), idle))
+        moved = side_by_side(lambda key: self.kick(*key), idle, at_once=KICKS_AT_ONCE)
         return [found for found in moved if found is not None]
 
     def resubmit(self, deploy_id: int) -> None:

@@ -29,7 +29,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.execution.handover import HandOver
 from freight.execution.ports import Orchestrator, RunState, RunStatus
+from freight.execution.side_by_side import side_by_side
 from freight.runner import stop_orphaned_group
 from freight.service import deploys, leases
 
@@ -230,8 +230,7 @@ class Reconciler:
                 repairs.append((deploy, run, decision))
         # Side by side: after an outage many environments wait on a repair, and one repair can
         # take seconds (a busy engine, a command's grace period).
-        with ThreadPoolExecutor(max_workers=REPAIRS_AT_ONCE) as pool:
-            list(pool.map(lambda repair: self._apply(*repair, done), repairs))
+        side_by_side(lambda repair: self._apply(*repair, done), repairs, at_once=REPAIRS_AT_ONCE)
         self._give_back_stuck_runs(done)
         done.moved = self.handover.kick_all()
         self._crash_dead_flows(done)

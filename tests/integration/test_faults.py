@@ -136,11 +136,18 @@ class Plant:
         return run.state.type if run.state else None
 
     def diagnostics(self) -> str:
+        reconciler = self.stack.processes["reconciler"]
+        if reconciler.poll() is None:  # what each of its threads is doing now
+            path = self.stack.log_dir / "reconciler.log"
+            before = path.stat().st_size
+            reconciler.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: path.stat().st_size > before, 5, "the reconciler's stacks")
         parts = []
         for name in ("reconciler", "api", "worker"):
             path = self.stack.log_dir / f"{name}.log"
             if path.exists():
-                parts.append(f"--- {name}.log\n{path.read_text()[-2500:]}")
+                parts.append(f"--- {name}.log\n{path.read_text()[-6000:]}")
         return "\n".join(parts)
 
     def restart_count(self, name: str) -> int:
