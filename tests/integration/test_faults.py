@@ -474,24 +474,50 @@ def test_a_maintenance_run_killed_mid_way_frees_its_slot(plant: Plant) -> None:
     """The process running `maintenance` dies holding the flow's one-at-a-time slot: its run
     is marked Crashed once its lease runs out, and maintenance runs again."""
 
-    def holder() -> tuple[str, int] | None:
+    def holder() -> tuple[str, list[int]] | None:
+        """The run holding the flow's lease, and the worker's stand-in for it (forkclient: the
+        run's own process, forked by the fork server, keeps the server's environment)."""
         with session_scope(plant.engine) as session:
             lease = session.get(Lease, "flow:maintenance")
             if lease is None or lease.date_expires < utcnow():
                 return None
             holder_id = lease.holder
-        for proc in procs.live_processes():
-            if procs.environ_has(proc.pid, f"PREFECT__FLOW_RUN_ID={holder_id}"):
-                return holder_id, proc.pid
-        return None
+        pids = [
+            proc.pid
+            for proc in procs.live_processes()
+            if procs.environ_has(proc.pid, f"PREFECT__FLOW_RUN_ID={holder_id}")
+        ]
+        return (holder_id, pids) if pids else None
 
-    found: list[tuple[str, int]] = []
+    found: list[str] = []
 
     def caught() -> bool:
         now = holder()
-        if now is not None:
-            os.kill(now[1], signal.SIGKILL)
-            found.append(now)
+        if now is None:
+            return False
+        run_id, stand_ins = now
+        # Every flow-run process is frozen first, then the run looked at again: a run takes
+        # well under a second, and one that finished between the look and the kill would die
+        # at its exit, not mid-way.
+        forked = procs.descendants({plant.stack.processes["forkserver"].pid}) - {
+            plant.stack.processes["forkserver"].pid
+        }
+        frozen = [*stand_ins, *forked]
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            if plant.run_state(run_id) == StateType.RUNNING and holder() == now:
+                for pid in stand_ins:  # the fork server kills the run its client stood in for
+                    os.kill(pid, signal.SIGKILL)
+                wait_for(
+                    lambda: any(not procs.is_alive(pid) for pid in forked), 10, "the run killed"
+                )
+                found.append(run_id)
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         return bool(found)
 
     for _ in range(3):  # maintenance runs every 20 s and takes a moment: catch one at work
@@ -507,13 +533,19 @@ def test_a_maintenance_run_killed_mid_way_frees_its_slot(plant: Plant) -> None:
         except AssertionError:
             continue
     assert found, "no maintenance run was caught at work"
-    run_id, _ = found[0]
+    [run_id] = found
     killed_at = time.monotonic()
+
+    def states() -> str:
+        history = plant.orchestrator.client.read_flow_run_states(UUID(run_id))
+        shown = [f"{s.timestamp:%H:%M:%S.%f} {s.type.value} {s.name}: {s.message}" for s in history]
+        return "--- its states\n" + "\n".join(shown) + "\n" + plant.diagnostics()
+
     wait_for(
         lambda: plant.run_state(run_id) == StateType.CRASHED,
         UNBLOCKED_WITHIN,
         "the killed run to be marked crashed",
-        plant.diagnostics,
+        states,
     )
     assert time.monotonic() - killed_at < UNBLOCKED_WITHIN
 
