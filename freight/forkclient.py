@@ -39,6 +39,7 @@ HEADER = struct.Struct("!I")
 STD_FDS = 3
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SPAWN_TIMEOUT = 5.0
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(argv: list[str]) -> NoReturn:
@@ -55,6 +56,10 @@ def run(argv: list[str]) -> NoReturn:
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
+    # Runs start in the project of the Python that runs them, wherever this host installed it
+    # (the worker's temporary directory would make each forked run read Prefect's settings
+    # again, and no path of the host that registered the deployments is baked into them).
+    os.chdir(PROJECT_DIR)
     path = os.environ.get(SOCKET_ENV)
     conn = connect(path) if path else None
     if conn is None:

@@ -48,6 +48,7 @@ def main() -> None:
             ),
             workspace_root=settings.workspaces,
             grace=settings.cancel_grace,
+            host=settings.host_name,
         )
         reconciler.serve(
             interval=settings.reconcile_interval, lease_ttl=settings.reconciler_lease, stop=stop

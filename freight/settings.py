@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -111,6 +112,22 @@ class Settings(BaseSettings):
         default=(0.5, 2.0, 5.0), description="Back-off between attempts of a failing notifier."
     )
 
+    prefect_auth: SecretStr | None = Field(
+        default=None,
+        description="user:password of Prefect's API (PREFECT_SERVER_API_AUTH_STRING); default: "
+        "made on the control plane's first start, kept in FREIGHT_HOME/prefect-auth. A worker "
+        "host gets the control plane's.",
+    )
+    host_name: str = Field(
+        default_factory=socket.gethostname,
+        description="This host as Freight names it: where its deploys ran (runner_host), and "
+        "its worker's name.",
+    )
+    worker_limit: int = Field(
+        default=4,
+        ge=1,
+        description="Deploys a `freight worker` runs at once (its --limit); workers add up.",
+    )
     concurrent_deploys: int = Field(
         default=8,
         ge=1,

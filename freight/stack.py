@@ -26,8 +26,9 @@ from urllib.parse import urlparse
 import certifi
 import httpx
 
-from freight import forkclient, forkserver, procs
+from freight import forkclient, procs
 from freight.db.migrate import upgrade
+from freight.forkserver import default_socket
 from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +60,11 @@ PREFECT_DEFAULTS = {
 }
 
 
-def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every Prefect process of the stack (server, CLI, worker, flow runs)."""
+def prefect_env(
+    settings: Settings, base: Mapping[str, str] | None = None, *, forkserver: bool = True
+) -> dict[str, str]:
+    """The environment of every Prefect process of the stack (server, CLI, worker, flow runs);
+    `forkserver`: whether a fork server runs on this host (the API starts runs there)."""
     api = urlparse(settings.prefect_api_url)
     home = settings.home.resolve()
     env = {**(os.environ if base is None else base), **PREFECT_DEFAULTS}
@@ -72,9 +76,8 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "PREFECT_SERVER_API_PORT": str(api.port or 4200),
             # Every process of the stack (API, flow runs) reads the same settings from here.
             **settings.to_env(),
-            "FREIGHT_PROJECT_DIR": str(PROJECT_ROOT),
-            "FREIGHT_PYTHON": sys.executable,
-            forkclient.SOCKET_ENV: str(forkserver.default_socket(home)),
+            # The worker runs `python -m freight.forkclient` (prefect.yaml): this Python.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
             "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url,
             # Prefect's API starts deploys and shows every deploy's log: without auth, anyone
             # who reaches its port could deploy any app past Freight's API and its keys.
@@ -84,6 +87,10 @@ def prefect_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "PREFECT_API_AUTH_STRING": prefect_auth(settings),
         }
     )
+    if forkserver:
+        env[forkclient.SOCKET_ENV] = str(default_socket(home))
+    else:
+        env.pop(forkclient.SOCKET_ENV, None)
     if api.scheme == "http":
         # Prefect's clients talk plain HTTP here and verify nothing, yet each parses the whole
         # CA bundle when it is made (~50 ms of CPU, and a flow run makes many: a third of its
@@ -102,7 +109,10 @@ def passfile(settings: Settings) -> Path:
 
 def prefect_auth(settings: Settings) -> str:
     """The `user:password` Prefect's server requires of every client (and the Prefect UI asks
-    for once), made on the first start and kept under FREIGHT_HOME, readable by its owner only."""
+    for once): FREIGHT_PREFECT_AUTH where it is given (a worker host gets the control plane's),
+    otherwise made on the first start and kept under FREIGHT_HOME, readable by its owner only."""
+    if settings.prefect_auth is not None:
+        return settings.prefect_auth.get_secret_value()
     path = settings.home.resolve() / "prefect-auth"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +162,8 @@ def prefect_command(*args: str) -> list[str]:
 # A process that dies more often than this within RESTART_WINDOW seconds stops the stack.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+# The processes of a worker host.
+WORKER_PROCESSES = ("forkserver", "worker")
 # Stopped in this order: what reports to the Prefect server first, the databases last.
 STOP_LAST = ("server", "db")
 
@@ -165,6 +177,10 @@ class Stack:
     # How each process was started (argv, and user/group arguments), to start it again.
     commands: dict[str, tuple[list[str], dict[str, Any]]] = field(default_factory=dict)
     restarts: dict[str, list[float]] = field(default_factory=dict)
+    # This host's worker (fork server, Prefect worker): one that keeps dying is left down, and
+    # the control plane beside it goes on.
+    worker_processes: set[str] = field(default_factory=set)
+    given_up: set[str] = field(default_factory=set)
 
     @property
     def ui_url(self) -> str:
@@ -220,8 +236,9 @@ class Stack:
 
         self.wait_for(name, healthy, f"healthy at {url}", timeout)
 
-    def limit_queue(self, name: str, limit: int, timeout: float = 60) -> None:
-        """Create the work queue with a concurrency limit, or set the limit if it exists."""
+    def limit_queue(self, name: str, limit: int | None, timeout: float = 60) -> None:
+        """Create the work queue with a concurrency limit (None: none), or set the limit if
+        it exists."""
         queues = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues"
         deadline = time.monotonic() + timeout
         user, _, password = prefect_auth(self.settings).partition(":")
@@ -250,15 +267,22 @@ class Stack:
         while not stop.wait(0.5):
             for name, process in list(self.processes.items()):
                 code = process.poll()
-                if code is None or name in keep_down:
+                if code is None or name in keep_down or name in self.given_up:
                     continue
                 now = time.monotonic()
                 recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW]
                 if len(recent) >= MAX_RESTARTS:
-                    raise RuntimeError(
+                    problem = (
                         f"{name} exited {len(recent) + 1} times within {RESTART_WINDOW:.0f}s "
                         f"(last status {code}); see {self.log_dir / f'{name}.log'}"
                     )
+                    if name in self.worker_processes and len(self.processes) > len(
+                        self.worker_processes
+                    ):
+                        self.given_up.add(name)
+                        say(f"{problem}; left down, the control plane goes on")
+                        continue
+                    raise RuntimeError(problem)
                 self.restarts[name] = [*recent, now]
                 say(f"{name} exited with status {code}; starting it again")
                 argv, identity = self.commands[name]
@@ -310,52 +334,41 @@ def _terminate(
 def running_stack(
     settings: Settings,
     *,
+    control_plane: bool = True,
+    worker: bool = True,
     extra_env: Mapping[str, str] | None = None,
     prepare: Callable[[], None] = lambda: None,
     say: Callable[[str], None] = lambda line: None,
 ) -> Iterator[Stack]:
-    """Start the database, migrate it, `prepare` (the catalogue, the first key), then the
-    Prefect server, work pool, deployments, fork server, worker, API and reconciler; stop all
-    of it on exit."""
+    """Start what this host runs, and stop all of it on exit.
+
+    The control plane: the database (embedded, if Freight's or Prefect's is), its migrations,
+    `prepare` (the catalogue, the first key), the Prefect server, work pool and deployments,
+    the API and the reconciler. A worker: the fork server and a Prefect worker named after
+    the host, taking up to FREIGHT_WORKER_LIMIT runs (on one machine, FREIGHT_CONCURRENT_DEPLOYS
+    for the worker and the API's launcher together).
+    """
     log_dir = settings.home.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = prefect_env(settings, forkserver=worker) | dict(extra_env or {})
     stack = Stack(
-        settings=settings, env=prefect_env(settings) | dict(extra_env or {}), log_dir=log_dir
+        settings=settings,
+        env=env,
+        log_dir=log_dir,
+        worker_processes=set(WORKER_PROCESSES) if worker else set(),
     )
     # This process reaches the embedded database too (migrations, the catalogue, callers').
     earlier = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = stack.env["PGPASSFILE"]
     try:
-        if settings.uses_embedded_db:
-            _start_database(stack, say)
-        upgrade(settings.database_url)
-        prepare()
-        stack.start_process("server", prefect_command("server", "start"))
-        socket_path = Path(stack.env[forkclient.SOCKET_ENV])
-        stack.start_process(
-            "forkserver", [sys.executable, "-m", "freight.forkserver", str(socket_path)]
-        )
-        stack.wait_healthy("server", f"{settings.prefect_api_url}/health")
-        stack.wait_for_socket("forkserver", socket_path)
-        stack.run(
-            *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
-        )
-        stack.limit_queue(DEPLOY_QUEUE, settings.concurrent_deploys)
-        stack.run(
-            *prefect_command(
-                "deploy",
-                "--all",
-                "--no-prompt",
-                "--prefect-file",
-                str(PROJECT_ROOT / "prefect.yaml"),
-            )
-        )
-        stack.start_process(
-            "worker", prefect_command("worker", "start", "--pool", WORK_POOL, "--type", "process")
-        )
-        stack.start_process("api", [sys.executable, "-m", "freight.api"])
-        stack.start_process("reconciler", [sys.executable, "-m", "freight.reconcile"])
-        stack.wait_healthy("api", f"{stack.api_url}/health")
+        if control_plane:
+            _start_control_plane(stack, prepare, say, one_machine=worker)
+        if worker:
+            _start_worker(stack, limit=None if control_plane else settings.worker_limit)
+        if control_plane:
+            stack.start_process("api", [sys.executable, "-m", "freight.api"])
+            stack.start_process("reconciler", [sys.executable, "-m", "freight.reconcile"])
+            stack.wait_healthy("api", f"{stack.api_url}/health")
         yield stack
     finally:
         stack.stop()
@@ -363,6 +376,60 @@ def running_stack(
             os.environ.pop("PGPASSFILE", None)
         else:
             os.environ["PGPASSFILE"] = earlier
+
+
+def _start_control_plane(
+    stack: Stack, prepare: Callable[[], None], say: Callable[[str], None], *, one_machine: bool
+) -> None:
+    settings = stack.settings
+    if settings.uses_embedded_db:
+        _start_database(stack, say)
+    upgrade(settings.database_url)
+    prepare()
+    record_control_plane(settings)
+    stack.start_process("server", prefect_command("server", "start"))
+    stack.wait_healthy("server", f"{settings.prefect_api_url}/health")
+    stack.run(
+        *prefect_command("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+    )
+    # One machine: its worker and the API's launcher share one limit, the queue's. Several
+    # hosts: each worker's own limit; a limit on the queue would cap them all together.
+    stack.limit_queue(DEPLOY_QUEUE, settings.concurrent_deploys if one_machine else None)
+    stack.run(
+        *prefect_command(
+            "deploy", "--all", "--no-prompt", "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")
+        )
+    )
+
+
+def _start_worker(stack: Stack, *, limit: int | None) -> None:
+    socket_path = Path(stack.env[forkclient.SOCKET_ENV])
+    stack.start_process(
+        "forkserver", [sys.executable, "-m", "freight.forkserver", str(socket_path)]
+    )
+    stack.wait_for_socket("forkserver", socket_path)
+    argv = prefect_command(
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--type",
+        "process",
+        "--name",
+        stack.settings.host_name,
+    )
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    stack.start_process("worker", argv)
+
+
+def record_control_plane(settings: Settings) -> None:
+    """The version this control plane runs: workers of another one take no runs."""
+    from freight.db import get_engine, session_scope
+    from freight.service import workers
+
+    with session_scope(get_engine(settings.database_url)) as session:
+        workers.record_control_plane(session, settings.host_name)
 
 
 def _start_database(stack: Stack, say: Callable[[str], None]) -> None:

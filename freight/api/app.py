@@ -15,7 +15,17 @@ from freight import tls
 from freight.api import access_log, errors
 from freight.api.deps import Runtime
 from freight.api.gate import RequestGate
-from freight.api.routes import apps, deploys, health, keys, locks, releases, stats, webhooks
+from freight.api.routes import (
+    apps,
+    deploys,
+    health,
+    keys,
+    locks,
+    releases,
+    stats,
+    webhooks,
+    workers,
+)
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
 from freight.db import session_scope
@@ -60,7 +70,7 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
         default_response_class=JSONResponse,
     )
     errors.install(app)
-    for module in (apps, deploys, locks, releases, keys, stats):
+    for module in (apps, deploys, locks, releases, keys, stats, workers):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(webhooks.router)
     app.include_router(health.router)

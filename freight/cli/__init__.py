@@ -23,7 +23,7 @@ def connect() -> Client:
 
 
 def main() -> None:
-    from freight.cli import apps, deploys, keys, locks, releases, up  # noqa: F401  (commands register on import)
+    from freight.cli import apps, deploys, keys, locks, releases, up, worker  # noqa: F401  (commands register on import)
 
     try:
         app()

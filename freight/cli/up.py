@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -27,16 +28,28 @@ out = Console(highlight=False, soft_wrap=True)
 def up() -> None:
     """Start the whole system here: the embedded PostgreSQL, Prefect (server, work pool,
     deployments, worker), the API and the reconciler, with the catalogue synced."""
-    # Here, not at the top: every other command would pay for importing the stack.
-    from freight import catalogue
-    from freight.execution.setup import first_admin_key, sync_catalogue
-    from freight.stack import running_stack
-
     settings = get_settings()
     if "allow_local_repositories" not in settings.model_fields_set:
         # One machine and its owner: the demo app's repository is on this disk. Every process
         # of the stack gets the settings from here (Settings.to_env).
         settings = settings.model_copy(update={"allow_local_repositories": True})
+    _serve(settings, worker=True)
+
+
+@app.command()
+def server() -> None:
+    """Start the control plane here and no worker: the database (embedded unless
+    FREIGHT_DATABASE_URL names one), Prefect's server, work pool and deployments, the API and
+    the reconciler. Deploys run on hosts that run `freight worker`."""
+    _serve(get_settings(), worker=False)
+
+
+def _serve(settings: Settings, *, worker: bool) -> None:
+    # Here, not at the top: every other command would pay for importing the stack.
+    from freight import catalogue
+    from freight.execution.setup import first_admin_key, sync_catalogue
+    from freight.stack import running_stack
+
     settings = _isolate_commands(settings)
     for spec, _ in catalogue.load_dir(
         settings.catalogue_dir, allow_local=settings.allow_local_repositories
@@ -58,17 +71,51 @@ def up() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    out.print("Starting the database, Prefect server, work pool, worker and API...")
+    what = "worker and API" if worker else "API (no worker: deploys run on `freight worker` hosts)"
+    out.print(f"Starting the database, Prefect server, work pool, {what}...")
     try:
-        with running_stack(settings, prepare=prepare, say=out.print) as stack:
+        with running_stack(settings, worker=worker, prepare=prepare, say=out.print) as stack:
             _welcome(settings, stack, admin_key[0] if admin_key else None)
-            stack.supervise(stop, say=lambda line: out.print(Text(line, style="yellow")))
+            say = lambda line: out.print(Text(line, style="yellow"))  # noqa: E731
+            beating = _beat_local_worker(settings, stack, stop, say) if worker else None
+            stack.supervise(stop, say=say)
             out.print("Stopping...")
+            if beating is not None:
+                beating.join()
     except RuntimeError as exc:
+        stop.set()
         out.print(Text(str(exc), style="red"))
         out.print("Stopped.")
         raise SystemExit(1) from None
     out.print("Stopped.")
+
+
+def _beat_local_worker(
+    settings: Settings, stack: Stack, stop: threading.Event, say: Callable[[str], None]
+) -> threading.Thread:
+    """This machine's worker reports itself as any worker host does (`freight workers`)."""
+    from freight.db import get_engine
+    from freight.execution.worker_host import WorkerHost
+
+    host = WorkerHost(
+        engine=get_engine(settings.database_url),
+        name=settings.host_name,
+        limit=settings.concurrent_deploys,
+        pid=os.getpid(),
+        workspace_root=settings.workspaces,
+        heartbeat_interval=settings.heartbeat_interval,
+        say=say,
+        checks_version=False,  # it is its own control plane
+    )
+    thread = threading.Thread(
+        target=host.serve,
+        args=(lambda: stack.processes.get("worker"), lambda: False),
+        kwargs={"drain": threading.Event(), "stop": stop, "keep_down": set()},
+        name="worker-beat",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 def _isolate_commands(settings: Settings) -> Settings:

@@ -19,6 +19,7 @@ from freight.db.models import (
     AppSource,
     AutoDeployState,
     Base,
+    ControlPlane,
     Deploy,
     DeployStatus,
     HookDelivery,
@@ -32,6 +33,7 @@ from freight.db.models import (
     RevokedSession,
     ServerSecret,
     User,
+    Worker,
     utcnow,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "AppSource",
     "AutoDeployState",
     "Base",
+    "ControlPlane",
     "Deploy",
     "DeployStatus",
     "HookDelivery",
@@ -54,6 +57,7 @@ __all__ = [
     "RevokedSession",
     "ServerSecret",
     "User",
+    "Worker",
     "get_engine",
     "make_engine",
     "session_scope",

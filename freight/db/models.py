@@ -310,6 +310,33 @@ class Lease(Base):
     date_expires: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Worker(Base):
+    """A host that runs deploys (`freight worker`, or the worker of `freight up`), as it last
+    reported itself: it beats while it runs, so a silent one is lost."""
+
+    __tablename__ = "worker"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    limit: Mapped[int] = mapped_column(Integer)
+    pid: Mapped[int] = mapped_column(Integer)
+    # running, draining (takes no more runs, exits once its deploys end) or stopped.
+    state: Mapped[str] = mapped_column(String(16))
+    date_started: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ControlPlane(Base):
+    """The Freight version each control-plane host runs (`freight server`, `freight up`):
+    workers of another version take no runs."""
+
+    __tablename__ = "control_plane"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    date_started: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class AutoDeployState(Base):
     """What automatic deploys of an environment did at their last look, and why."""
 

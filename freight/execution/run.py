@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -190,7 +189,7 @@ class DeployRun:
             ):
                 return False
             deploy.date_started = deploy.heartbeat_at = utcnow()
-            deploy.runner_host, deploy.runner_pid = socket.gethostname(), os.getpid()
+            deploy.runner_host, deploy.runner_pid = self.settings.host_name, os.getpid()
             # What is live now, not when the deploy was queued: that is what it replaces.
             deploy.prev_sha = releases.current_sha(session, deploy.app_id, deploy.environment)
             deploy.flow_run_id = self.run_id

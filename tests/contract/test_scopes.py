@@ -14,13 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
-from freight.db import ApiKey, App, Deploy, DeployStatus, Lock, session_scope
-from freight.service import apps, hooks, keys, locks
+from freight.db import ApiKey, App, Deploy, DeployStatus, Lock, session_scope, utcnow
+from freight.service import apps, hooks, keys, locks, workers
 from freight.service.keys import Scope
+from freight.service.workers import WorkerState
 from tests.apiserver import ApiServer
 from tests.contract.helpers import finish
 from tests.factories import GitRepo, make_app
@@ -172,6 +173,8 @@ ROUTES = [
     Route("GET", f"{PREFIX}/deploy-stats/", Scope.READ),
     Route("GET", f"{PREFIX}/deploy-stats/", Scope.READ, on_app=True, query=_app_query),
     Route("GET", f"{PREFIX}/config/", Scope.READ),
+    # The deploys each worker runs now: of the apps the key may see only.
+    Route("GET", f"{PREFIX}/workers/", Scope.READ),
     Route("GET", f"{PREFIX}/hooks/{{hook}}/{{action}}/{{app}}/{{env}}/", Scope.ADMIN, on_app=True),
     # A signed hook needs no key: the URL is the credential.
     Route(
@@ -357,6 +360,15 @@ class World:
                 assert deploy_id is not None
             with session_scope(engine) as db:
                 number = db.get_one(Deploy, deploy_id).number
+                # Its deploy in progress runs on a worker host (GET /workers/ names it).
+                db.execute(
+                    update(Deploy)
+                    .where(Deploy.app_id == app_id, Deploy.status == DeployStatus.IN_PROGRESS)
+                    .values(runner_host="worker-1")
+                )
+                workers.report(
+                    db, "worker-1", limit=2, pid=1, state=WorkerState.RUNNING, started=utcnow()
+                )
             found[name] = Target(
                 name,
                 deploy_id=deploy_id,

@@ -9,6 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from freight.api.deps import RuntimeDep
+from freight.db import session_scope
+from freight.service import workers
+from freight.service.workers import WorkerState
 
 router = APIRouter(tags=["health"])
 
@@ -25,6 +28,23 @@ def health(rt: RuntimeDep) -> JSONResponse:
     problem = rt.handover.orchestrator.problem()
     parts["prefect"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
     ok = all(part["ok"] for part in parts.values())
+    # Who runs deploys, for whoever watches the service; without a key, no deploy is named.
+    hosts = []
+    if parts["database"]["ok"]:
+        with session_scope(rt.engine, read_only=True) as session:
+            found = workers.list_workers(session, heartbeat_interval=rt.settings.heartbeat_interval)
+        hosts = [
+            {
+                "name": w.name,
+                "state": w.state.value,
+                "lastHeartbeat": w.heartbeat_at.isoformat(),
+                "limit": w.limit,
+                "running": len(w.running),
+            }
+            for w in found
+            if w.state != WorkerState.STOPPED
+        ]
     return JSONResponse(
-        {"status": "ok" if ok else "degraded", **parts}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "degraded", **parts, "workers": hosts},
+        status_code=200 if ok else 503,
     )

@@ -1,0 +1,416 @@
+"""Freight on several hosts: a control plane without a worker (`freight server`'s processes),
+and three worker hosts (`freight worker`), each in a network namespace of its own that reaches
+the control plane only through a bridge, as separate machines would. Each host has its own
+FREIGHT_HOME and name; they share the filesystem, as the apps' test repositories live in it.
+
+Deploys come in through the API; every command writes when it starts and ends to a timeline,
+so a user's checks can be made: each ran once, in its turn, on some host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select, update
+
+from freight.db import ControlPlane, Deploy, DeployStatus, get_engine, session_scope, utcnow
+from freight.service.workers import freight_version
+from freight.settings import Settings
+from freight.stack import Stack, prefect_auth, running_stack
+from tests.conftest import postgres_database
+from tests.factories import GitRepo, make_app
+from tests.helpers import reachable_by_others, wait_for
+
+pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
+
+API_KEY = "hosts-admin-key"
+FREIGHT = str(Path(sys.executable).parent / "freight")
+BRIDGE = "frbr0"
+CONTROL_IP = "10.77.0.1"
+HOSTS = ("h1", "h2", "h3")
+UNBLOCKED_WITHIN = 30.0
+TIMED = (
+    'echo "start {app} {environment} {number} $(date +%s.%N)" >> {timeline}; '
+    'if [ -n "$FREIGHT_PARAM_SLOW" ]; then sleep "$FREIGHT_PARAM_SLOW"; else sleep 0.3; fi; '
+    'echo "end {app} {environment} {number} $(date +%s.%N)" >> {timeline}'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def network() -> Iterator[None]:
+    """A bridge on this machine (the control plane's side) and a namespace per host, joined to
+    it by a veth pair."""
+    with contextlib.suppress(subprocess.CalledProcessError):
+        sh("ip", "link", "del", BRIDGE)
+    sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{CONTROL_IP}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+    try:
+        for number, host in enumerate(HOSTS, start=11):
+            namespace = f"freight-{host}"
+            with contextlib.suppress(subprocess.CalledProcessError):
+                sh("ip", "netns", "del", namespace)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                sh("ip", "link", "del", f"fr-{host}")
+            sh("ip", "netns", "add", namespace)
+            sh("ip", "link", "add", f"fr-{host}", "type", "veth", "peer", "name", "eth0",
+               "netns", namespace)  # fmt: skip
+            sh("ip", "link", "set", f"fr-{host}", "master", BRIDGE, "up")
+            inside = ["ip", "netns", "exec", namespace]
+            sh(*inside, "ip", "addr", "add", f"10.77.0.{number}/24", "dev", "eth0")
+            sh(*inside, "ip", "link", "set", "eth0", "up")
+            sh(*inside, "ip", "link", "set", "lo", "up")
+        yield
+    finally:
+        for host in HOSTS:
+            for pid in in_namespace(host):  # a host's end is the end of all it runs
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                sh("ip", "link", "del", f"fr-{host}")
+            with contextlib.suppress(subprocess.CalledProcessError):
+                sh("ip", "netns", "del", f"freight-{host}")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            sh("ip", "link", "del", BRIDGE)
+
+
+def in_namespace(host: str) -> list[int]:
+    found = subprocess.run(
+        ["ip", "netns", "pids", f"freight-{host}"], capture_output=True, text=True, check=False
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+@contextlib.contextmanager
+def forwarded(port: int, to: tuple[str, int]) -> Iterator[None]:
+    """The machine's PostgreSQL (on loopback) offered on the bridge, as a database host would."""
+    listener = socket.create_server((CONTROL_IP, port))
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(to)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@dataclass
+class Cluster:
+    stack: Stack
+    settings: Settings
+    engine: Engine
+    tmp: Path
+    remote_db_url: str
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api(self) -> str:
+        return f"{self.stack.api_url}/api/0"
+
+    @property
+    def timeline(self) -> Path:
+        return self.tmp / "timeline"
+
+    def worker_env(self, host: str) -> dict[str, str]:
+        home = reachable_by_others(self.tmp / host)
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FREIGHT_", "PREFECT_"))},
+            "FREIGHT_HOME": str(home),
+            "FREIGHT_HOST_NAME": host,
+            "FREIGHT_DATABASE_URL": self.remote_db_url,
+            "FREIGHT_PREFECT_API_URL": self.settings.prefect_api_url,
+            "FREIGHT_PREFECT_AUTH": prefect_auth(self.settings),
+            "FREIGHT_ALLOW_LOCAL_REPOSITORIES": "true",
+            "FREIGHT_WORKER_LIMIT": "2",
+        }
+
+    def start_worker(self, host: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{host}.log").open("ab")
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", f"freight-{host}", FREIGHT, "worker", *args],
+            env=self.worker_env(host),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers[host] = process
+        return process
+
+    def workers_seen(self) -> dict[str, dict[str, object]]:
+        response = httpx.get(
+            f"{self.api}/workers/", headers={"Authorization": f"Key {API_KEY}"}, timeout=10
+        )
+        return {w["name"]: w for w in response.json()}
+
+    def apps(self, count: int) -> list[str]:
+        made = []
+        for _ in range(count):
+            repo = GitRepo.create(self.tmp / uuid.uuid4().hex)
+            with session_scope(self.engine) as session:
+                command = TIMED.replace("{timeline}", str(self.timeline))
+                made.append(make_app(session, repo, command=command).name)
+        return made
+
+    def post(self, app: str, env: str, **params: str) -> int:
+        response = httpx.post(
+            f"{self.api}/deploys/",
+            json={"app": app, "env": env, "user": "ana", "params": params},
+            headers={"Authorization": f"Key {API_KEY}"},
+            timeout=60,
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def deploys(self, ids: list[int]) -> list[Deploy]:
+        with session_scope(self.engine) as session:
+            found = session.scalars(select(Deploy).where(Deploy.id.in_(ids)).order_by(Deploy.id))
+            return [d for d in found if d.app is not None]
+
+    def wait_ended(self, ids: list[int], timeout: float) -> list[Deploy]:
+        wait_for(
+            lambda: all(DeployStatus(d.status).is_final for d in self.deploys(ids)),
+            timeout,
+            f"{len(ids)} deploys to end",
+            self.diagnostics,
+        )
+        return self.deploys(ids)
+
+    def diagnostics(self) -> str:
+        parts = []
+        for name in ("reconciler", "api"):
+            path = self.stack.log_dir / f"{name}.log"
+            if path.exists():
+                parts.append(f"--- {name}.log\n{path.read_text()[-3000:]}")
+        for host in HOSTS:
+            path = self.tmp / f"{host}.log"
+            if path.exists():
+                parts.append(f"--- {host}.log\n{path.read_text()[-2000:]}")
+        return "\n".join(parts)
+
+    def starts(self, apps: list[str]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        found: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        for line in self.timeline.read_text().splitlines() if self.timeline.exists() else []:
+            kind, app, env, number, _ = line.split()
+            if app in apps:
+                found[(app, env)].append((kind, int(number)))
+        return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.fail("the multi-host suite needs root, for network namespaces")
+    tmp = reachable_by_others(tmp_path_factory.mktemp("hosts"))
+    # Commands run as the hosts' deploy user (`freight worker` run by root makes one).
+    (tmp / "timeline").touch(mode=0o666)
+    (tmp / "timeline").chmod(0o666)
+    db_port = free_port()
+    with network(), postgres_database() as url, forwarded(db_port, ("127.0.0.1", 5432)):
+        remote_db_url = url.replace("@127.0.0.1:5432/", f"@{CONTROL_IP}:{db_port}/")
+        api_port = free_port()
+        settings = Settings(
+            home=tmp / "control",
+            database_url=url,
+            db_port=free_port(),
+            prefect_api_url=f"http://{CONTROL_IP}:{free_port()}/api",
+            api_port=api_port,
+            public_url=f"http://127.0.0.1:{api_port}",
+            api_key=API_KEY,
+            allow_local_repositories=True,
+            host_name="control",
+        )
+        stop = threading.Event()
+        with running_stack(settings, worker=False) as stack:
+            supervisor = threading.Thread(target=stack.supervise, args=(stop,), daemon=True)
+            supervisor.start()
+            made = Cluster(stack, settings, get_engine(url), tmp, remote_db_url)
+            try:
+                for host in HOSTS:
+                    made.start_worker(host)
+                wait_for(
+                    lambda: (
+                        {name for name, w in made.workers_seen().items() if w["state"] == "running"}
+                        == set(HOSTS)
+                    ),
+                    90,
+                    "three workers to report",
+                    made.diagnostics,
+                )
+                yield made
+            finally:
+                for process in made.workers.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                stop.set()
+                supervisor.join(10)
+
+
+def test_a_burst_runs_on_every_host_once_each_in_turn(cluster: Cluster) -> None:
+    apps = cluster.apps(3)
+    ids = [
+        cluster.post(app, env)
+        for _ in range(4)
+        for app in apps
+        for env in ("staging", "production")
+    ]
+    deploys = cluster.wait_ended(ids, 300)
+    assert {d.status for d in deploys} == {DeployStatus.FINISHED}
+    assert {d.runner_host for d in deploys} == set(HOSTS)  # every host took work
+    runs = cluster.starts(apps)
+    for (app, env), events in runs.items():
+        numbers = [n for kind, n in events if kind == "start"]
+        assert numbers == sorted(numbers) == list(range(1, 5)), (app, env, events)
+        for (kind, n), (next_kind, next_n) in itertools.pairwise(events):
+            if kind == "start":
+                assert (next_kind, next_n) == ("end", n), (app, env, events)  # never overlapping
+
+
+def test_a_whole_host_killed_fails_its_deploys_and_shows_lost_while_others_go_on(
+    cluster: Cluster,
+) -> None:
+    [app] = cluster.apps(1)
+    slow = [cluster.post(app, env, slow="120") for env in ("staging", "production")]
+
+    def running_where() -> dict[int, str | None]:
+        return {d.id: d.runner_host for d in cluster.deploys(slow) if d.date_started}
+
+    wait_for(lambda: len(running_where()) == 2, 60, "both deploys to start", cluster.diagnostics)
+    victim = next(host for host in running_where().values() if host)
+    killed_at = utcnow()
+    for pid in in_namespace(victim):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Its worker shows as lost at once (three beats), its deploys fail within 30 s.
+    wait_for(lambda: cluster.workers_seen()[victim]["state"] == "lost", 15, "the lost worker")
+    lost = [d for d in cluster.deploys(slow) if d.runner_host == victim]
+    wait_for(
+        lambda: all(d.status == DeployStatus.FAILED for d in cluster.deploys([x.id for x in lost])),
+        UNBLOCKED_WITHIN,
+        "its deploys to fail",
+        cluster.diagnostics,
+    )
+    for deploy in cluster.deploys([d.id for d in lost]):
+        assert deploy.reason and deploy.reason.startswith("Runner lost"), deploy.reason
+        assert deploy.date_finished and (deploy.date_finished - killed_at).total_seconds() < (
+            UNBLOCKED_WITHIN
+        )
+    # The other hosts go on: a new deploy of the same environments runs.
+    after = [cluster.post(app, d.environment) for d in lost]
+    assert {d.status for d in cluster.wait_ended(after, 120)} == {DeployStatus.FINISHED}
+    cluster.workers[victim].wait()
+    cluster.start_worker(victim)  # back, for the tests after this one
+    wait_for(lambda: cluster.workers_seen()[victim]["state"] == "running", 60, "it to be back")
+
+
+def test_a_drained_worker_finishes_its_deploys_takes_no_more_and_exits(cluster: Cluster) -> None:
+    [app] = cluster.apps(1)
+    first = [cluster.post(app, env, slow="4") for env in ("staging", "production")]
+    wait_for(
+        lambda: all(d.date_started for d in cluster.deploys(first)), 60, "the deploys to start"
+    )
+    host = next(d.runner_host for d in cluster.deploys(first) if d.runner_host)
+    assert host
+    drain = subprocess.run(
+        [FREIGHT, "worker", "--drain"],
+        env=cluster.worker_env(host),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert cluster.workers[host].wait(30) == 0
+    # Nothing it ran was cut short; it is stopped, and later deploys ran elsewhere.
+    ran_there = [d for d in cluster.deploys(first) if d.runner_host == host]
+    assert ran_there, cluster.diagnostics()
+    assert {d.status for d in ran_there} == {DeployStatus.FINISHED}, cluster.diagnostics()
+    assert cluster.workers_seen()[host]["state"] == "stopped"
+    later = [cluster.post(app, env) for env in ("staging", "production")]
+    ended = cluster.wait_ended(later, 120)
+    assert {d.status for d in ended} == {DeployStatus.FINISHED}
+    assert host not in {d.runner_host for d in ended}
+    cluster.start_worker(host)
+    wait_for(lambda: cluster.workers_seen()[host]["state"] == "running", 60, "it to be back")
+
+
+def test_a_worker_of_another_version_than_the_control_plane_refuses_to_take_runs(
+    cluster: Cluster,
+) -> None:
+    with session_scope(cluster.engine) as session:
+        session.execute(update(ControlPlane).values(version="9.9.9"))
+    try:
+        refused = subprocess.run(
+            ["ip", "netns", "exec", "freight-h1", FREIGHT, "worker"],
+            env=cluster.worker_env("h1") | {"FREIGHT_HOME": str(cluster.tmp / "h1-other")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert "control plane on control runs 9.9.9" in refused.stdout, refused.stdout
+        # The running ones drain: they take nothing more, finish, and stop.
+        wait_for(
+            lambda: all(
+                w["state"] == "stopped"
+                for name, w in cluster.workers_seen().items()
+                if name in HOSTS
+            ),
+            60,
+            "the workers to drain",
+            lambda: f"{cluster.workers_seen()}\n{cluster.diagnostics()}",
+        )
+    finally:
+        with session_scope(cluster.engine) as session:
+            session.execute(update(ControlPlane).values(version=freight_version()))
+        for host in HOSTS:
+            cluster.start_worker(host)
