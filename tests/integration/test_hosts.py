@@ -33,7 +33,7 @@ from freight.settings import Settings
 from freight.stack import Stack, prefect_auth, running_stack
 from tests.conftest import postgres_database
 from tests.factories import GitRepo, make_app
-from tests.helpers import reachable_by_others, wait_for
+from tests.helpers import live_pids_with_env, reachable_by_others, wait_for
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
@@ -209,6 +209,18 @@ class Cluster:
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
 
+    def cancel(self, ids: list[int]) -> None:
+        """Cancel what still runs (a slow deploy would hold a later test's drain)."""
+        for deploy in self.deploys(ids):
+            if not DeployStatus(deploy.status).is_final:
+                httpx.put(
+                    f"{self.api}/deploys/{deploy.id}/",
+                    json={"status": "cancelled"},
+                    headers={"Authorization": f"Key {API_KEY}"},
+                    timeout=30,
+                )
+        self.wait_ended(ids, 60)
+
     def deploys(self, ids: list[int]) -> list[Deploy]:
         with session_scope(self.engine) as session:
             found = session.scalars(select(Deploy).where(Deploy.id.in_(ids)).order_by(Deploy.id))
@@ -346,9 +358,57 @@ def test_a_whole_host_killed_fails_its_deploys_and_shows_lost_while_others_go_on
     # The other hosts go on: a new deploy of the same environments runs.
     after = [cluster.post(app, d.environment) for d in lost]
     assert {d.status for d in cluster.wait_ended(after, 120)} == {DeployStatus.FINISHED}
+    cluster.cancel(slow)
     cluster.workers[victim].wait()
     cluster.start_worker(victim)  # back, for the tests after this one
     wait_for(lambda: cluster.workers_seen()[victim]["state"] == "running", 60, "it to be back")
+
+
+def test_a_whole_host_stopped_and_continued_loses_its_deploys_then_works_again(
+    cluster: Cluster,
+) -> None:
+    [app] = cluster.apps(1)
+    marker = uuid.uuid4().hex
+    slow = [cluster.post(app, env, slow="120", marker=marker) for env in ("staging", "production")]
+    wait_for(
+        lambda: all(d.date_started for d in cluster.deploys(slow)), 60, "both deploys to start"
+    )
+    victim = next(d.runner_host for d in cluster.deploys(slow) if d.runner_host)
+    assert victim
+    frozen = in_namespace(victim)  # a paused VM: every process of the host
+    stopped_at = utcnow()
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: cluster.workers_seen()[victim]["state"] == "lost", 15, "the lost worker")
+        lost = [d.id for d in cluster.deploys(slow) if d.runner_host == victim]
+        ended = cluster.wait_ended(lost, UNBLOCKED_WITHIN)
+        for deploy in ended:
+            assert deploy.status == DeployStatus.FAILED, deploy.reason
+            assert deploy.reason and deploy.reason.startswith("Runner lost"), deploy.reason
+            assert deploy.date_finished
+            assert (deploy.date_finished - stopped_at).total_seconds() < UNBLOCKED_WITHIN
+        after = [cluster.post(app, d.environment) for d in ended]
+        assert {d.status for d in cluster.wait_ended(after, 120)} == {DeployStatus.FINISHED}
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    # Continued, its runners find they were stopped past the reap time and stop their commands;
+    # the worker reports again and takes work.
+    wait_for(
+        lambda: (
+            not any(
+                pid in in_namespace(victim)
+                for pid in live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}")
+            )
+        ),
+        30,
+        "the continued host's commands to stop",
+    )
+    wait_for(lambda: cluster.workers_seen()[victim]["state"] == "running", 30, "it to be back")
+    cluster.cancel(slow)
 
 
 def test_a_drained_worker_finishes_its_deploys_takes_no_more_and_exits(cluster: Cluster) -> None:
@@ -371,6 +431,7 @@ def test_a_drained_worker_finishes_its_deploys_takes_no_more_and_exits(cluster: 
     assert cluster.workers[host].wait(30) == 0
     # Nothing it ran was cut short; it is stopped, and later deploys ran elsewhere.
     ran_there = [d for d in cluster.deploys(first) if d.runner_host == host]
+    cluster.cancel(first)
     assert ran_there, cluster.diagnostics()
     assert {d.status for d in ran_there} == {DeployStatus.FINISHED}, cluster.diagnostics()
     assert cluster.workers_seen()[host]["state"] == "stopped"
