@@ -61,6 +61,10 @@ class Request:
     limit: int | None = None
 
 
+# The host's name as Freight knows it (FREIGHT_HOST_NAME), else the system's.
+HOST_ENV = "FREIGHT_HOST_NAME"
+
+
 def serve(path: Path) -> Request | None:
     """Serve until SIGTERM/SIGINT (returns None), or return a request inside a forked child."""
     import gc
@@ -132,6 +136,17 @@ def _say(message: str) -> None:
 
 def _listen(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A unix socket serves its own host only: on a filesystem that hosts share, another host's
+    # server would unlink this one's socket, and this host's runs would start the slow way.
+    host = os.environ.get(HOST_ENV) or socket.gethostname()
+    owner_file = path.with_name(f"{path.name}.host")
+    owner = owner_file.read_text().strip() if owner_file.exists() else host
+    if owner != host:
+        raise SystemExit(
+            f"{path.parent} belongs to host {owner}: give this host ({host}) a FREIGHT_HOME of "
+            f"its own, or remove {owner_file} if {owner} is gone"
+        )
+    owner_file.write_text(host)
     if path.exists():
         if connect(str(path)) is not None:
             raise SystemExit(f"A fork server already listens on {path}")

@@ -131,8 +131,9 @@ class Settings(BaseSettings):
     concurrent_deploys: int = Field(
         default=8,
         ge=1,
-        description="Deploys Prefect starts at once across the work pool; more wait their turn "
-        "in its queue (set by `freight up` on the pool's `deploys` queue).",
+        description="Deploys run at once on one machine (`freight up`: the limit of the pool's "
+        "`deploys` queue, shared by its worker and the API's launcher); more wait their turn. "
+        "Worker hosts have FREIGHT_WORKER_LIMIT each instead.",
     )
     deploy_deployment: str = Field(
         default="deploy/deploy", description="Prefect deployment that runs one deploy."

@@ -50,7 +50,7 @@ def _serve(settings: Settings, *, worker: bool) -> None:
     from freight.execution.setup import first_admin_key, sync_catalogue
     from freight.stack import running_stack
 
-    settings = _isolate_commands(settings)
+    settings = isolate_commands(settings)
     for spec, _ in catalogue.load_dir(
         settings.catalogue_dir, allow_local=settings.allow_local_repositories
     ):
@@ -118,7 +118,7 @@ def _beat_local_worker(
     return thread
 
 
-def _isolate_commands(settings: Settings) -> Settings:
+def isolate_commands(settings: Settings) -> Settings:
     """Deploy commands run as a user of their own, who cannot read Freight's secrets: made
     here when started by root. Otherwise say loudly that they run with Freight's rights."""
     from freight.stack import guard_home

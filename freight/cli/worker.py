@@ -17,7 +17,7 @@ from rich.text import Text
 from freight import procs
 from freight.cli import app, connect
 from freight.cli.output import out, table, when
-from freight.cli.up import _isolate_commands
+from freight.cli.up import isolate_commands
 from freight.settings import Settings, get_settings
 
 
@@ -54,7 +54,7 @@ def worker(
     from freight.execution.worker_host import WorkerHost, version_conflict
     from freight.stack import running_stack
 
-    settings = _isolate_commands(settings)
+    settings = isolate_commands(settings)
     engine = get_engine(settings.database_url)
     conflict = version_conflict(engine)
     if conflict is not None:

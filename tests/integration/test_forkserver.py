@@ -140,3 +140,21 @@ def test_without_a_server_the_client_starts_the_engine_itself(tmp_path: Path) ->
     # Prefect's engine itself answered: it was started with no flow run to run.
     assert "Invalid flow run id" in client.stderr
     assert client.returncode == 1
+
+
+def test_a_fork_server_refuses_the_run_directory_of_another_host(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "fork.sock"
+    path.parent.mkdir()
+    (tmp_path / "run" / "fork.sock.host").write_text("elsewhere")
+    refused = subprocess.run(
+        [sys.executable, "-m", "freight.forkserver", str(path)],
+        env={**os.environ, "FREIGHT_HOST_NAME": "here"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "belongs to host elsewhere" in refused.stderr, refused.stderr
+    assert not path.exists()
