@@ -76,8 +76,9 @@ def test_twenty_concurrent_deploys_number_and_run_one_at_a_time_in_order(
         assert earlier.date_finished and later.date_started
         assert later.date_started >= earlier.date_finished, (earlier.name, later.name)
     assert production.number == 1
-    assert production.date_finished and staging[0].date_finished
-    assert production.date_finished < staging[0].date_finished  # it did not wait for staging
+    # It did not wait for staging: it began before staging's first deploy could end.
+    assert production.date_started and staging[0].date_finished
+    assert production.date_started < staging[0].date_finished
 
 
 def test_a_queued_deploy_moves_to_the_front_and_rollbacks_go_there(
