@@ -94,19 +94,10 @@ def _beat_local_worker(
     settings: Settings, stack: Stack, stop: threading.Event, say: Callable[[str], None]
 ) -> threading.Thread:
     """This machine's worker reports itself as any worker host does (`freight workers`)."""
-    from freight.db import get_engine
     from freight.execution.worker_host import WorkerHost
 
-    host = WorkerHost(
-        engine=get_engine(settings.database_url),
-        name=settings.host_name,
-        limit=settings.concurrent_deploys,
-        pid=os.getpid(),
-        workspace_root=settings.workspaces,
-        heartbeat_interval=settings.heartbeat_interval,
-        say=say,
-        checks_version=False,  # it is its own control plane
-    )
+    # It is its own control plane: no other version to compare with.
+    host = WorkerHost.of(settings, limit=settings.concurrent_deploys, say=say, checks_version=False)
     thread = threading.Thread(
         target=host.serve,
         args=(lambda: stack.processes.get("worker"), lambda: False),

@@ -68,15 +68,7 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     say = lambda line: out.print(Text(line, style="yellow"))  # noqa: E731
-    host = WorkerHost(
-        engine=engine,
-        name=settings.host_name,
-        limit=settings.worker_limit,
-        pid=os.getpid(),
-        workspace_root=settings.workspaces,
-        heartbeat_interval=settings.heartbeat_interval,
-        say=say,
-    )
+    host = WorkerHost.of(settings, limit=settings.worker_limit, say=say)
     out.print(
         f"Starting worker {settings.host_name} (up to {settings.worker_limit} deploys at once) "
         f"for {settings.prefect_api_url}..."

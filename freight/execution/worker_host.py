@@ -5,6 +5,7 @@ returns once those it runs have ended."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -15,10 +16,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from freight.db import session_scope, utcnow
+from freight.db import get_engine, session_scope, utcnow
 from freight.execution.housekeeping import remove_stray_workspaces
 from freight.service import workers
 from freight.service.workers import WorkerState
+from freight.settings import Settings
 
 # Leftover checkouts are looked for this often (and at start).
 SWEEP_EVERY = 60.0
@@ -43,6 +45,27 @@ class WorkerHost:
     checks_version: bool = True
     state: WorkerState = WorkerState.RUNNING
     started: datetime = field(default_factory=utcnow)
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        *,
+        limit: int,
+        say: Callable[[str], None],
+        checks_version: bool = True,
+    ) -> WorkerHost:
+        """This host's worker, as its settings name it, reported by this process."""
+        return cls(
+            engine=get_engine(settings.database_url),
+            name=settings.host_name,
+            limit=limit,
+            pid=os.getpid(),
+            workspace_root=settings.workspaces,
+            heartbeat_interval=settings.heartbeat_interval,
+            say=say,
+            checks_version=checks_version,
+        )
 
     def beat(self) -> None:
         with session_scope(self.engine) as session:
