@@ -7,14 +7,12 @@ validation time, so plugins registered after this module is imported are still a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +35,7 @@ from freight.errors import (
     InvalidProvider,
     InvalidRepository,
 )
+from freight.names import DEFAULT_WORK_QUEUE, NAME_PATTERN, Name
 from freight.plugins import PluginConfig, Registry
 
 # Both base classes keep working for callers: `except CatalogueError` gets `.path`/`.field`,
@@ -65,22 +64,6 @@ _KIND_ERRORS: dict[str, type[CatalogueError]] = {
     for cls in (CatalogueProviderError, CatalogueCheckError, CatalogueNotifierError)
 }
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _check_name(value: str) -> str:
-    # Names end up in paths, URLs and flow-run names, so `..` is refused even between letters.
-    if not _NAME.fullmatch(value) or ".." in value:
-        raise PydanticCustomError(
-            "invalid_name",
-            "'{name}' is not a valid name: 1 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, without '..'",
-            {"name": value},
-        )
-    return value
-
-
-Name = Annotated[str, AfterValidator(_check_name)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
@@ -121,6 +104,8 @@ class EnvironmentSpec(_Frozen):
     provider: dict[str, Any] | None = None
     checks: list[CheckConfig] | None = None
     notifiers: list[NotifierConfig] | None = None
+    # The work queue of the workers that may run its deploys (those inside its network, say).
+    work_queue: Name | None = None
 
 
 class EnvironmentConfig(_Frozen):
@@ -132,6 +117,8 @@ class EnvironmentConfig(_Frozen):
     provider: ProviderConfig
     checks: list[CheckConfig]
     notifiers: list[NotifierConfig]
+    # Snapshots taken before work queues existed have none: theirs was the default.
+    work_queue: Name = DEFAULT_WORK_QUEUE
 
 
 class AppSpec(_Frozen):
@@ -140,6 +127,7 @@ class AppSpec(_Frozen):
     provider: ProviderConfig
     checks: list[CheckConfig] = Field(default_factory=list)
     notifiers: list[NotifierConfig] = Field(default_factory=list)
+    work_queue: Name = DEFAULT_WORK_QUEUE
     environments: dict[Name, EnvironmentSpec]
 
     @field_validator("environments")
@@ -179,6 +167,7 @@ class AppSpec(_Frozen):
             "provider": provider,
             "checks": self.checks if env.checks is None else env.checks,
             "notifiers": self.notifiers if env.notifiers is None else env.notifiers,
+            "work_queue": self.work_queue if env.work_queue is None else env.work_queue,
         }
 
 
@@ -288,7 +277,7 @@ def _field_path(error: ErrorDetails) -> str:
         elif part == "[key]":
             # pydantic's marker for "the key itself is invalid"; the message already says so.
             continue
-        elif _NAME.fullmatch(part):
+        elif NAME_PATTERN.fullmatch(part):
             field += f".{part}" if field else part
         else:
             field += f"[{part!r}]"

@@ -120,6 +120,7 @@ class PrefectOrchestrator:
                         parameters={"deploy_id": submission.deploy_id, "claim": submission.claim},
                         name=submission.name,
                         tags=run_tags(submission.app, submission.environment),
+                        work_queue_name=submission.work_queue,
                         # A retry after a reply lost on the way gets the run already made.
                         idempotency_key=submission.idempotency_key,
                     )

@@ -45,6 +45,7 @@ def main() -> None:
                 lost_after=settings.runner_lost_after,
                 submit_after=settings.submit_after,
                 pending_for=settings.pending_for,
+                worker_beat=settings.heartbeat_interval,
             ),
             workspace_root=settings.workspaces,
             grace=settings.cancel_grace,

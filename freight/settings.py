@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from freight.names import DEFAULT_WORK_QUEUE, Name
 from freight.plugins import ServiceUrls
 from freight.vcs import Access
 
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         description="Deploys a `freight worker` runs at once (its --limit); workers add up.",
+    )
+    worker_queues: list[Name] = Field(
+        default=[DEFAULT_WORK_QUEUE],
+        min_length=1,
+        description="The work queues a `freight worker` takes deploys from (its --queue); an "
+        "environment's `work_queue` sends its deploys to one.",
     )
     concurrent_deploys: int = Field(
         default=8,

@@ -29,13 +29,15 @@ import httpx
 from freight import forkclient, procs
 from freight.db.migrate import upgrade
 from freight.forkserver import default_socket
+from freight.names import DEFAULT_WORK_QUEUE
 from freight.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "freight"
-# Deploys have a queue of their own in the pool, so that its concurrency limit (a burst must not
-# start more flow runs than the machine can start at once) never holds back maintenance runs.
-DEPLOY_QUEUE = "deploys"
+# Where the scheduled flows (maintenance, poll-vcs) go: the pool's own queue, which every
+# worker serves. Deploys have queues of their own (DEFAULT_WORK_QUEUE, or their environment's),
+# so that a concurrency limit on them never holds back maintenance runs.
+FLOWS_QUEUE = "default"
 
 # Prefect settings `make up` runs with, and why.
 PREFECT_DEFAULTS = {
@@ -236,23 +238,37 @@ class Stack:
 
         self.wait_for(name, healthy, f"healthy at {url}", timeout)
 
-    def limit_queue(self, name: str, limit: int | None, timeout: float = 60) -> None:
+    def limit_queue(self, name: str, limit: int | None) -> None:
         """Create the work queue with a concurrency limit (None: none), or set the limit if
         it exists."""
-        queues = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues"
-        deadline = time.monotonic() + timeout
+        if self._queue_request("post", "", {"name": name, "concurrency_limit": limit}) == 409:
+            self._queue_request("patch", f"/{name}", {"concurrency_limit": limit})
+
+    def make_queue(self, name: str) -> None:
+        """Create the work queue unless it exists (its limit, if it has one, stays)."""
+        self._queue_request("post", "", {"name": name})
+
+    def _queue_request(
+        self, method: str, path: str, body: dict[str, Any], timeout: float = 60
+    ) -> int:
+        """A request to the pool's queues; its status (409: the queue exists)."""
+        url = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/queues{path}"
         user, _, password = prefect_auth(self.settings).partition(":")
-        body = {"name": name, "concurrency_limit": limit}
-        # Prefect answers 503 while its database is busy (as it may be just after start).
+        deadline = time.monotonic() + timeout
+        # Prefect answers 503 while its database is busy (as it may be just after start), and a
+        # worker host may start before its control plane.
         while True:
-            response = httpx.post(queues, json=body, auth=(user, password))
-            if response.status_code == 409:
-                response = httpx.patch(
-                    f"{queues}/{name}", json={"concurrency_limit": limit}, auth=(user, password)
-                )
-            if response.status_code != 503 or time.monotonic() > deadline:
-                response.raise_for_status()
-                return
+            try:
+                response = httpx.request(method, url, json=body, auth=(user, password), timeout=30)
+            except httpx.TransportError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Prefect's API at {url} cannot be reached: {exc}") from exc
+            else:
+                if response.status_code == 409:
+                    return 409
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    response.raise_for_status()
+                    return response.status_code
             time.sleep(0.5)
 
     def supervise(
@@ -394,7 +410,7 @@ def _start_control_plane(
     )
     # One machine: its worker and the API's launcher share one limit, the queue's. Several
     # hosts: each worker's own limit; a limit on the queue would cap them all together.
-    stack.limit_queue(DEPLOY_QUEUE, settings.concurrent_deploys if one_machine else None)
+    stack.limit_queue(DEFAULT_WORK_QUEUE, settings.concurrent_deploys if one_machine else None)
     stack.run(
         *prefect_command(
             "deploy", "--all", "--no-prompt", "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")
@@ -418,6 +434,11 @@ def _start_worker(stack: Stack, *, limit: int | None) -> None:
         "--name",
         stack.settings.host_name,
     )
+    # A worker polling a queue that does not exist yet would get no run at all (Prefect answers
+    # its poll 404), and one polling every queue would take those meant for other networks.
+    for queue in (FLOWS_QUEUE, *stack.settings.worker_queues):
+        stack.make_queue(queue)
+        argv += ["--work-queue", queue]
     if limit is not None:
         argv += ["--limit", str(limit)]
     stack.start_process("worker", argv)

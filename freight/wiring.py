@@ -32,6 +32,7 @@ def hand_over(
             cwd=PROJECT_ROOT,
             log_file=settings.home.resolve() / "logs" / "runs.log",
             limit=settings.concurrent_deploys,
+            queues=frozenset(settings.worker_queues),
         )
     return HandOver(
         get_engine(settings.database_url),

@@ -130,6 +130,9 @@ class DeployPublic(TypedDict):
     dateFinished: str | None
     reason: str | None
     flowRunId: str | None
+    # Why its run has not started, when no worker is there to start it (not a client field of
+    # classic Freight: its clients ignore it).
+    waitingFor: str | None
 
 
 def _user(user: User | None) -> UserPublic | None:
@@ -174,6 +177,7 @@ def deploy_page(session: Session, rows: list[Deploy]) -> list[DeployPublic]:
                 dateFinished=wire_date(deploy.date_finished),
                 reason=deploy.reason,
                 flowRunId=deploy.flow_run_id,
+                waitingFor=deploy.waiting_for,
             )
         )
     return out

@@ -12,12 +12,14 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from pydantic import TypeAdapter, ValidationError
 from rich.text import Text
 
 from freight import procs
 from freight.cli import app, connect
 from freight.cli.output import out, table, when
 from freight.cli.up import isolate_commands
+from freight.names import Name
 from freight.settings import Settings, get_settings
 
 
@@ -30,6 +32,15 @@ def worker(
     limit: Annotated[
         int | None,
         typer.Option(min=1, help="Deploys run here at once (default FREIGHT_WORKER_LIMIT)."),
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="A work queue to take deploys from (repeatable; default FREIGHT_WORKER_QUEUES, "
+            "'deploys'). Environments name theirs with `work_queue:`; serve only 'prod-net' on "
+            "the hosts inside production's network, say.",
+        ),
     ] = None,
     drain: Annotated[
         bool,
@@ -47,6 +58,12 @@ def worker(
     settings = get_settings()
     if limit is not None:
         settings = settings.model_copy(update={"worker_limit": limit})
+    if queue:
+        try:
+            queues = TypeAdapter(list[Name]).validate_python(queue)
+        except ValidationError as exc:
+            raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--queue") from None
+        settings = settings.model_copy(update={"worker_queues": queues})
     if drain:
         _drain_running(settings)
         return
@@ -70,8 +87,8 @@ def worker(
     say = lambda line: out.print(Text(line, style="yellow"))  # noqa: E731
     host = WorkerHost.of(settings, limit=settings.worker_limit, say=say)
     out.print(
-        f"Starting worker {settings.host_name} (up to {settings.worker_limit} deploys at once) "
-        f"for {settings.prefect_api_url}..."
+        f"Starting worker {settings.host_name} (up to {settings.worker_limit} deploys at once, "
+        f"work queues {', '.join(settings.worker_queues)}) for {settings.prefect_api_url}..."
     )
     path = pidfile(settings)
     try:
@@ -140,12 +157,13 @@ def workers() -> None:
         return
     table(
         None,
-        ["Worker", "State", "Version", "Limit", "Last beat", "Running"],
+        ["Worker", "State", "Version", "Queues", "Limit", "Last beat", "Running"],
         [
             [
                 w["name"],
                 w["state"],
                 w["version"],
+                ", ".join(w["queues"]),
                 str(w["limit"]),
                 when(w["lastHeartbeat"]),
                 ", ".join(w["running"]) or "-",

@@ -157,6 +157,9 @@ class Deploy(Base):
     # and a run whose claim was taken from it (reaped) stops its command.
     claim: Mapped[str | None] = mapped_column(String(32))
     date_claimed: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why its run has not started yet, when the reason is no worker's slowness (no worker
+    # serves its work queue); cleared when it starts.
+    waiting_for: Mapped[str | None] = mapped_column(Text)
     # Queues run highest priority first, then in creation order; moving a deploy to the front
     # (a rollback goes there by itself) gives it one more than any other queued deploy.
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -322,6 +325,8 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     # running, draining (takes no more runs, exits once its deploys end) or stopped.
     state: Mapped[str] = mapped_column(String(16))
+    # The work queues it takes deploys from (`freight worker --queue`).
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
     date_started: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

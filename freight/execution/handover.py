@@ -40,8 +40,9 @@ Later = Callable[[Callable[[], object]], None]
 class Launcher(Protocol):
     """Starts a run at once on this host instead of waiting for a worker to poll for it."""
 
-    def start(self, run_id: str) -> bool:
-        """True if the run was started here; False leaves it to the workers."""
+    def start(self, run_id: str, work_queue: str) -> bool:
+        """True if the run was started here; False leaves it to the workers (among them those
+        of other hosts: this host may not serve `work_queue`)."""
         ...
 
 
@@ -166,7 +167,7 @@ class HandOver:
             return
         if self.launcher is not None:
             try:
-                self.launcher.start(run_id)
+                self.launcher.start(run_id, submission.work_queue)
             except Exception as exc:  # a worker will start it
                 log.warning("Could not start %s here: %s", submission.name, exc)
 
@@ -185,5 +186,6 @@ def _submission(deploy: Deploy) -> Submission:
         app=deploy.app.name,
         environment=deploy.environment,
         claim=deploy.claim,
+        work_queue=deploys.work_queue_of(deploy),
         idempotency_key=f"freight-{deploy.id}-{deploy.claim}",
     )

@@ -41,9 +41,11 @@ class ForkLauncher:
     cwd: Path
     log_file: Path
     limit: int
+    # The work queues this host's worker serves: runs of others are for other hosts.
+    queues: frozenset[str]
 
-    def start(self, run_id: str) -> bool:
-        if not self.socket.exists():
+    def start(self, run_id: str, work_queue: str) -> bool:
+        if work_queue not in self.queues or not self.socket.exists():
             return False
         if not self.orchestrator.take(run_id):
             return False  # a worker took it first

@@ -38,6 +38,8 @@ class Submission:
     app: str
     environment: str
     claim: str
+    # The engine's queue its run goes to: only the workers serving it may run it.
+    work_queue: str
     # Makes a retried submission of the same claim find the run already made.
     idempotency_key: str
 

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import undefer
 
 from freight import procs, vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
@@ -41,7 +42,7 @@ from freight.execution.handover import HandOver
 from freight.execution.ports import Orchestrator, RunState, RunStatus
 from freight.execution.side_by_side import side_by_side
 from freight.runner import stop_orphaned_group
-from freight.service import deploys, leases
+from freight.service import deploys, leases, workers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Timing:
     lost_after: float  # a running deploy's heartbeat
     submit_after: float  # a claim without a run (its hand-over may still be under way)
     pending_for: float  # a run taken by a worker that has not started
+    worker_beat: float  # the interval of workers' beats (a worker silent for a few is lost)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Claimed:
     cancel_requested: bool
     runner_host: str | None
     runner_pid: int | None
+    work_queue: str
+    waiting_for: str | None
 
 
 # -- decisions ------------------------------------------------------------------------------
@@ -174,6 +178,7 @@ class Pass:
     given_back: list[str] = field(default_factory=list)
     moved: list[int] = field(default_factory=list)
     crashed_flows: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # "name: why" of deploys no worker takes
 
 
 class Reconciler:
@@ -231,6 +236,8 @@ class Reconciler:
         # Side by side: after an outage many environments wait on a repair, and one repair can
         # take seconds (a busy engine, a command's grace period).
         side_by_side(lambda repair: self._apply(*repair, done), repairs, at_once=REPAIRS_AT_ONCE)
+        if runs is not None:
+            self._note_waiting(claimed, runs, done)
         self._give_back_stuck_runs(done)
         done.moved = self.handover.kick_all()
         self._crash_dead_flows(done)
@@ -253,9 +260,13 @@ class Reconciler:
                     cancel_requested=d.cancel_requested_at is not None,
                     runner_host=d.runner_host,
                     runner_pid=d.runner_pid,
+                    work_queue=deploys.work_queue_of(d),
+                    waiting_for=d.waiting_for,
                 )
                 for d in session.scalars(
-                    select(Deploy).where(Deploy.status == DeployStatus.IN_PROGRESS)
+                    select(Deploy)
+                    .where(Deploy.status == DeployStatus.IN_PROGRESS)
+                    .options(undefer(Deploy.config))
                 )
             ]
 
@@ -322,6 +333,35 @@ class Reconciler:
         self.handover.kick(deploy.app_id, deploy.environment)
         log.warning("%s: %s", deploy.name, decision.reason)
         return True
+
+    def _note_waiting(
+        self, claimed: list[Claimed], runs: Mapping[str, RunStatus], done: Pass
+    ) -> None:
+        """Say on each deploy whose run waits for a worker that none serves its work queue (the
+        deploy of an app whose workers are all gone, or that no worker was ever told to serve)."""
+        scheduled = {
+            c.deploy_id
+            for c in claimed
+            if c.run_id
+            and c.date_started is None
+            and runs.get(c.run_id, RunStatus(RunState.MISSING)).state == RunState.SCHEDULED
+        }
+        queues = {c.work_queue for c in claimed if c.deploy_id in scheduled}
+        with session_scope(self.engine, read_only=True) as session:
+            unserved = workers.unserved(session, queues, heartbeat_interval=self.timing.worker_beat)
+        wanted = [
+            (c, unserved.get(c.work_queue) if c.deploy_id in scheduled else None) for c in claimed
+        ]
+        changed = [(c, why) for c, why in wanted if why != c.waiting_for]
+        if not changed:
+            return
+        with session_scope(self.engine) as session:
+            for deploy, why in changed:
+                row = deploys.get_deploy(session, deploy.deploy_id)
+                if row.status == DeployStatus.IN_PROGRESS:
+                    deploys.note_waiting(session, row, why)
+                    if why is not None:
+                        done.waiting.append(f"{deploy.name}: {why}")
 
     def _give_back_stuck_runs(self, done: Pass) -> None:
         # A few looks within the time a run may stay taken are enough; each one costs the
@@ -398,3 +438,5 @@ def _report(done: Pass) -> None:
         log.info("Gave run %s back to the workers (taken, never started)", run_id)
     for name in done.crashed_flows:
         log.info("Marked the run of %s crashed (its process is gone)", name)
+    for waiting in done.waiting:
+        log.warning("Waiting: %s", waiting)

@@ -36,6 +36,7 @@ class WorkerHost:
     engine: Engine
     name: str
     limit: int
+    queues: list[str]
     pid: int
     workspace_root: Path
     heartbeat_interval: float
@@ -60,6 +61,7 @@ class WorkerHost:
             engine=get_engine(settings.database_url),
             name=settings.host_name,
             limit=limit,
+            queues=settings.worker_queues,
             pid=os.getpid(),
             workspace_root=settings.workspaces,
             heartbeat_interval=settings.heartbeat_interval,
@@ -73,6 +75,7 @@ class WorkerHost:
                 session,
                 self.name,
                 limit=self.limit,
+                queues=self.queues,
                 pid=self.pid,
                 state=self.state,
                 started=self.started,

@@ -22,6 +22,7 @@ from freight.errors import (
     MissingArgument,
     NotFound,
 )
+from freight.names import DEFAULT_WORK_QUEUE
 from freight.service import apps, locks, logs, notifications, queue, releases
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -359,6 +360,23 @@ def cancel_deploy(session: Session, deploy: Deploy, *, by: str) -> Cancelled:
         logs.append(session, deploy, f">> Cancel requested by {by}")
     session.flush()
     return Cancelled()
+
+
+def work_queue_of(deploy: Deploy) -> str:
+    """The engine's work queue for the deploy's runs, as its environment named it when the
+    deploy was made (snapshots older than work queues went to the default one)."""
+    return str(deploy.config.get("work_queue", DEFAULT_WORK_QUEUE))
+
+
+def note_waiting(session: Session, deploy: Deploy, why: str | None) -> None:
+    """Record why the deploy's run has not started (None: nothing keeps it from starting); a
+    new reason is said in its log once."""
+    if why == deploy.waiting_for:
+        return
+    deploy.waiting_for = why
+    if why is not None:
+        logs.append(session, deploy, f">> Waiting: {why}")
+    session.flush()
 
 
 def mark_ended(

@@ -4,7 +4,7 @@ runs now is read from the deploys it began."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -32,7 +32,14 @@ def freight_version() -> str:
 
 
 def report(
-    session: Session, name: str, *, limit: int, pid: int, state: WorkerState, started: datetime
+    session: Session,
+    name: str,
+    *,
+    limit: int,
+    queues: Sequence[str],
+    pid: int,
+    state: WorkerState,
+    started: datetime,
 ) -> None:
     """A worker's beat: who it is, and that it is alive now."""
     worker = session.get(Worker, name)
@@ -42,6 +49,7 @@ def report(
         session.add(worker)
     worker.version = freight_version()
     worker.limit = limit
+    worker.queues = list(queues)
     worker.pid = pid
     worker.state = state.value
     worker.date_started = started
@@ -80,6 +88,7 @@ class WorkerView:
     name: str
     version: str
     limit: int
+    queues: list[str]
     state: WorkerState
     date_started: datetime
     heartbeat_at: datetime
@@ -90,6 +99,7 @@ class WorkerView:
             "name": self.name,
             "version": self.version,
             "limit": self.limit,
+            "queues": self.queues,
             "state": self.state.value,
             "dateStarted": self.date_started.isoformat(),
             "lastHeartbeat": self.heartbeat_at.isoformat(),
@@ -128,6 +138,7 @@ def list_workers(
             name=worker.name,
             version=worker.version,
             limit=worker.limit,
+            queues=list(worker.queues),
             state=state_of(worker, now=now, heartbeat_interval=heartbeat_interval),
             date_started=worker.date_started,
             heartbeat_at=worker.heartbeat_at,
@@ -135,3 +146,25 @@ def list_workers(
         )
         for worker in session.scalars(select(Worker).order_by(Worker.heartbeat_at.desc()))
     ]
+
+
+def unserved(
+    session: Session, queues: Collection[str], *, heartbeat_interval: float
+) -> dict[str, str]:
+    """Why each of these work queues has no worker to take its runs, for those that have none
+    running (workers that serve it but are lost, draining or stopped are named)."""
+    now = utcnow()
+    found: dict[str, list[str]] = {queue: [] for queue in queues}
+    served: set[str] = set()
+    for worker in session.scalars(select(Worker).order_by(Worker.name)):
+        state = state_of(worker, now=now, heartbeat_interval=heartbeat_interval)
+        for queue in set(worker.queues) & found.keys():
+            if state == WorkerState.RUNNING:
+                served.add(queue)
+            else:
+                found[queue].append(f"{worker.name} is {state.value}")
+    return {
+        queue: f"no worker serves work queue '{queue}'" + (f" ({', '.join(gone)})" if gone else "")
+        for queue, gone in found.items()
+        if queue not in served
+    }

@@ -367,7 +367,13 @@ class World:
                     .values(runner_host="worker-1")
                 )
                 workers.report(
-                    db, "worker-1", limit=2, pid=1, state=WorkerState.RUNNING, started=utcnow()
+                    db,
+                    "worker-1",
+                    limit=2,
+                    queues=["deploys"],
+                    pid=1,
+                    state=WorkerState.RUNNING,
+                    started=utcnow(),
                 )
             found[name] = Target(
                 name,

@@ -90,7 +90,7 @@ def test_a_runner_frozen_while_writing_its_row_is_still_reaped(
         assert writer.stdout and writer.stdout.readline() == "holding\n"
         reconciler = Reconciler(
             handover,
-            timing=Timing(lost_after=15, submit_after=3, pending_for=20),
+            timing=Timing(lost_after=15, submit_after=3, pending_for=20, worker_beat=2),
             workspace_root=tmp_path / "workspaces",
             grace=0,
             host="here",

@@ -159,12 +159,13 @@ class Cluster:
     def timeline(self) -> Path:
         return self.tmp / "timeline"
 
-    def worker_env(self, host: str) -> dict[str, str]:
-        home = reachable_by_others(self.tmp / host)
+    def worker_env(self, host: str, name: str | None = None) -> dict[str, str]:
+        """The environment of a worker on `host`, named `name` (default: the host's)."""
+        home = reachable_by_others(self.tmp / (name or host))
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith(("FREIGHT_", "PREFECT_"))},
             "FREIGHT_HOME": str(home),
-            "FREIGHT_HOST_NAME": host,
+            "FREIGHT_HOST_NAME": name or host,
             "FREIGHT_DATABASE_URL": self.remote_db_url,
             "FREIGHT_PREFECT_API_URL": self.settings.prefect_api_url,
             "FREIGHT_PREFECT_AUTH": prefect_auth(self.settings),
@@ -172,16 +173,18 @@ class Cluster:
             "FREIGHT_WORKER_LIMIT": "2",
         }
 
-    def start_worker(self, host: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{host}.log").open("ab")
+    def start_worker(
+        self, host: str, *args: str, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name or host}.log").open("ab")
         process = subprocess.Popen(
             ["ip", "netns", "exec", f"freight-{host}", FREIGHT, "worker", *args],
-            env=self.worker_env(host),
+            env=self.worker_env(host, name),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.workers[host] = process
+        self.workers[name or host] = process
         return process
 
     def workers_seen(self) -> dict[str, dict[str, object]]:
@@ -190,14 +193,24 @@ class Cluster:
         )
         return {w["name"]: w for w in response.json()}
 
-    def apps(self, count: int) -> list[str]:
+    def apps(self, count: int, **extra: object) -> list[str]:
         made = []
         for _ in range(count):
             repo = GitRepo.create(self.tmp / uuid.uuid4().hex)
             with session_scope(self.engine) as session:
                 command = TIMED.replace("{timeline}", str(self.timeline))
-                made.append(make_app(session, repo, command=command).name)
+                made.append(make_app(session, repo, command=command, **extra).name)
         return made
+
+    def seen(self, deploy_id: int) -> dict[str, object]:
+        """The deploy as the API shows it."""
+        response = httpx.get(
+            f"{self.api}/deploys/{deploy_id}/",
+            headers={"Authorization": f"Key {API_KEY}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     def post(self, app: str, env: str, **params: str) -> int:
         response = httpx.post(
@@ -475,3 +488,33 @@ def test_a_worker_of_another_version_than_the_control_plane_refuses_to_take_runs
             session.execute(update(ControlPlane).values(version=freight_version()))
         for host in HOSTS:
             cluster.start_worker(host)
+
+
+def test_a_worker_serving_one_work_queue_alone_runs_its_deploys_and_no_others(
+    cluster: Cluster,
+) -> None:
+    [inside] = cluster.apps(1, work_queue="prod-net")  # deployable only from inside its network
+    [everyday] = cluster.apps(1)
+    first = cluster.post(inside, "production")
+    # No worker serves its queue yet: it waits, and says why.
+    wait_for(
+        lambda: cluster.seen(first)["waitingFor"] == "no worker serves work queue 'prod-net'",
+        30,
+        "the deploy to say why it waits",
+        lambda: f"{cluster.seen(first)}\n{cluster.diagnostics()}",
+    )
+    assert cluster.deploys([first])[0].date_started is None
+    cluster.start_worker("h3", "--queue", "prod-net", name="prod-1")
+    ids = [first, cluster.post(inside, "staging")]
+    ids += [
+        cluster.post(app, env) for app in (inside, everyday) for env in ("staging", "production")
+    ]
+    ended = cluster.wait_ended(ids, 180)
+    assert {d.status for d in ended} == {DeployStatus.FINISHED}, cluster.diagnostics()
+    hosts = {app: {d.runner_host for d in ended if d.app.name == app} for app in (inside, everyday)}
+    assert hosts[inside] == {"prod-1"}
+    assert "prod-1" not in hosts[everyday] and hosts[everyday] <= set(HOSTS)
+    assert cluster.seen(first)["waitingFor"] is None
+    assert cluster.workers_seen()["prod-1"]["queues"] == ["prod-net"]
+    cluster.workers["prod-1"].send_signal(signal.SIGTERM)  # drained: nothing runs there
+    assert cluster.workers["prod-1"].wait(60) == 0

@@ -19,13 +19,14 @@ from sqlalchemy import Engine, select, update
 
 from freight import checks, procs, system_users, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
-from freight.db import Deploy, DeployStatus, Lock, LogChunk, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, Lock, LogChunk, Worker, session_scope, utcnow
 from freight.execution import delivery, housekeeping, refs
 from freight.execution.handover import HandOver
 from freight.execution.ports import RunState
 from freight.execution.reconciler import MAX_HAND_OVERS, Reconciler, Timing
 from freight.plugins import PluginConfig
-from freight.service import deploys, locks, logs, releases
+from freight.service import deploys, locks, logs, releases, workers
+from freight.service.workers import WorkerState
 from freight.settings import Settings
 from freight.stack import guard_home
 from tests.doubles import RecordingServer, recording_server
@@ -112,7 +113,7 @@ class Harness:
     def reconciler(self) -> Reconciler:
         return Reconciler(
             self.handover,
-            timing=Timing(lost_after=30, submit_after=3, pending_for=20),
+            timing=Timing(lost_after=30, submit_after=3, pending_for=20, worker_beat=2),
             workspace_root=self.settings.workspaces,
             grace=self.settings.cancel_grace,
         )
@@ -364,6 +365,38 @@ def test_reconciler_leaves_runs_waiting_for_a_worker_alone(harness: Harness) -> 
     done = harness.reconciler().pass_once()
     assert done.ended == [] and done.replaced == []
     assert harness.deploy(deploy_id).status == DeployStatus.IN_PROGRESS
+
+
+def test_a_run_no_worker_serves_waits_saying_why_until_one_does(harness: Harness) -> None:
+    app = harness.app("echo ok", work_queue="prod-net")
+    deploy_id = harness.create(app)
+    [submission] = harness.orchestrator.submissions
+    assert submission.work_queue == "prod-net"  # only the workers serving it may run it
+    everyday = harness.create(harness.app("echo ok"))
+    now = utcnow()
+    with session_scope(harness.engine) as session:
+        for name, queues in (("h1", ["deploys"]), ("h2", ["deploys", "prod-net"])):
+            workers.report(
+                session, name, limit=2, queues=queues, pid=1, state=WorkerState.RUNNING,
+                started=now,
+            )  # fmt: skip
+        silent = now - timedelta(seconds=60)  # h2 went silent a minute ago: lost
+        session.execute(update(Worker).where(Worker.name == "h2").values(heartbeat_at=silent))
+    reconciler = harness.reconciler()
+    why = "no worker serves work queue 'prod-net' (h2 is lost)"
+    assert reconciler.pass_once().waiting == [f"{app}/staging#1: {why}"]
+    assert harness.deploy(deploy_id).waiting_for == why
+    assert harness.deploy(everyday).waiting_for is None  # h1 serves its queue
+    assert reconciler.pass_once().waiting == []  # said once
+    assert log_text(harness.engine, deploy_id).count(f">> Waiting: {why}") == 1
+    with session_scope(harness.engine) as session:
+        workers.report(
+            session, "h2", limit=2, queues=["prod-net"], pid=1, state=WorkerState.RUNNING,
+            started=now,
+        )  # fmt: skip
+    reconciler.pass_once()
+    assert harness.deploy(deploy_id).waiting_for is None
+    assert harness.execute(deploy_id) == DeployStatus.FINISHED
 
 
 def test_failing_notifier_is_retried_and_never_fails_the_deploy(harness: Harness) -> None:
@@ -703,7 +736,7 @@ def test_a_runner_whose_claim_was_taken_stops_its_command_and_writes_nothing_mor
     harness.age(deploy_id, runner_host="elsewhere")
     later = Reconciler(
         harness.handover,
-        timing=Timing(lost_after=30, submit_after=3, pending_for=20),
+        timing=Timing(lost_after=30, submit_after=3, pending_for=20, worker_beat=2),
         workspace_root=harness.settings.workspaces,
         grace=1,
         clock=lambda: utcnow() + timedelta(seconds=120),

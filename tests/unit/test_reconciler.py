@@ -32,7 +32,7 @@ from freight.service import apps, deploys, leases
 from tests.factories import RecordingOrchestrator
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-TIMING = Timing(lost_after=15, submit_after=3, pending_for=20)
+TIMING = Timing(lost_after=15, submit_after=3, pending_for=20, worker_beat=2)
 LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
@@ -54,6 +54,8 @@ CLAIMED = Claimed(
     cancel_requested=False,
     runner_host="h",
     runner_pid=None,
+    work_queue="deploys",
+    waiting_for=None,
 )
 RUNNING = replace(CLAIMED, date_started=ago(59), heartbeat_at=ago(1))
 
