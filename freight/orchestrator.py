@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from uuid import UUID
 
 import httpx
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -202,6 +204,16 @@ class PrefectOrchestrator:
         run = self.client.read_flow_run(UUID(run_id))
         tags = sorted({*run.tags, *run_tags(app, environment)})
         self.client.update_flow_run(UUID(run_id), name=name, tags=tags)
+
+
+def secret_block(name: str) -> str | None:
+    """The value of Prefect's Secret block `name`; None if there is no such block."""
+    try:
+        block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError:  # Prefect's word for "no block of that name"
+        return None
+    value = block.get()
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _uuid(run_id: str) -> UUID | None:

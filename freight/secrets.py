@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from freight.errors import InvalidConfig
 from freight.plugins import PluginConfig
@@ -11,12 +11,50 @@ from freight.plugins import PluginConfig
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def block_name(reference: str) -> str:
+    """The Prefect Secret block a reference may live in: `DEPLOY_TOKEN` -> `deploy-token` (block
+    names are lowercase letters, digits and dashes)."""
+    return reference.lower().replace("_", "-")
+
+
+class Sources(Mapping[str, str]):
+    """Where a deploy's references are looked up: the environment first, then, where given, a
+    reader of secret blocks (name -> value, None if there is none). Each block is read once."""
+
+    def __init__(
+        self, environment: Mapping[str, str], blocks: Callable[[str], str | None] | None = None
+    ) -> None:
+        self.environment = environment
+        self.blocks = blocks
+        self._read: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name in self.environment:
+            return self.environment[name]
+        if self.blocks is not None:
+            if name not in self._read:
+                self._read[name] = self.blocks(block_name(name))
+            value = self._read[name]
+            if value is not None:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environment)
+
+    def __len__(self) -> int:
+        return len(self.environment)
+
+
 def resolve(value: str, lookup: Mapping[str, str], found: list[str]) -> str:
     """Replace each `${NAME}` with its value from lookup, adding the values to `found`."""
 
     def substitute(match: re.Match[str]) -> str:
         if match[1] not in lookup:
-            raise InvalidConfig(f"Secret '{match[1]}' is not set where the deploy runs")
+            raise InvalidConfig(
+                f"Secret '{match[1]}' is not set where the deploy runs (its environment, or "
+                f"Prefect's Secret block '{block_name(match[1])}' with FREIGHT_SECRET_BLOCKS)"
+            )
         found.append(lookup[match[1]])
         return lookup[match[1]]
 

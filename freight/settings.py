@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from freight.names import DEFAULT_WORK_QUEUE, Name
 from freight.plugins import ServiceUrls
+from freight.secrets import Sources
 from freight.vcs import Access
 
 
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Deploys a `freight worker` runs at once (its --limit); workers add up.",
     )
+    secret_blocks: bool = Field(
+        default=False,
+        description="Look a `${NAME}` that the environment lacks up in Prefect's Secret block "
+        "`name` (lowercase, '-' for '_'), so that worker hosts need no app secrets of their own.",
+    )
     worker_queues: list[Name] = Field(
         default=[DEFAULT_WORK_QUEUE],
         min_length=1,
@@ -223,8 +229,14 @@ def get_settings() -> Settings:
 
 
 def secret_source() -> Mapping[str, str]:
-    """Where `${NAME}` references of app configs are looked up: this process's environment."""
-    return os.environ
+    """Where `${NAME}` references of app configs are looked up: this process's environment,
+    then, with FREIGHT_SECRET_BLOCKS, Prefect's Secret blocks."""
+    blocks = None
+    if get_settings().secret_blocks:
+        from freight.orchestrator import secret_block  # Prefect: only where blocks are used
+
+        blocks = secret_block
+    return Sources(os.environ, blocks)
 
 
 def process_environment() -> dict[str, str]:

@@ -29,7 +29,7 @@ from freight.errors import FreightError, Unauthorized
 from freight.execution import refs
 from freight.execution.intake import DeployRequest
 from freight.queue_places import places
-from freight.service import apps, deploys, keys, locks, logins, queue, releases
+from freight.service import apps, deploys, keys, locks, logins, queue, releases, workers
 from freight.service.keys import Principal, Scope
 
 HERE = Path(__file__).parent
@@ -150,14 +150,32 @@ def logout(
 # -- pages ------------------------------------------------------------------------------------
 
 
+def _worker_rows(db: Session, rt: Runtime, who: Principal) -> list[workers.WorkerView]:
+    return workers.list_workers(
+        db, heartbeat_interval=rt.settings.heartbeat_interval, apps=who.apps
+    )
+
+
 @router.get("/")
 def overview(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
-    return _page(request, rt, "overview.html", who, releases=_release_rows(db, who))
+    return _page(
+        request,
+        rt,
+        "overview.html",
+        who,
+        releases=_release_rows(db, who),
+        workers=_worker_rows(db, rt, who),
+    )
 
 
 @router.get("/partials/overview")
 def overview_partial(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
     return _page(request, rt, "_grid.html", who, releases=_release_rows(db, who))
+
+
+@router.get("/partials/workers")
+def workers_partial(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
+    return _page(request, rt, "_workers.html", who, workers=_worker_rows(db, rt, who))
 
 
 @router.get("/apps/{app}")

@@ -84,6 +84,14 @@ def version_conflict(session: Session) -> str | None:
 
 
 @dataclass(frozen=True)
+class RunningDeploy:
+    name: str  # APP/ENV#N
+    app: str
+    environment: str
+    number: int
+
+
+@dataclass(frozen=True)
 class WorkerView:
     name: str
     version: str
@@ -92,7 +100,7 @@ class WorkerView:
     state: WorkerState
     date_started: datetime
     heartbeat_at: datetime
-    running: list[str]  # names of the deploys it runs now
+    running: list[RunningDeploy]  # the deploys it runs now
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -103,7 +111,7 @@ class WorkerView:
             "state": self.state.value,
             "dateStarted": self.date_started.isoformat(),
             "lastHeartbeat": self.heartbeat_at.isoformat(),
-            "running": self.running,
+            "running": [deploy.name for deploy in self.running],
         }
 
 
@@ -121,7 +129,7 @@ def list_workers(
     """Every worker that ever reported, last heard of first, with the deploys each runs now
     (only those of `apps`, when the caller may see only some)."""
     now = utcnow()
-    running: dict[str, list[str]] = {}
+    running: dict[str, list[RunningDeploy]] = {}
     query = (
         select(Deploy)
         .join(App)
@@ -132,7 +140,9 @@ def list_workers(
         query = query.where(App.name.in_(apps))
     for deploy in session.scalars(query):
         assert deploy.runner_host is not None
-        running.setdefault(deploy.runner_host, []).append(deploy.name)
+        running.setdefault(deploy.runner_host, []).append(
+            RunningDeploy(deploy.name, deploy.app.name, deploy.environment, deploy.number)
+        )
     return [
         WorkerView(
             name=worker.name,

@@ -187,6 +187,7 @@ ROUTES = [
     # The dashboard, with the session a login with the key gives.
     Route("GET", "/", Scope.READ, dashboard=True),
     Route("GET", "/partials/overview", Scope.READ, dashboard=True),
+    Route("GET", "/partials/workers", Scope.READ, dashboard=True),
     Route("GET", "/apps/{app}", Scope.READ, on_app=True, dashboard=True),
     Route("GET", "/deploys/{app}/{env}/{number}", Scope.READ, on_app=True, dashboard=True),
     Route("GET", "/deploys/{app}/{env}/{number}/", Scope.READ, on_app=True, dashboard=True),

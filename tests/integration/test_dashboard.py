@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from freight.dashboard import session as login
-from freight.db import DeployStatus, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, Worker, session_scope, utcnow
 from freight.execution import delivery, housekeeping
-from freight.service import logins
+from freight.service import logins, workers
+from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.contract.helpers import add_deploys
@@ -338,3 +339,48 @@ def test_maintenance_forgets_logged_out_sessions_once_their_cookies_expired(
     with session_scope(engine, read_only=True) as session:
         assert not logins.is_revoked(session, expired)
         assert logins.is_revoked(session, live)
+
+
+def test_the_overview_shows_each_worker_and_a_deploy_says_why_it_waits(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(session, origin, command="echo hi")
+        app_id, name = app.id, app.name
+    add_deploys(
+        dashboard.engine, app_id, "production", 1, status=DeployStatus.IN_PROGRESS,
+        runner_host="deploy-1", date_started=utcnow(),
+    )  # fmt: skip
+    add_deploys(
+        dashboard.engine, app_id, "staging", 1, status=DeployStatus.IN_PROGRESS,
+        waiting_for="no worker serves work queue 'prod-net' (deploy-2 is lost)",
+    )  # fmt: skip
+    with session_scope(dashboard.engine) as session:
+        for worker, queues in (("deploy-1", ["deploys"]), ("deploy-2", ["prod-net"])):
+            workers.report(
+                session, worker, limit=4, queues=queues, pid=1, state=WorkerState.RUNNING,
+                started=utcnow(),
+            )  # fmt: skip
+        silent = utcnow() - timedelta(minutes=5)
+        session.execute(update(Worker).where(Worker.name == "deploy-2").values(heartbeat_at=silent))
+    page = logged_in(browser, dashboard)
+    first = page.locator("tr[data-worker='deploy-1']")
+    expect(first).to_contain_text("running")
+    expect(first).to_contain_text("1 / 4")
+    expect(first.locator("a")).to_have_text(f"{name}/production#1")
+    second = page.locator("tr[data-worker='deploy-2']")
+    expect(second.locator(".worker-state")).to_have_text("lost")
+    expect(second).to_contain_text("prod-net")
+    # deploy-1 goes silent: the table says so without a reload.
+    with session_scope(dashboard.engine) as session:
+        session.execute(update(Worker).where(Worker.name == "deploy-1").values(heartbeat_at=silent))
+    expect(first.locator(".worker-state")).to_have_text("lost", timeout=20_000)
+
+    first.locator("a").click()
+    expect(page.locator("#waiting")).to_be_hidden()
+    page.goto(dashboard.url + f"/deploys/{name}/staging/1")
+    waiting = page.locator("#waiting")
+    expect(waiting).to_have_text("no worker serves work queue 'prod-net' (deploy-2 is lost)")
+    with session_scope(dashboard.engine) as session:
+        session.execute(update(Deploy).where(Deploy.app_id == app_id).values(waiting_for=None))
+    expect(waiting).to_be_hidden(timeout=20_000)  # a worker took it: the page follows

@@ -23,6 +23,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+from prefect.blocks.system import Secret
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -177,6 +178,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "SENTRY_TOKEN": "sntrys_test",
             "DEPLOY_SSH_KEY": ssh[0].private,
             "E2E_SECRET": E2E_SECRET,
+            # What the environment lacks, flow runs read from Prefect's Secret blocks.
+            "FREIGHT_SECRET_BLOCKS": "true",
         }
         services = Services(github, slack, sentry, ssh)  # type: ignore[arg-type]
         with (
@@ -371,6 +374,26 @@ def test_a_secret_is_masked_in_every_log_however_it_is_printed(env: Env) -> None
         **logs_of_processes,
     }.items():
         assert E2E_SECRET not in text.replace("\r", ""), where
+
+
+def test_a_secret_kept_in_a_prefect_secret_block_reaches_the_command_masked(env: Env) -> None:
+    # Not in the environment of any process of the stack: only in Prefect.
+    assert "E2E_BLOCK_TOKEN" not in env.stack.env
+    value = f"blk-{uuid.uuid4().hex}"
+    Secret(value=value).save("e2e-block-token", overwrite=True, _sync=True)  # type: ignore[call-arg]
+    app = env.app(
+        f'test "$TOKEN" = {value} && echo "block token: $TOKEN"',
+        provider={"env": {"TOKEN": "${E2E_BLOCK_TOKEN}"}},
+    )
+    deploy_id = env.create(app)
+    done = env.wait_status(deploy_id, DeployStatus.FINISHED, DeployStatus.FAILED)
+    assert done.status == DeployStatus.FINISHED, env.log(deploy_id)
+    assert "block token: ********\n" in env.log(deploy_id) and value not in env.log(deploy_id)
+    # One that is nowhere fails the deploy, naming both places it was looked for.
+    missing = env.create(env.app("echo never", provider={"env": {"T": "${E2E_NOWHERE}"}}))
+    failed = env.wait_status(missing, DeployStatus.FINISHED, DeployStatus.FAILED)
+    assert failed.status == DeployStatus.FAILED
+    assert "Prefect's Secret block 'e2e-nowhere'" in env.log(missing)
 
 
 def test_queue_runs_one_at_a_time_in_order_while_other_envs_run_alongside(env: Env) -> None:

@@ -77,6 +77,7 @@ if (deployCard) {
   const status = document.getElementById("status");
   const duration = document.getElementById("duration");
   const reason = document.getElementById("reason");
+  const waiting = document.getElementById("waiting");
   const prefect = document.getElementById("prefect");
   // Shown once known: a queued deploy gets its reason and its Prefect run later.
   const reveal = (element) => { element.hidden = false; element.previousElementSibling.hidden = false; };
@@ -93,6 +94,9 @@ if (deployCard) {
       status.className = `status ${deploy.status}`;
       if (deploy.duration !== null) duration.textContent = `${Math.round(deploy.duration)} s`;
       if (deploy.reason) { reason.textContent = deploy.reason; reveal(reason); }
+      // Why no worker starts it, while that lasts.
+      waiting.textContent = deploy.waitingFor || "";
+      waiting.hidden = waiting.previousElementSibling.hidden = !deploy.waitingFor;
       if (deploy.flowRunId && prefect.hidden) {
         prefect.querySelector("a").href = prefect.dataset.base + deploy.flowRunId;
         reveal(prefect);
