@@ -39,6 +39,12 @@ class Sources(Mapping[str, str]):
                 return value
         raise KeyError(name)
 
+    def places(self, name: str) -> str:
+        """Where `name` was looked for, for the message that it was found nowhere."""
+        if self.blocks is None:
+            return "its environment"
+        return f"its environment, nor Prefect's Secret block '{block_name(name)}'"
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.environment)
 
@@ -51,10 +57,8 @@ def resolve(value: str, lookup: Mapping[str, str], found: list[str]) -> str:
 
     def substitute(match: re.Match[str]) -> str:
         if match[1] not in lookup:
-            raise InvalidConfig(
-                f"Secret '{match[1]}' is not set where the deploy runs (its environment, or "
-                f"Prefect's Secret block '{block_name(match[1])}' with FREIGHT_SECRET_BLOCKS)"
-            )
+            where = lookup.places(match[1]) if isinstance(lookup, Sources) else "its environment"
+            raise InvalidConfig(f"Secret '{match[1]}' is not set where the deploy runs ({where})")
         found.append(lookup[match[1]])
         return lookup[match[1]]
 

@@ -463,7 +463,7 @@ def test_secret_references_resolve_at_run_time_and_are_masked(
     missing = harness.create(app)
     assert harness.execute(missing) == DeployStatus.FAILED
     assert harness.deploy(missing).reason == (
-        "Secret 'FREIGHT_TEST_TOKEN' is not set where the deploy runs"
+        "Secret 'FREIGHT_TEST_TOKEN' is not set where the deploy runs (its environment)"
     )
 
 
