@@ -204,9 +204,9 @@ def plain_worker(stack: Stack) -> Iterator[None]:
         worker.wait(30)
 
 
-def plain_run(bench: Bench, command: str) -> UUID:
+def plain_run(bench: Bench, command: str, name: str = "plain-deploy/plain") -> UUID:
     client = bench.orchestrator.client
-    deployment = client.read_deployment_by_name("plain-deploy/plain")
+    deployment = client.read_deployment_by_name(name)
     run = client.create_flow_run_from_deployment(
         deployment.id,
         parameters={"repository": str(bench.repo), "sha": bench.sha, "command": command},

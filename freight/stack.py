@@ -420,11 +420,13 @@ def _start_control_plane(
 
 def _start_worker(stack: Stack, *, limit: int | None) -> None:
     socket_path = Path(stack.env[forkclient.SOCKET_ENV])
-    stack.start_process(
-        "forkserver", [sys.executable, "-m", "freight.forkserver", str(socket_path)]
-    )
+    # Tethered: they end with the process that runs this host's worker (see freight/tether.py).
+    tethered = [sys.executable, "-m", "freight.tether"]
+    stack.start_process("forkserver", [*tethered, "freight.forkserver", str(socket_path)])
     stack.wait_for_socket("forkserver", socket_path)
-    argv = prefect_command(
+    argv = [
+        *tethered,
+        "prefect",
         "worker",
         "start",
         "--pool",
@@ -433,7 +435,7 @@ def _start_worker(stack: Stack, *, limit: int | None) -> None:
         "process",
         "--name",
         stack.settings.host_name,
-    )
+    ]
     # A worker polling a queue that does not exist yet would get no run at all (Prefect answers
     # its poll 404), and one polling every queue would take those meant for other networks.
     for queue in (FLOWS_QUEUE, *stack.settings.worker_queues):

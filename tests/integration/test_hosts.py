@@ -27,6 +27,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
+from freight import procs
 from freight.db import ControlPlane, Deploy, DeployStatus, get_engine, session_scope, utcnow
 from freight.service.workers import freight_version
 from freight.settings import Settings
@@ -518,3 +519,25 @@ def test_a_worker_serving_one_work_queue_alone_runs_its_deploys_and_no_others(
     assert cluster.workers_seen()["prod-1"]["queues"] == ["prod-net"]
     cluster.workers["prod-1"].send_signal(signal.SIGTERM)  # drained: nothing runs there
     assert cluster.workers["prod-1"].wait(60) == 0
+
+
+def test_a_killed_freight_worker_leaves_no_prefect_worker_or_fork_server_behind(
+    cluster: Cluster,
+) -> None:
+    host = "h2"
+    process = cluster.workers[host]
+    tree = procs.descendants({process.pid}) - {process.pid}
+    assert len(tree) >= 2, tree  # its fork server and its Prefect worker
+    os.kill(process.pid, signal.SIGKILL)  # only `freight worker`, not the host
+    process.wait()
+    wait_for(
+        lambda: not tree & {p.pid for p in procs.live_processes()},
+        10,
+        "its fork server and Prefect worker to end",
+    )
+    wait_for(lambda: cluster.workers_seen()[host]["state"] == "lost", 15, "the lost worker")
+    cluster.start_worker(host)  # started again, nothing of the old one is in its way
+    wait_for(lambda: cluster.workers_seen()[host]["state"] == "running", 60, "it to be back")
+    [app] = cluster.apps(1)
+    ids = [cluster.post(app, env) for env in ("staging", "production")]
+    assert {d.status for d in cluster.wait_ended(ids, 120)} == {DeployStatus.FINISHED}
