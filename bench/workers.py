@@ -83,6 +83,9 @@ class Workers:
     def __init__(self, bench: Bench, base: Path) -> None:
         self.bench = bench
         self.base = base
+        # Enterable by the deploy user `freight worker` makes when run by root (its checkouts
+        # are under each home).
+        base.mkdir(mode=0o711)
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def env(self, name: str) -> dict[str, str]:

@@ -63,10 +63,15 @@ PREFECT_DEFAULTS = {
 
 
 def prefect_env(
-    settings: Settings, base: Mapping[str, str] | None = None, *, forkserver: bool = True
+    settings: Settings,
+    base: Mapping[str, str] | None = None,
+    *,
+    forkserver: bool = True,
+    embedded_db: bool = True,
 ) -> dict[str, str]:
     """The environment of every Prefect process of the stack (server, CLI, worker, flow runs);
-    `forkserver`: whether a fork server runs on this host (the API starts runs there)."""
+    `forkserver`: whether a fork server runs on this host (the API starts runs there);
+    `embedded_db`: whether this host runs the embedded PostgreSQL."""
     api = urlparse(settings.prefect_api_url)
     home = settings.home.resolve()
     env = {**(os.environ if base is None else base), **PREFECT_DEFAULTS}
@@ -83,12 +88,14 @@ def prefect_env(
             "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url,
             # Prefect's API starts deploys and shows every deploy's log: without auth, anyone
             # who reaches its port could deploy any app past Freight's API and its keys.
-            # Where libpq and asyncpg find the embedded PostgreSQL's password.
-            "PGPASSFILE": str(passfile(settings)),
             "PREFECT_SERVER_API_AUTH_STRING": prefect_auth(settings),
             "PREFECT_API_AUTH_STRING": prefect_auth(settings),
         }
     )
+    if embedded_db:
+        # Where libpq and asyncpg find the embedded PostgreSQL's password. Elsewhere (a worker
+        # host) the operator's own PGPASSFILE, if any, is the one to use.
+        env["PGPASSFILE"] = str(passfile(settings))
     if forkserver:
         env[forkclient.SOCKET_ENV] = str(default_socket(home))
     else:
@@ -157,8 +164,15 @@ def _one_certificate(directory: Path) -> Path:
     return path
 
 
+def tethered(module: str, *args: str) -> list[str]:
+    """The command that runs a Python module of this interpreter, ending with the process that
+    started it (freight/tether.py): `freight up`, `freight server` or `freight worker` killed
+    with -9 leaves none of its processes behind, as they run in sessions of their own."""
+    return [sys.executable, "-m", "freight.tether", str(os.getpid()), module, *args]
+
+
 def prefect_command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "prefect"), *args]
+    return tethered("prefect", *args)
 
 
 # A process that dies more often than this within RESTART_WINDOW seconds stops the stack.
@@ -366,7 +380,9 @@ def running_stack(
     """
     log_dir = settings.home.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = prefect_env(settings, forkserver=worker) | dict(extra_env or {})
+    env = prefect_env(
+        settings, forkserver=worker, embedded_db=control_plane and settings.uses_embedded_db
+    ) | dict(extra_env or {})
     stack = Stack(
         settings=settings,
         env=env,
@@ -375,15 +391,16 @@ def running_stack(
     )
     # This process reaches the embedded database too (migrations, the catalogue, callers').
     earlier = os.environ.get("PGPASSFILE")
-    os.environ["PGPASSFILE"] = stack.env["PGPASSFILE"]
+    if "PGPASSFILE" in stack.env:
+        os.environ["PGPASSFILE"] = stack.env["PGPASSFILE"]
     try:
         if control_plane:
             _start_control_plane(stack, prepare, say, one_machine=worker)
         if worker:
             _start_worker(stack, limit=None if control_plane else settings.worker_limit)
         if control_plane:
-            stack.start_process("api", [sys.executable, "-m", "freight.api"])
-            stack.start_process("reconciler", [sys.executable, "-m", "freight.reconcile"])
+            stack.start_process("api", tethered("freight.api"))
+            stack.start_process("reconciler", tethered("freight.reconcile"))
             stack.wait_healthy("api", f"{stack.api_url}/health")
         yield stack
     finally:
@@ -420,22 +437,12 @@ def _start_control_plane(
 
 def _start_worker(stack: Stack, *, limit: int | None) -> None:
     socket_path = Path(stack.env[forkclient.SOCKET_ENV])
-    # Tethered: they end with the process that runs this host's worker (see freight/tether.py).
-    tethered = [sys.executable, "-m", "freight.tether"]
-    stack.start_process("forkserver", [*tethered, "freight.forkserver", str(socket_path)])
+    stack.start_process("forkserver", tethered("freight.forkserver", str(socket_path)))
     stack.wait_for_socket("forkserver", socket_path)
-    argv = [
-        *tethered,
-        "prefect",
-        "worker",
-        "start",
-        "--pool",
-        WORK_POOL,
-        "--type",
-        "process",
-        "--name",
+    argv = prefect_command(
+        "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name",
         stack.settings.host_name,
-    ]
+    )  # fmt: skip
     # A worker polling a queue that does not exist yet would get no run at all (Prefect answers
     # its poll 404), and one polling every queue would take those meant for other networks.
     for queue in (FLOWS_QUEUE, *stack.settings.worker_queues):

@@ -1,5 +1,6 @@
-"""`python -m freight.tether MODULE [ARG...]`: run a Python module as this process, and end it
-the moment the process that started it is gone. A worker host's fork server and Prefect worker
+"""`python -m freight.tether PID MODULE [ARG...]`: run a Python module as this process, and end
+it the moment its parent is no longer PID, the process that started it (given, not read at
+start: that parent may be gone already by then). A worker host's fork server and Prefect worker
 run so: a `freight worker` killed with -9 must not leave a Prefect worker taking runs for a host
 that no longer reports itself, nor a fork server holding the socket its successor needs.
 
@@ -27,9 +28,9 @@ def _watch(parent: int) -> None:
 
 
 def main() -> None:
-    module, *args = sys.argv[1:]
+    parent, module, *args = sys.argv[1:]
     # Forked children (the fork server's runs) get only the forking thread: no tether of theirs.
-    threading.Thread(target=_watch, args=(os.getppid(),), name="tether", daemon=True).start()
+    threading.Thread(target=_watch, args=(int(parent),), name="tether", daemon=True).start()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -151,6 +152,8 @@ class Cluster:
     tmp: Path
     remote_db_url: str
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Processes of the control plane its supervisor must not start again (an outage).
+    keep_down: set[str] = field(default_factory=set)
 
     @property
     def api(self) -> str:
@@ -295,9 +298,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         stop = threading.Event()
         with running_stack(settings, worker=False) as stack:
-            supervisor = threading.Thread(target=stack.supervise, args=(stop,), daemon=True)
-            supervisor.start()
             made = Cluster(stack, settings, get_engine(url), tmp, remote_db_url)
+            supervisor = threading.Thread(
+                target=stack.supervise,
+                args=(stop,),
+                kwargs={"keep_down": made.keep_down},
+                daemon=True,
+            )
+            supervisor.start()
             try:
                 for host in HOSTS:
                     made.start_worker(host)
@@ -329,12 +337,21 @@ def test_a_burst_runs_on_every_host_once_each_in_turn(cluster: Cluster) -> None:
         for env in ("staging", "production")
     ]
     deploys = cluster.wait_ended(ids, 300)
-    assert {d.status for d in deploys} == {DeployStatus.FINISHED}
     assert {d.runner_host for d in deploys} == set(HOSTS)  # every host took work
+    assert_each_ran_once_in_turn(cluster, apps, deploys, per_queue=4)
+
+
+def assert_each_ran_once_in_turn(
+    cluster: Cluster, apps: list[str], deploys: list[Deploy], *, per_queue: int
+) -> None:
+    """Every deploy finished; per app/env each command started once, in number order, and
+    ended before the next one started."""
+    assert {d.status for d in deploys} == {DeployStatus.FINISHED}, cluster.diagnostics()
     runs = cluster.starts(apps)
+    assert len(runs) == 2 * len(apps)
     for (app, env), events in runs.items():
         numbers = [n for kind, n in events if kind == "start"]
-        assert numbers == sorted(numbers) == list(range(1, 5)), (app, env, events)
+        assert numbers == sorted(numbers) == list(range(1, per_queue + 1)), (app, env, events)
         for (kind, n), (next_kind, next_n) in itertools.pairwise(events):
             if kind == "start":
                 assert (next_kind, next_n) == ("end", n), (app, env, events)  # never overlapping
@@ -541,3 +558,28 @@ def test_a_killed_freight_worker_leaves_no_prefect_worker_or_fork_server_behind(
     [app] = cluster.apps(1)
     ids = [cluster.post(app, env) for env in ("staging", "production")]
     assert {d.status for d in cluster.wait_ended(ids, 120)} == {DeployStatus.FINISHED}
+
+
+def test_prefect_away_for_30s_while_hosts_deploy_loses_nothing(cluster: Cluster) -> None:
+    apps = cluster.apps(2)
+    server = cluster.stack.processes["server"]
+    pairs = [(app, env) for _ in range(4) for app in apps for env in ("staging", "production")]
+    ids: list[int] = []
+
+    def outage() -> None:
+        wait_for(lambda: len(ids) >= 4, 60, "the first deploys")
+        cluster.keep_down.add("server")
+        for pid in procs.descendants({server.pid}):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(30)
+        cluster.keep_down.discard("server")  # the supervisor starts it again
+
+    outside = threading.Thread(target=outage)
+    outside.start()
+    for app, env in pairs:  # Freight's API takes them with Prefect away: the queue is its own
+        ids.append(cluster.post(app, env))
+    outside.join()
+    deploys = cluster.wait_ended(ids, 400)
+    assert_each_ran_once_in_turn(cluster, apps, deploys, per_queue=4)
+    assert all(cluster.workers_seen()[host]["state"] == "running" for host in HOSTS)

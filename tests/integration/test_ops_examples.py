@@ -7,6 +7,7 @@ machine), run a deploy on the worker and stop as systemd stops them."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shlex
 import signal
@@ -21,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from freight import procs
 from freight.db import DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.service import deploys
@@ -237,7 +239,8 @@ def test_the_units_commands_run_a_deploy_and_stop_as_systemd_stops_them(tmp_path
             server.send_signal(signal.SIGTERM)
             assert server.wait(int(server_unit["TimeoutStopSec"])) == 0, logs()
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            for process in processes:  # its processes too, were it to fail to stop them
+                for pid in procs.descendants({process.pid}):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.wait()
