@@ -190,6 +190,7 @@ class DeployRun:
                 return False
             deploy.date_started = deploy.heartbeat_at = utcnow()
             deploy.runner_host, deploy.runner_pid = self.settings.host_name, os.getpid()
+            deploy.waiting_for = None  # a worker took it
             # What is live now, not when the deploy was queued: that is what it replaces.
             deploy.prev_sha = releases.current_sha(session, deploy.app_id, deploy.environment)
             deploy.flow_run_id = self.run_id

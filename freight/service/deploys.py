@@ -390,6 +390,7 @@ def mark_ended(
     """Record a final status, with its reason in the log (unless already told) and the outbox."""
     deploy.status = status
     deploy.reason = reason
+    deploy.waiting_for = None
     deploy.date_finished = utcnow()
     if status == DeployStatus.FINISHED:
         releases.record_finished(session, deploy)

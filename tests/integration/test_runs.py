@@ -397,6 +397,21 @@ def test_a_run_no_worker_serves_waits_saying_why_until_one_does(harness: Harness
     reconciler.pass_once()
     assert harness.deploy(deploy_id).waiting_for is None
     assert harness.execute(deploy_id) == DeployStatus.FINISHED
+    # One that ends while it waits (cancelled, say) no longer says it waits.
+    stranded = harness.create(app)
+    reconciler.pass_once()
+    with session_scope(harness.engine) as session:
+        workers.report(
+            session, "h2", limit=2, queues=["prod-net"], pid=1, state=WorkerState.STOPPED,
+            started=now,
+        )  # fmt: skip
+    reconciler.pass_once()
+    assert (
+        harness.deploy(stranded).waiting_for
+        == "no worker serves work queue 'prod-net' (h2 is stopped)"
+    )
+    harness.handover.cancel(stranded, by="ana")
+    assert harness.deploy(stranded).waiting_for is None
 
 
 def test_failing_notifier_is_retried_and_never_fails_the_deploy(harness: Harness) -> None:
