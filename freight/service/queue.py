@@ -122,7 +122,9 @@ def reclaim(session: Session, deploy: Deploy) -> None:
 
 def record_run(session: Session, deploy_id: int, *, claim: str, run_id: str) -> bool:
     """Note the run a claim was handed to; False if the claim is no longer the deploy's
-    (cancelled or taken meanwhile): that run must not go on."""
+    (cancelled or taken meanwhile): that run must not go on. A run that began the deploy itself
+    while it was being handed over (a worker took it before the hand-over's answer came) is the
+    deploy's own, whether it still runs or has ended it already."""
     done = session.execute(
         update(Deploy)
         .where(
@@ -133,7 +135,9 @@ def record_run(session: Session, deploy_id: int, *, claim: str, run_id: str) -> 
         )
         .values(flow_run_id=run_id)
     )
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+    if done.rowcount:  # type: ignore[attr-defined]
+        return True
+    return session.scalar(select(Deploy.flow_run_id).where(Deploy.id == deploy_id)) == run_id
 
 
 def holds_claim(session: Session, deploy_id: int, claim: str) -> bool:

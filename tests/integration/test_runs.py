@@ -22,7 +22,7 @@ from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, Worker, session_scope, utcnow
 from freight.execution import delivery, housekeeping, refs
 from freight.execution.handover import HandOver
-from freight.execution.ports import RunState
+from freight.execution.ports import RunState, Submission
 from freight.execution.reconciler import MAX_HAND_OVERS, Reconciler, Timing
 from freight.plugins import PluginConfig
 from freight.service import deploys, locks, logs, releases, workers
@@ -563,6 +563,29 @@ def test_reconciler_spares_a_late_heartbeat_whose_runner_works_here(harness: Har
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_late_hand_over_of_a_run_that_already_ran_its_deploy_leaves_that_run_alone(
+    harness: Harness,
+) -> None:
+    """The API died after making the run and before noting it; the reconciler hands the claim
+    over again, and while Prefect is slow to answer, a worker runs the run to the end."""
+    deploy_id = harness.create(harness.app("echo ok"))
+    harness.age(deploy_id, flow_run_id=None)
+    answer = harness.orchestrator.submit
+
+    def slow_answer(submission: Submission) -> str:
+        run_id = answer(submission)  # the same run: one per claim
+        ran = run_inline(
+            harness.settings, harness.handover, deploy_id, run_id=run_id, claim=submission.claim
+        )
+        assert ran == DeployStatus.FINISHED
+        return run_id
+
+    harness.orchestrator.submit = slow_answer  # type: ignore[method-assign]
+    harness.handover.resubmit(deploy_id)
+    assert harness.orchestrator.cancelled == []  # the run that did the deploy is not cancelled
+    assert harness.deploy(deploy_id).status == DeployStatus.FINISHED
 
 
 def test_a_claim_whose_hand_over_was_lost_is_handed_over_again_once(harness: Harness) -> None:
