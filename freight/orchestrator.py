@@ -35,10 +35,12 @@ from prefect.settings import (
 from prefect.states import Cancelled, Crashed, Pending, Scheduled
 
 from freight.db import utcnow
+from freight.errors import IntegrationError
 from freight.execution.ports import RunState, RunStatus, Submission
 from freight.service.releases import ReleaseNotes
 
 HEALTH_TIMEOUT = 3.0
+SECRET_READ_TIMEOUT = 5.0
 HAND_OVER_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 _STATES: dict[StateType, RunState] = {
@@ -207,11 +209,16 @@ class PrefectOrchestrator:
 
 
 def secret_block(name: str) -> str | None:
-    """The value of Prefect's Secret block `name`; None if there is no such block."""
+    """The value of Prefect's Secret block `name`; None if there is no such block. Asked once,
+    for SECRET_READ_TIMEOUT at most: the API screening a request waits on it, and Prefect's
+    client would retry an absent server for minutes."""
     try:
-        block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+        with one_try_each(SECRET_READ_TIMEOUT):
+            block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
     except ValueError:  # Prefect's word for "no block of that name"
         return None
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        raise IntegrationError(f"Prefect's Secret block '{name}' could not be read: {exc}") from exc
     value = block.get()
     return value if isinstance(value, str) else json.dumps(value)
 

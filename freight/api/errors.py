@@ -17,6 +17,7 @@ from freight.errors import (
     AppLocked,
     CheckFailed,
     Conflict,
+    ExternalError,
     Forbidden,
     FreightError,
     InvalidRequest,
@@ -37,6 +38,8 @@ STATUS: list[tuple[type[FreightError], int]] = [
     (InvalidRequest, 400),
     (AppLocked, 400),
     (CheckFailed, 400),
+    # A service Freight depends on (git, Prefect, an integration) failed: not Freight's bug.
+    (ExternalError, 502),
 ]
 UNAUTHORIZED_MESSAGE = "You are not authorized."
 

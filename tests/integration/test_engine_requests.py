@@ -18,8 +18,9 @@ import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from freight.errors import IntegrationError
 from freight.execution.side_by_side import side_by_side
-from freight.orchestrator import PrefectOrchestrator, one_try_each
+from freight.orchestrator import PrefectOrchestrator, one_try_each, secret_block
 
 
 @dataclass
@@ -112,3 +113,25 @@ def test_a_hung_engine_is_given_up_on_after_the_timeout() -> None:
 @pytest.mark.parametrize("at_once", [1, 3])
 def test_side_by_side_keeps_the_order_of_the_items(at_once: int) -> None:
     assert side_by_side(lambda n: n * n, range(7), at_once=at_once) == [0, 1, 4, 9, 16, 25, 36]
+
+
+def test_a_secret_block_is_not_waited_for_past_its_timeout_on_a_hung_engine() -> None:
+    with overwhelmed_engine() as engine, temporary_settings({PREFECT_API_URL: engine.url}):
+        engine.hung.set()
+        failure: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                secret_block("deploy-token")
+            except BaseException as exc:
+                failure.append(exc)
+
+        # In a thread of its own, in this context (where the engine's address is set).
+        reading = threading.Thread(target=contextvars.copy_context().run, args=(read,))
+        reading.start()
+        reading.join(timeout=30)  # Prefect's client alone: a minute per try, six tries
+        assert failure, "the read still waits on the hung engine"
+    [error] = failure
+    assert isinstance(error, IntegrationError), error
+    assert "Secret block 'deploy-token' could not be read" in error.message
+    assert len(engine.requests) == 1
