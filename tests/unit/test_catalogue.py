@@ -230,6 +230,20 @@ def replace(text: str, old: str, new: str) -> str:
             id="no-environments",
         ),
         pytest.param(
+            replace(MINIMAL, "{staging: {}}", "{staging: {work_queue: '../prod'}}"),
+            "invalid_resource",
+            "environments.staging.work_queue",
+            "'../prod' is not a valid name",
+            id="bad-environment-work-queue",
+        ),
+        pytest.param(
+            MINIMAL + 'work_queue: "prod\\u0000net"\n',
+            "invalid_resource",
+            "work_queue",
+            "is not a valid name",
+            id="nul-in-app-work-queue",
+        ),
+        pytest.param(
             replace(MINIMAL, "repository: https://github.com/acme/web.git", "repository: ''"),
             "invalid_resource",
             "repository",

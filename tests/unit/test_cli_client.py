@@ -49,3 +49,16 @@ def test_deploy_names_become_api_paths(name: str, path: str) -> None:
 def test_anything_else_is_refused(name: str) -> None:
     with pytest.raises(ApiError, match="APP/ENV#NUMBER"):
         task_path(name)
+
+
+@pytest.mark.parametrize("queue", ["../prod", "prod\x00net", ""])
+def test_a_worker_asked_to_serve_a_hostile_queue_name_refuses_naming_the_option(
+    queue: str,
+) -> None:
+    from typer.testing import CliRunner
+
+    from freight.cli import app, worker  # noqa: F401  (the command registers on import)
+
+    result = CliRunner().invoke(app, ["worker", "--queue", queue])
+    assert result.exit_code == 2, result.output
+    assert "--queue" in result.output and "is not a valid name" in result.output
