@@ -373,14 +373,17 @@ def test_a_run_no_worker_serves_waits_saying_why_until_one_does(harness: Harness
     [submission] = harness.orchestrator.submissions
     assert submission.work_queue == "prod-net"  # only the workers serving it may run it
     everyday = harness.create(harness.app("echo ok"))
-    now = utcnow()
-    with session_scope(harness.engine) as session:
-        for name, queues in (("h1", ["deploys"]), ("h2", ["deploys", "prod-net"])):
+
+    def beat(name: str, queues: list[str], state: WorkerState = WorkerState.RUNNING) -> None:
+        with session_scope(harness.engine) as session:
             workers.report(
-                session, name, limit=2, queues=queues, pid=1, state=WorkerState.RUNNING,
-                started=now,
-            )  # fmt: skip
-        silent = now - timedelta(seconds=60)  # h2 went silent a minute ago: lost
+                session, name, limit=2, queues=queues, pid=1, state=state, started=utcnow()
+            )
+
+    beat("h1", ["deploys"])
+    beat("h2", ["deploys", "prod-net"])
+    with session_scope(harness.engine) as session:
+        silent = utcnow() - timedelta(seconds=60)  # h2 went silent a minute ago: lost
         session.execute(update(Worker).where(Worker.name == "h2").values(heartbeat_at=silent))
     reconciler = harness.reconciler()
     why = "no worker serves work queue 'prod-net' (h2 is lost)"
@@ -389,22 +392,14 @@ def test_a_run_no_worker_serves_waits_saying_why_until_one_does(harness: Harness
     assert harness.deploy(everyday).waiting_for is None  # h1 serves its queue
     assert reconciler.pass_once().waiting == []  # said once
     assert log_text(harness.engine, deploy_id).count(f">> Waiting: {why}") == 1
-    with session_scope(harness.engine) as session:
-        workers.report(
-            session, "h2", limit=2, queues=["prod-net"], pid=1, state=WorkerState.RUNNING,
-            started=now,
-        )  # fmt: skip
+    beat("h2", ["prod-net"])
     reconciler.pass_once()
     assert harness.deploy(deploy_id).waiting_for is None
     assert harness.execute(deploy_id) == DeployStatus.FINISHED
     # One that ends while it waits (cancelled, say) no longer says it waits.
     stranded = harness.create(app)
     reconciler.pass_once()
-    with session_scope(harness.engine) as session:
-        workers.report(
-            session, "h2", limit=2, queues=["prod-net"], pid=1, state=WorkerState.STOPPED,
-            started=now,
-        )  # fmt: skip
+    beat("h2", ["prod-net"], WorkerState.STOPPED)
     reconciler.pass_once()
     assert (
         harness.deploy(stranded).waiting_for
