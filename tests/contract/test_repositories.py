@@ -112,5 +112,6 @@ def test_git_that_a_request_waits_on_is_bounded_by_the_setting(
         silent.listen(1)
         save_app(engine, "web", f"git://127.0.0.1:{silent.getsockname()[1]}/web.git")
         failed = c.post("/deploys/", json={"app": "web", "user": "ana"})
-        assert "git clone timed out after 0.5s" in error(failed, 500, "vcs_error")
+        # The remote failed, not Freight: a bad gateway, never a 500.
+        assert "git clone timed out after 0.5s" in error(failed, 502, "vcs_error")
     assert count_deploys(engine) == 0
