@@ -1,4 +1,5 @@
-"""What every provider receives: a frozen description of the deploy and the means to report."""
+"""What every provider receives: a frozen description of the deploy (DeployContext, shared with
+the agent) and the means to report."""
 
 from __future__ import annotations
 
@@ -9,50 +10,9 @@ from typing import Protocol
 
 import httpx
 
+from freight.commands import DeployContext
 from freight.plugins import PluginConfig, ServiceUrls
 from freight.system_users import RunAs
-
-
-@dataclass(frozen=True)
-class DeployContext:
-    deploy_id: int
-    app: str
-    environment: str
-    number: int
-    ref: str
-    sha: str
-    prev_sha: str | None
-    user: str
-    workspace: Path
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    def template_values(self) -> dict[str, object]:
-        return {
-            "app": self.app,
-            "environment": self.environment,
-            "sha": self.sha,
-            "prev_sha": self.prev_sha or "",
-            "ref": self.ref,
-            "number": self.number,
-            "workspace": str(self.workspace),
-            "params": dict(self.params),
-        }
-
-    def env_vars(self) -> dict[str, str]:
-        env = {
-            "FREIGHT_APP": self.app,
-            "FREIGHT_ENVIRONMENT": self.environment,
-            "FREIGHT_SHA": self.sha,
-            "FREIGHT_PREV_SHA": self.prev_sha or "",
-            "FREIGHT_REF": self.ref,
-            "FREIGHT_NUMBER": str(self.number),
-            "FREIGHT_DEPLOY_ID": str(self.deploy_id),
-            "FREIGHT_USER": self.user,
-            "FREIGHT_WORKSPACE": str(self.workspace),
-        }
-        for key, value in self.params.items():
-            env[f"FREIGHT_PARAM_{key.upper()}"] = value
-        return env
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from typing import ClassVar, Literal
 from fabric import Connection
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from freight.commands import check_template, exports, render_command
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout, ExternalError
 from freight.plugins import PluginConfig
 from freight.providers import registry
 from freight.providers.base import DeployContext, ProviderRuntime
-from freight.providers.templates import check_template, exports, render_command
 
 WATCH_INTERVAL = 0.2
 

@@ -6,10 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from freight.commands import check_template, render_command
 from freight.plugins import PluginConfig
 from freight.providers import registry
 from freight.providers.base import DeployContext, ProviderRuntime
-from freight.providers.templates import check_template, render_command
 from freight.runner import run_process
 
 

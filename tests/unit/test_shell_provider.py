@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from freight.commands import render_command
 from freight.errors import InvalidProvider
 from freight.providers import DeployContext
 from freight.providers.shell import ShellConfig
-from freight.providers.templates import render_command
 
 CONTEXT = DeployContext(
     deploy_id=7,

@@ -1,6 +1,7 @@
-"""Command templates (`bin/deploy {environment} {sha}`), shared by the providers that run
-commands: each variable reaches the shell only as a quoted reference to its FREIGHT_*
-environment variable, never as text the shell would parse."""
+"""What a deploy command sees: its variables (DeployContext) and its template
+(`bin/deploy {environment} {sha}`), shared by the providers that run commands and by the agent
+(which imports nothing heavier than this). Each variable reaches the shell only as a quoted
+reference to its FREIGHT_* environment variable, never as text the shell would parse."""
 
 from __future__ import annotations
 
@@ -9,9 +10,53 @@ import re
 import shlex
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from freight.errors import InvalidProvider
-from freight.providers.base import DeployContext
+
+
+@dataclass(frozen=True)
+class DeployContext:
+    deploy_id: int
+    app: str
+    environment: str
+    number: int
+    ref: str
+    sha: str
+    prev_sha: str | None
+    user: str
+    workspace: Path
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def template_values(self) -> dict[str, object]:
+        return {
+            "app": self.app,
+            "environment": self.environment,
+            "sha": self.sha,
+            "prev_sha": self.prev_sha or "",
+            "ref": self.ref,
+            "number": self.number,
+            "workspace": str(self.workspace),
+            "params": dict(self.params),
+        }
+
+    def env_vars(self) -> dict[str, str]:
+        env = {
+            "FREIGHT_APP": self.app,
+            "FREIGHT_ENVIRONMENT": self.environment,
+            "FREIGHT_SHA": self.sha,
+            "FREIGHT_PREV_SHA": self.prev_sha or "",
+            "FREIGHT_REF": self.ref,
+            "FREIGHT_NUMBER": str(self.number),
+            "FREIGHT_DEPLOY_ID": str(self.deploy_id),
+            "FREIGHT_USER": self.user,
+            "FREIGHT_WORKSPACE": str(self.workspace),
+        }
+        for key, value in self.params.items():
+            env[f"FREIGHT_PARAM_{key.upper()}"] = value
+        return env
+
 
 VARIABLES = {
     "app": "FREIGHT_APP",
