@@ -6,6 +6,7 @@ reference to its FREIGHT_* environment variable, never as text the shell would p
 from __future__ import annotations
 
 import enum
+import os
 import re
 import shlex
 import string
@@ -56,6 +57,15 @@ class DeployContext:
         for key, value in self.params.items():
             env[f"FREIGHT_PARAM_{key.upper()}"] = value
         return env
+
+
+# Environment variables a deploy command inherits from the runner (or the agent) that starts
+# it; the rest (keys, database URLs) is not its business.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "SSH_AUTH_SOCK", "TMPDIR")
+
+
+def inherited_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
 
 
 VARIABLES = {

@@ -28,3 +28,21 @@ def check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+
+
+# A machine is named for its host (`web-1`, `web-1.eu.example.com`), so longer names are fine.
+MACHINE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+
+
+def check_machine_name(value: str) -> str:
+    if not MACHINE_PATTERN.fullmatch(value) or ".." in value:
+        raise PydanticCustomError(
+            "invalid_name",
+            "'{name}' is not a valid machine name: 1 to 253 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'",
+            {"name": value},
+        )
+    return value
+
+
+MachineName = Annotated[str, AfterValidator(check_machine_name)]

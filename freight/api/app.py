@@ -21,6 +21,7 @@ from freight.api.routes import (
     health,
     keys,
     locks,
+    machines,
     releases,
     stats,
     webhooks,
@@ -70,7 +71,7 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
         default_response_class=JSONResponse,
     )
     errors.install(app)
-    for module in (apps, deploys, locks, releases, keys, stats, workers):
+    for module in (apps, deploys, locks, releases, keys, stats, workers, machines):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(webhooks.router)
     app.include_router(health.router)

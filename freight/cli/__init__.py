@@ -23,7 +23,16 @@ def connect() -> Client:
 
 
 def main() -> None:
-    from freight.cli import apps, deploys, keys, locks, releases, up, worker  # noqa: F401  (commands register on import)
+    from freight.cli import (  # noqa: F401  (commands register on import)
+        agent,
+        apps,
+        deploys,
+        keys,
+        locks,
+        releases,
+        up,
+        worker,
+    )
 
     try:
         app()

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -354,3 +355,135 @@ class AutoDeployState(Base):
     state: Mapped[str] = mapped_column(String(20), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     date_checked: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Machine(Base):
+    """A machine whose agent checks in (`freight agent`): who it is, and when it last spoke."""
+
+    __tablename__ = "machine"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    # Seconds between its check-ins, as its agent says: stale and lost count missed ones.
+    interval: Mapped[float] = mapped_column(Float, default=15.0)
+    address: Mapped[str | None] = mapped_column(String(64))
+    # online, stale or lost, as last judged (a change is announced once).
+    status: Mapped[str] = mapped_column(String(16), default="online")
+    date_first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MachineApp(Base):
+    """What one machine runs of one app/environment now, as its last check-in said."""
+
+    __tablename__ = "machine_app"
+    __table_args__ = (
+        UniqueConstraint("machine_id", "app_id", "environment", name="uq_machine_app"),
+        Index("ix_machine_app_env", "app_id", "environment"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(200))
+    # Why the agent could not tell the version (its command failed, the file is missing).
+    error: Mapped[str | None] = mapped_column(Text)
+    # Its agent has a deploy command for it: it takes pull deploys.
+    can_deploy: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Drift as last judged at a check-in (a change is announced once).
+    drift: Mapped[bool] = mapped_column(Boolean, default=False)
+    date_changed: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    machine: Mapped[Machine] = relationship(lazy="joined")
+    app: Mapped[App] = relationship(lazy="joined")
+
+
+class MachineVersion(Base):
+    """History: each version a machine reported for an app/environment, from when it first
+    reported it (a row per change, not per check-in: last_seen tells that it still runs)."""
+
+    __tablename__ = "machine_version"
+    __table_args__ = (Index("ix_machine_version_at", "machine_id", "app_id", "environment", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class PullOrder(Base):
+    """A pull deploy's desired version, published for the agents: which machines it counts on
+    and how many must report success. Cancelled tells the agents to stop."""
+
+    __tablename__ = "pull_order"
+    __table_args__ = (Index("ix_pull_order_env", "app_id", "environment"),)
+
+    deploy_id: Mapped[int] = mapped_column(
+        ForeignKey("deploy.id", ondelete="CASCADE"), primary_key=True
+    )
+    app_id: Mapped[int] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    sha: Mapped[str] = mapped_column(String(40))
+    machines: Mapped[list[str]] = mapped_column(JSON, default=list)
+    need: Mapped[int] = mapped_column(Integer)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    deploy: Mapped[Deploy] = relationship(lazy="joined")
+
+
+class MachineRun(Base):
+    """One machine's run of a pull deploy's command (or of a catch-up to it)."""
+
+    __tablename__ = "machine_run"
+    __table_args__ = (UniqueConstraint("deploy_id", "machine_id", name="uq_machine_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    # running, succeeded, failed or cancelled
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    message: Mapped[str | None] = mapped_column(Text)
+    # Output lines received so far: the agent numbers them, so a batch sent twice counts once.
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    date_started: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_finished: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    machine: Mapped[Machine] = relationship(lazy="joined")
+
+
+class MachineOutput(Base):
+    """Output lines of a machine's run, until the deploy's runner copies them into its log."""
+
+    __tablename__ = "machine_output"
+    __table_args__ = (Index("ix_machine_output_deploy", "deploy_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploy.id", ondelete="CASCADE"))
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MachineEvent(Base):
+    """Outbox and history of what the fleet did: drift found or resolved, a machine lost."""
+
+    __tablename__ = "machine_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    app_id: Mapped[int | None] = mapped_column(ForeignKey("app.id", ondelete="CASCADE"))
+    environment: Mapped[str | None] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    date_delivered: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    machine: Mapped[Machine] = relationship(lazy="joined")
+    app: Mapped[App | None] = relationship(lazy="joined")

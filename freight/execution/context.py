@@ -15,6 +15,7 @@ from freight.catalogue import EnvironmentConfig
 from freight.errors import DeployCancelled
 from freight.execution.delivery import Courier
 from freight.plugins import ServiceUrls
+from freight.providers.base import Fleet
 from freight.system_users import RunAs
 
 
@@ -38,6 +39,10 @@ class Record(Protocol):
     def set_workspace(self, path: Path | None) -> None: ...
 
     def set_process_group(self, pgid: int) -> None: ...
+
+    def fleet(self) -> Fleet:
+        """The machines' agents, for a pull deploy."""
+        ...
 
     def deliver_notifications(self, output: Callable[[str], None]) -> list[str]: ...
 

@@ -12,6 +12,7 @@ from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import ClaimLost
 from freight.execution import delivery
 from freight.execution.delivery import Courier
+from freight.execution.fleet import DatabaseFleet
 from freight.execution.monitor import Claim
 from freight.service import deploys, locks
 
@@ -54,6 +55,9 @@ class RunRecord:
     def set_process_group(self, pgid: int) -> None:
         self.pgid = pgid
         self._set(runner_pgid=pgid)
+
+    def fleet(self) -> DatabaseFleet:
+        return DatabaseFleet(self.engine, self.deploy_id, claim=lambda: self.claim)
 
     def send_notices(self, output: Callable[[str], None]) -> list[str]:
         return delivery.deliver(self.engine, self.deploy_id, self.courier, output)

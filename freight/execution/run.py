@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from freight import system_users, tls
 from freight.catalogue import EnvironmentConfig
+from freight.commands import inherited_env
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.errors import ClaimLost, InvalidRequest
 from freight.execution import delivery, outcomes
@@ -34,9 +35,6 @@ from freight.execution.ports import Orchestrator
 from freight.execution.record import RunRecord
 from freight.service import deploys, logs, notifications, queue, releases
 from freight.settings import Settings, secret_source
-
-# Environment variables a deploy command inherits from the runner; the rest is not its business.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "SSH_AUTH_SOCK", "TMPDIR")
 
 
 class DeployRun:
@@ -122,7 +120,7 @@ class DeployRun:
             ),
             urls=settings.service_urls(),
             secrets=secret_source(),
-            base_env={k: os.environ[k] for k in INHERITED_ENV if k in os.environ},
+            base_env=inherited_env(),
             output=self.output,
             record=self.record,
             http=self.http,

@@ -94,6 +94,7 @@ def run_provider(ctx: RunContext) -> None:
         on_start=ctx.record.set_process_group,
         client=ctx.http,
         urls=ctx.urls,
+        fleet=ctx.record.fleet(),
     )
     providers.registry.get(config.type).run(config, context, runtime)
 

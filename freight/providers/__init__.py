@@ -6,6 +6,15 @@ from freight.providers.base import DeployContext, Provider, ProviderRuntime
 
 registry: Registry[Provider] = Registry("provider", InvalidProvider)
 
-from freight.providers import fabric, heroku, shell  # noqa: E402  (each registers itself)
+from freight.providers import fabric, heroku, pull, shell  # noqa: E402  (each registers itself)
 
-__all__ = ["DeployContext", "Provider", "ProviderRuntime", "fabric", "heroku", "registry", "shell"]
+__all__ = [
+    "DeployContext",
+    "Provider",
+    "ProviderRuntime",
+    "fabric",
+    "heroku",
+    "pull",
+    "registry",
+    "shell",
+]

@@ -16,6 +16,34 @@ from freight.system_users import RunAs
 
 
 @dataclass(frozen=True)
+class FleetReport:
+    """How a pull deploy stands: new output lines, each machine's run, and the status of each
+    machine that can deploy the environment."""
+
+    # (line id, machine, text), oldest first; ask again after the last id
+    lines: list[tuple[int, str, str]]
+    # machine -> (running | succeeded | failed | cancelled, message)
+    runs: Mapping[str, tuple[str, str | None]]
+    # machine -> online | stale | lost
+    machines: Mapping[str, str]
+
+
+class Fleet(Protocol):
+    """The machines' agents as a pull deploy reaches them (through the Freight database)."""
+
+    def publish(self, min_ready: int | None) -> tuple[list[str], int]:
+        """Make the deploy's sha the desired version; the machines counted on, and how many
+        must succeed (None: all of them)."""
+        ...
+
+    def report(self, after: int) -> FleetReport: ...
+
+    def cancel(self) -> None:
+        """Tell the agents to stop their command."""
+        ...
+
+
+@dataclass(frozen=True)
 class ProviderRuntime:
     """Limits and sinks for one provider run; the flow builds it from settings and the app."""
 
@@ -33,6 +61,8 @@ class ProviderRuntime:
     # For providers that talk to a service (Heroku): a client, and where the services are.
     client: httpx.Client | None = None
     urls: ServiceUrls = field(default_factory=ServiceUrls)
+    # For the pull provider: the agents of the machines.
+    fleet: Fleet | None = None
 
     def command_env(self, *layers: Mapping[str, str]) -> dict[str, str]:
         """A local command's environment: the inherited variables, its own home and temporary
@@ -45,6 +75,10 @@ class ProviderRuntime:
         for layer in layers:
             env.update(layer)
         return env
+
+    def agents(self) -> Fleet:
+        assert self.fleet is not None, "this provider deploys by pull: give the runtime a fleet"
+        return self.fleet
 
     def http(self) -> httpx.Client:
         assert self.client is not None, "this provider talks HTTP: give the runtime a client"

@@ -21,15 +21,23 @@ KEY_PREFIX = "frt_"
 
 
 class Scope(StrEnum):
-    """Each scope includes the ones before it: admin can deploy, deploy can read."""
+    """Each of read, deploy and admin includes the ones before it: admin can deploy, deploy
+    can read. `agent` stands apart: a machine's agent checks in, reads the desired version of
+    its apps and writes the output of their pull deploys, and may do nothing else (not even
+    read), so that a key left on every machine opens nothing more."""
 
     READ = "read"
     DEPLOY = "deploy"
     ADMIN = "admin"
+    AGENT = "agent"
 
     @property
     def rank(self) -> int:
-        return list(Scope).index(self)
+        """The place in read < deploy < admin; -1 for agent, which includes none of them."""
+        return RANKED.index(self) if self in RANKED else -1
+
+
+RANKED = (Scope.READ, Scope.DEPLOY, Scope.ADMIN)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Principal:
         return self.person or self.name
 
     def allows(self, scope: Scope) -> bool:
+        if scope == Scope.AGENT:  # an admin may do what an agent does
+            return Scope.AGENT in self.scopes or self.allows(Scope.ADMIN)
         return any(mine.rank >= scope.rank for mine in self.scopes)
 
     def allows_app(self, app: str) -> bool:
@@ -78,12 +88,12 @@ def hash_key(key: str) -> str:
 
 def parse_scopes(values: Sequence[str]) -> frozenset[Scope]:
     if not values:
-        raise InvalidRequest("A key needs at least one scope (read, deploy, admin)")
+        raise InvalidRequest("A key needs at least one scope (read, deploy, admin, agent)")
     try:
         return frozenset(Scope(value) for value in values)
     except ValueError:
         bad = next(v for v in values if v not in set(Scope))
-        raise InvalidRequest(f"Unknown scope '{bad}' (known: read, deploy, admin)") from None
+        raise InvalidRequest(f"Unknown scope '{bad}' (known: read, deploy, admin, agent)") from None
 
 
 def create_key(
@@ -103,7 +113,7 @@ def create_key(
         name=name.strip(),
         key_hash=hash_key(key),
         prefix=key[:10],
-        scopes=sorted(parsed, key=lambda s: s.rank),
+        scopes=sorted(parsed, key=list(Scope).index),
         apps=sorted(set(apps)) if apps else None,
         created_by=created_by,
     )

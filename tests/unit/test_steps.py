@@ -55,6 +55,9 @@ class Row:
     def set_process_group(self, pgid: int) -> None:
         self.groups.append(pgid)
 
+    def fleet(self) -> None:
+        """No machines: these deploys do not pull."""
+
     def send_notices(self, output: object) -> list[str]:
         self.sent += 1
         return ["started"]

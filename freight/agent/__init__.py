@@ -1,0 +1,1 @@
+"""The machine agent (`freight agent`): light, outbound only; see agent/service.py."""
