@@ -76,7 +76,7 @@ def machines(
         if value is not None
     }
     with connect() as client:
-        found = client.get("/machines/", params=params)
+        found = client.get("/machines/", **params)
     if not found:
         out.print("No machine has checked in: run `freight agent` on one.")
         return
