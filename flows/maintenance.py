@@ -31,7 +31,10 @@ def maintenance() -> None:
             logger.info("Another maintenance run is at work; this one has nothing to do")
             return
         report = housekeeping.run_maintenance(
-            engine, delivery.courier(settings, client), logger.info
+            engine,
+            delivery.courier(settings, client),
+            logger.info,
+            history_days=settings.machine_history_days,
         )
     for path in report.removed_workspaces:
         logger.info("Removed stray checkout %s", path)
@@ -39,6 +42,8 @@ def maintenance() -> None:
         logger.info("The lock on %s expired", scope)
     for deploy_id in report.notified:
         logger.info("Delivered the notifications of deploy %s", deploy_id)
+    if report.forgotten_history:
+        logger.info("Dropped %d rows of machine history past retention", report.forgotten_history)
     if report.forgotten_sessions:
         logger.info("Forgot %d logged-out sessions that expired", report.forgotten_sessions)
 

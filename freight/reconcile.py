@@ -1,5 +1,6 @@
 """`python -m freight.reconcile`: the reconciler as a process of the control plane (see
-freight/execution/reconciler.py). `freight up` runs one; several may run, one acts."""
+freight/execution/reconciler.py), with the fleet watch beside it (freight/execution/
+fleet_watch.py). `freight up` runs one; several may run, one acts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import signal
 import threading
 from types import FrameType
 
-from freight import wiring
+from freight import tls, wiring
+from freight.execution import delivery, fleet_watch
 from freight.execution.reconciler import Reconciler, Timing
 from freight.orchestrator import PrefectOrchestrator, one_try_each
 from freight.settings import get_settings
@@ -38,6 +40,7 @@ def main() -> None:
     with (
         one_try_each(ENGINE_REQUEST_TIMEOUT),
         PrefectOrchestrator(settings.deploy_deployment) as orchestrator,
+        tls.client(timeout=settings.notify_timeout) as http,
     ):
         reconciler = Reconciler(
             wiring.hand_over(settings, orchestrator),
@@ -51,9 +54,27 @@ def main() -> None:
             grace=settings.cancel_grace,
             host=settings.host_name,
         )
-        reconciler.serve(
-            interval=settings.reconcile_interval, lease_ttl=settings.reconciler_lease, stop=stop
+        watch = threading.Thread(
+            target=fleet_watch.serve,
+            args=(reconciler.engine, delivery.courier(settings, http)),
+            kwargs={
+                "holder": reconciler.holder,
+                "interval": settings.fleet_watch_interval,
+                "ttl": settings.reconciler_lease,
+                "stop": stop,
+            },
+            name="fleet-watch",
         )
+        watch.start()
+        try:
+            reconciler.serve(
+                interval=settings.reconcile_interval,
+                lease_ttl=settings.reconciler_lease,
+                stop=stop,
+            )
+        finally:
+            stop.set()
+            watch.join()
 
 
 if __name__ == "__main__":

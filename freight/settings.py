@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     reconciler_lease: float = Field(
         default=10, gt=0, description="Seconds a dead reconciler keeps the others waiting."
     )
+    fleet_watch_interval: float = Field(
+        default=5, gt=0, description="Seconds between looks at the machines (stale, lost, news)."
+    )
+    machine_history_days: float = Field(
+        default=90,
+        gt=0,
+        description="Days of machine history (versions reported, the fleet's events) kept; each "
+        "machine's current version is always kept.",
+    )
     submit_after: float = Field(
         default=3, gt=0, description="Age of a claim without a run that is handed over again."
     )

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from freight import notifiers, secrets
 from freight.db import session_scope
 from freight.errors import FreightError
-from freight.notifiers import DeployEvent, LockNotice, NotifyContext
+from freight.notifiers import DeployEvent, Notice, NotifyContext
 from freight.plugins import PluginConfig, ServiceUrls
 from freight.service import notifications
 from freight.settings import Settings, secret_source
@@ -68,13 +68,14 @@ def deliver(
     return [event.event for _, event in box.events]
 
 
-def announce_lock(
+def announce(
     configs: list[PluginConfig],
-    notice: LockNotice,
+    notice: Notice,
     courier: Courier,
     output: Callable[[str], None],
 ) -> None:
-    """Tell each notifier of a lock; one that keeps failing is logged and skipped."""
+    """Tell each notifier of a lock or of the fleet's news; one that keeps failing is logged
+    and skipped."""
     resolved, _ = secrets.resolve_all(configs, courier.secrets_from)
     context = NotifyContext(client=courier.client, urls=courier.urls)
     for config in resolved:

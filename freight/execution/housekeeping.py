@@ -1,21 +1,23 @@
 """Housekeeping, run by the maintenance flow: stray checkouts removed, locks that ran out
 marked and announced, notifications that no runner is left to send delivered, logged-out
-sessions whose cookies expired forgotten. (Repairing deploys is the reconciler's.)"""
+sessions whose cookies expired forgotten, machine history past its retention dropped.
+(Repairing deploys is the reconciler's.)"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select
 
 from freight import vcs
-from freight.db import Deploy, DeployStatus, session_scope
+from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.execution import delivery
 from freight.execution.delivery import Courier
-from freight.service import locks, logins, notifications
+from freight.service import locks, logins, machines, notifications
 
 # A runner delivers its deploy's events within seconds of ending; give it a minute.
 NOTIFY_SETTLE = 60
@@ -27,6 +29,7 @@ class MaintenanceReport:
     expired_locks: list[str] = field(default_factory=list)
     notified: list[int] = field(default_factory=list)
     forgotten_sessions: int = 0
+    forgotten_history: int = 0
 
 
 def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str]:
@@ -61,7 +64,11 @@ def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str
 
 
 def run_maintenance(
-    engine: Engine, courier: Courier, output: Callable[[str], None]
+    engine: Engine,
+    courier: Courier,
+    output: Callable[[str], None],
+    *,
+    history_days: float = 90,
 ) -> MaintenanceReport:
     report = MaintenanceReport()
     report.removed_workspaces = remove_stray_workspaces(
@@ -70,13 +77,13 @@ def run_maintenance(
     with session_scope(engine) as session:
         expired = [
             (
-                notifications.lock_notifiers(lock.app, lock.environment),
+                notifications.environment_notifiers(lock.app, lock.environment),
                 locks.notice(lock, "expired", by=locks.EXPIRED),
             )
             for lock in locks.expire_due(session)
         ]
     for configs, notice in expired:
-        delivery.announce_lock(configs, notice, courier, output)
+        delivery.announce(configs, notice, courier, output)
         report.expired_locks.append(notice.scope)
     with session_scope(engine, read_only=True) as session:
         unattended = notifications.unattended(session, settle=NOTIFY_SETTLE)
@@ -85,4 +92,8 @@ def run_maintenance(
         report.notified.append(deploy_id)
     with session_scope(engine) as session:
         report.forgotten_sessions = logins.forget_expired(session)
+    with session_scope(engine) as session:
+        report.forgotten_history = machines.forget_history(
+            session, older_than=utcnow() - timedelta(days=history_days)
+        )
     return report

@@ -1,7 +1,14 @@
 """Notifiers: who hears about deploys. Each kind is one module registered here."""
 
 from freight.errors import InvalidNotifier
-from freight.notifiers.base import DeployEvent, LockNotice, Notifier, NotifyContext
+from freight.notifiers.base import (
+    DeployEvent,
+    LockNotice,
+    MachineNotice,
+    Notice,
+    Notifier,
+    NotifyContext,
+)
 from freight.plugins import Registry
 
 registry: Registry[Notifier] = Registry("notifier", InvalidNotifier)
@@ -11,6 +18,8 @@ from freight.notifiers import github, sentry, slack, webhook  # noqa: E402  (eac
 __all__ = [
     "DeployEvent",
     "LockNotice",
+    "MachineNotice",
+    "Notice",
     "Notifier",
     "NotifyContext",
     "github",

@@ -68,6 +68,53 @@ class LockNotice:
             return f"{self.scope} unlocked: the lock by {self.owner} expired ({self.reason})"
         return f"{self.scope} unlocked by {self.by} (was {self.owner}: {self.reason})"
 
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "app": self.app,
+            "env": self.environment,
+            "reason": self.reason,
+            "owner": self.owner,
+            "by": self.by,
+            "expires": self.expires,
+            "title": self.sentence(),
+        }
+
+
+@dataclass(frozen=True)
+class MachineNotice:
+    """What the fleet did: `event` is drift_found, drift_resolved or machine_lost."""
+
+    event: str
+    machine: str
+    app: str
+    environment: str
+    detail: str
+    date: str
+
+    def sentence(self) -> str:
+        what = {
+            "drift_found": "Drift found",
+            "drift_resolved": "Drift resolved",
+            "machine_lost": "Machine lost",
+        }.get(self.event, self.event)
+        return f"{what} in {self.app}/{self.environment}: {self.detail}"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "machine": self.machine,
+            "app": self.app,
+            "env": self.environment,
+            "detail": self.detail,
+            "date": self.date,
+            "title": self.sentence(),
+        }
+
+
+# What `announce` tells of: anything but a deploy's own events.
+Notice = LockNotice | MachineNotice
+
 
 @dataclass(frozen=True)
 class NotifyContext:
@@ -87,6 +134,7 @@ class Notifier(Protocol):
         Raise IntegrationError when the service refused it (it is retried, and logged)."""
         ...
 
-    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
-        """Tell of a lock (a notifier with nothing to say about locks does nothing)."""
+    def announce(self, config: PluginConfig, notice: Notice, context: NotifyContext) -> None:
+        """Tell of a lock or of the fleet's news (a notifier with nothing to say about them
+        does nothing)."""
         ...

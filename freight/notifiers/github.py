@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from freight.errors import IntegrationError
 from freight.github import GitHub, repo_of
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
+from freight.notifiers.base import DeployEvent, Notice, NotifyContext
 from freight.plugins import PluginConfig
 
 COMMIT_STATES = {
@@ -58,8 +58,8 @@ def _description(event: DeployEvent) -> str:
 
 
 class GitHubNotifier:
-    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
-        """Locks are not GitHub's business."""
+    def announce(self, config: PluginConfig, notice: Notice, context: NotifyContext) -> None:
+        """Locks and machines are not GitHub's business."""
 
     def send(
         self, config: PluginConfig, event: DeployEvent, context: NotifyContext

@@ -14,7 +14,7 @@ from pydantic import Field
 from freight.errors import IntegrationError
 from freight.github import repo_of
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
+from freight.notifiers.base import DeployEvent, Notice, NotifyContext
 from freight.plugins import PluginConfig
 
 
@@ -30,8 +30,8 @@ class SentryConfig(PluginConfig):
 
 
 class SentryNotifier:
-    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
-        """Locks are not Sentry's business."""
+    def announce(self, config: PluginConfig, notice: Notice, context: NotifyContext) -> None:
+        """Locks and machines are not Sentry's business."""
 
     def send(
         self, config: PluginConfig, event: DeployEvent, context: NotifyContext

@@ -17,7 +17,7 @@ from slack_sdk.webhook import WebhookClient
 from freight.errors import IntegrationError
 from freight.github import repo_of
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
+from freight.notifiers.base import DeployEvent, Notice, NotifyContext
 from freight.plugins import PluginConfig
 
 TIMEOUT = 10
@@ -27,6 +27,17 @@ LOOKS = {
     "finished": ("#2eb67d", "finished"),
     "failed": ("#e01e5a", "FAILED"),
     "cancelled": ("#ecb22e", "cancelled"),
+}
+
+
+# How each notice that is not a deploy's starts.
+EMOJI = {
+    "locked": ":lock:",
+    "unlocked": ":unlock:",
+    "expired": ":unlock:",
+    "drift_found": ":warning:",
+    "drift_resolved": ":white_check_mark:",
+    "machine_lost": ":rotating_light:",
 }
 
 
@@ -138,13 +149,9 @@ class SlackNotifier:
             raise IntegrationError(f"Slack unreachable at {context.urls.slack}: {exc}") from exc
         return state
 
-    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+    def announce(self, config: PluginConfig, notice: Notice, context: NotifyContext) -> None:
         assert isinstance(config, SlackConfig)
-        text = (
-            f":lock: {notice.sentence()}"
-            if notice.event == "locked"
-            else f":unlock: {notice.sentence()}"
-        )
+        text = f"{EMOJI.get(notice.event, ':information_source:')} {notice.sentence()}"
         if config.token is None:
             assert config.webhook_url is not None
             self._webhook(config.webhook_url, {"text": text})

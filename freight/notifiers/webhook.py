@@ -14,7 +14,7 @@ from pydantic import AnyHttpUrl, Field
 
 from freight.errors import IntegrationError
 from freight.notifiers import registry
-from freight.notifiers.base import DeployEvent, LockNotice, NotifyContext
+from freight.notifiers.base import DeployEvent, Notice, NotifyContext
 from freight.plugins import PluginConfig
 
 SIGNATURE_HEADER = "X-Freight-Signature-256"
@@ -68,22 +68,9 @@ class WebhookNotifier:
         self._post(config, payload(event), context)
         return None
 
-    def announce(self, config: PluginConfig, notice: LockNotice, context: NotifyContext) -> None:
+    def announce(self, config: PluginConfig, notice: Notice, context: NotifyContext) -> None:
         assert isinstance(config, WebhookConfig)
-        self._post(
-            config,
-            {
-                "event": notice.event,
-                "app": notice.app,
-                "env": notice.environment,
-                "reason": notice.reason,
-                "owner": notice.owner,
-                "by": notice.by,
-                "expires": notice.expires,
-                "title": notice.sentence(),
-            },
-            context,
-        )
+        self._post(config, notice.payload(), context)
 
     def _post(self, config: WebhookConfig, data: dict[str, object], context: NotifyContext) -> None:
         body = json.dumps(data).encode()

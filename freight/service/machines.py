@@ -257,6 +257,21 @@ def _duration(delta: timedelta) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def undelivered_events(session: Session, *, limit: int = 100) -> list[MachineEvent]:
+    return list(
+        session.scalars(
+            select(MachineEvent)
+            .where(MachineEvent.date_delivered.is_(None))
+            .order_by(MachineEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def mark_delivered(session: Session, event_id: int) -> None:
+    session.get_one(MachineEvent, event_id).date_delivered = utcnow()
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 

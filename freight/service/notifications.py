@@ -156,8 +156,9 @@ def save_state(session: Session, deploy_id: int, key: str, data: dict[str, Any])
         row.data = data
 
 
-def lock_notifiers(app: App, environment: str | None) -> list[PluginConfig]:
-    """Who hears of a lock: the environment's notifiers, or the app's for an app-wide one."""
+def environment_notifiers(app: App, environment: str | None) -> list[PluginConfig]:
+    """Who hears of a lock or of a machine: the environment's notifiers, or the app's for
+    something app-wide."""
     spec = apps.spec_of(app)
     return list(spec.environment(environment).notifiers if environment else spec.notifiers)
 

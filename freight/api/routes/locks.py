@@ -45,10 +45,10 @@ class LockRelease(Arguments):
 
 def announce_later(later: BackgroundTasks, rt: Runtime, lock: Lock, event: str, *, by: str) -> None:
     """Tell the lock's notifiers after the response (they may be slow; a client must not wait)."""
-    configs = notifications.lock_notifiers(lock.app, lock.environment)
+    configs = notifications.environment_notifiers(lock.app, lock.environment)
     if configs:
         later.add_task(
-            delivery.announce_lock,
+            delivery.announce,
             configs,
             locks.notice(lock, event, by=by),
             rt.courier(),
