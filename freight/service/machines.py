@@ -4,6 +4,7 @@ events (drift found or resolved, a machine lost) for the notifiers."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -378,21 +379,20 @@ def list_machines(
             last_seen=machine.last_seen,
             apps=states,
         )
-        if _matches(view, filters):
-            views.append(view)
+        if filters.status is not None and view.status != filters.status:
+            continue
+        if any(view.labels.get(key) != value for key, value in filters.labels.items()):
+            continue
+        # Asked about an app (or environment): a machine shows what it runs of that only.
+        states = [
+            state
+            for state in states
+            if (filters.app is None or state.app == filters.app)
+            and (filters.environment is None or state.environment == filters.environment)
+        ]
+        if states:
+            views.append(dataclasses.replace(view, apps=states))
     return views
-
-
-def _matches(view: MachineView, filters: Filters) -> bool:
-    if filters.status is not None and view.status != filters.status:
-        return False
-    if any(view.labels.get(key) != value for key, value in filters.labels.items()):
-        return False
-    return any(
-        (filters.app is None or state.app == filters.app)
-        and (filters.environment is None or state.environment == filters.environment)
-        for state in view.apps
-    )
 
 
 def _live_deploys(session: Session, places: Collection[tuple[int, str]]) -> list[Deploy]:

@@ -234,7 +234,7 @@ def record_run(
     run = session.scalar(
         select(MachineRun)
         .where(MachineRun.deploy_id == deploy_id, MachineRun.machine_id == machine.id)
-        .with_for_update()
+        .with_for_update(of=MachineRun)
     )
     now = utcnow()
     if run is None:

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from freight.stack import Stack, prefect_auth, running_stack
 from tests.conftest import postgres_database
 from tests.factories import GitRepo, make_app
 from tests.helpers import live_pids_with_env, reachable_by_others, wait_for
+from tests.netns import forwarded, free_port, in_namespace, inside, network
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
@@ -50,98 +50,6 @@ TIMED = (
     'if [ -n "$FREIGHT_PARAM_SLOW" ]; then sleep "$FREIGHT_PARAM_SLOW"; else sleep 0.3; fi; '
     'echo "end {app} {environment} {number} $(date +%s.%N)" >> {timeline}'
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def network() -> Iterator[None]:
-    """A bridge on this machine (the control plane's side) and a namespace per host, joined to
-    it by a veth pair."""
-    with contextlib.suppress(subprocess.CalledProcessError):
-        sh("ip", "link", "del", BRIDGE)
-    sh("ip", "link", "add", BRIDGE, "type", "bridge")
-    sh("ip", "addr", "add", f"{CONTROL_IP}/24", "dev", BRIDGE)
-    sh("ip", "link", "set", BRIDGE, "up")
-    try:
-        for number, host in enumerate(HOSTS, start=11):
-            namespace = f"freight-{host}"
-            with contextlib.suppress(subprocess.CalledProcessError):
-                sh("ip", "netns", "del", namespace)
-            with contextlib.suppress(subprocess.CalledProcessError):
-                sh("ip", "link", "del", f"fr-{host}")
-            sh("ip", "netns", "add", namespace)
-            sh("ip", "link", "add", f"fr-{host}", "type", "veth", "peer", "name", "eth0",
-               "netns", namespace)  # fmt: skip
-            sh("ip", "link", "set", f"fr-{host}", "master", BRIDGE, "up")
-            inside = ["ip", "netns", "exec", namespace]
-            sh(*inside, "ip", "addr", "add", f"10.77.0.{number}/24", "dev", "eth0")
-            sh(*inside, "ip", "link", "set", "eth0", "up")
-            sh(*inside, "ip", "link", "set", "lo", "up")
-        yield
-    finally:
-        for host in HOSTS:
-            for pid in in_namespace(host):  # a host's end is the end of all it runs
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.CalledProcessError):
-                sh("ip", "link", "del", f"fr-{host}")
-            with contextlib.suppress(subprocess.CalledProcessError):
-                sh("ip", "netns", "del", f"freight-{host}")
-        with contextlib.suppress(subprocess.CalledProcessError):
-            sh("ip", "link", "del", BRIDGE)
-
-
-def in_namespace(host: str) -> list[int]:
-    found = subprocess.run(
-        ["ip", "netns", "pids", f"freight-{host}"], capture_output=True, text=True, check=False
-    )
-    return [int(pid) for pid in found.stdout.split()]
-
-
-@contextlib.contextmanager
-def forwarded(port: int, to: tuple[str, int]) -> Iterator[None]:
-    """The machine's PostgreSQL (on loopback) offered on the bridge, as a database host would."""
-    listener = socket.create_server((CONTROL_IP, port))
-    stop = threading.Event()
-
-    def pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        for end in (source, sink):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(to)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 @dataclass
@@ -182,7 +90,7 @@ class Cluster:
     ) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name or host}.log").open("ab")
         process = subprocess.Popen(
-            ["ip", "netns", "exec", f"freight-{host}", FREIGHT, "worker", *args],
+            [*inside(host), FREIGHT, "worker", *args],
             env=self.worker_env(host, name),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -282,7 +190,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     (tmp / "timeline").touch(mode=0o666)
     (tmp / "timeline").chmod(0o666)
     db_port = free_port()
-    with network(), postgres_database() as url, forwarded(db_port, ("127.0.0.1", 5432)):
+    with (
+        network(BRIDGE, CONTROL_IP, HOSTS),
+        postgres_database() as url,
+        forwarded(db_port, ("127.0.0.1", 5432)),
+    ):
         remote_db_url = url.replace("@127.0.0.1:5432/", f"@{CONTROL_IP}:{db_port}/")
         api_port = free_port()
         settings = Settings(
@@ -485,7 +397,7 @@ def test_a_worker_of_another_version_than_the_control_plane_refuses_to_take_runs
         session.execute(update(ControlPlane).values(version="9.9.9"))
     try:
         refused = subprocess.run(
-            ["ip", "netns", "exec", "freight-h1", FREIGHT, "worker"],
+            [*inside("h1"), FREIGHT, "worker"],
             env=cluster.worker_env("h1") | {"FREIGHT_HOME": str(cluster.tmp / "h1-other")},
             capture_output=True,
             text=True,
