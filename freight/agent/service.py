@@ -23,9 +23,10 @@ from freight.runner import run_process
 
 log = logging.getLogger("freight.agent")
 
-# Back-off between failed calls to Freight: doubling from the first, up to the last.
+# Back-off between failed calls to Freight: doubling from the first, up to two check-in
+# intervals (a machine is stale after three) and never more than the last.
 BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 15.0
+BACKOFF_MAX = 30.0
 # How often a run sends the lines its command printed.
 SEND_EVERY = 0.25
 # Lines per request, so that a long backlog (after Freight was away) goes in pieces.
@@ -210,7 +211,7 @@ class Run:
                 )
                 if self.agent.stopping.wait(delay):
                     return
-                delay = min(delay * 2, BACKOFF_MAX)
+                delay = min(delay * 2, self.agent.backoff_max)
                 continue
             except Refused as exc:
                 log.error("deploy %s: Freight refused the run's report (%s)", self.deploy_id, exc)
@@ -249,6 +250,10 @@ class Agent:
         self._lock = threading.Lock()
         self.agent_version = package_version("freight")
         self.last_error: str | None = None
+
+    @property
+    def backoff_max(self) -> float:
+        return min(BACKOFF_MAX, 2 * self.config.interval)
 
     def report(self) -> dict[str, Any]:
         running = {run.place: run.deploy_id for run in self._live_runs()}
@@ -296,13 +301,8 @@ class Agent:
             run = Run(self, entry, order)
             with self._lock:
                 self.runs[run.deploy_id] = run
-            log.info(
-                "deploy %s: deploying %s/%s at %s",
-                run.deploy_id,
-                entry.app,
-                entry.env,
-                order["sha"],
-            )
+            doing = "catching up to" if order.get("catchUp") else "deploying"
+            log.info("deploy %s: %s %s/%s at %s", run.deploy_id, doing, *run.place, order["sha"])
             run.start()
 
     def ran(self, run: Run) -> None:
@@ -327,7 +327,7 @@ class Agent:
                 except Unavailable as exc:
                     self._failed(f"Freight is away: {exc}")
                     self.stopping.wait(delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
+                    delay = min(delay * 2, self.backoff_max)
                     continue
                 except Refused as exc:
                     self._failed(f"Freight refused the check-in: {exc}")

@@ -30,6 +30,7 @@ from freight.api.routes import (
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
 from freight.db import session_scope
+from freight.execution import api_beat
 from freight.execution.handover import HandOver
 from freight.service import server_secrets
 from freight.settings import Settings
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
             with session_scope(path.engine) as db:
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
             app.state.runtime = Runtime(settings, path.engine, path, http, secret)
+            stack.enter_context(api_beat.beating(path.engine))
             yield
 
     app = FastAPI(

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 
 from sqlalchemy import Engine
 
 from freight.db import session_scope, utcnow
-from freight.execution import delivery
+from freight.execution import api_beat, delivery
 from freight.execution.delivery import Courier
 from freight.notifiers import MachineNotice
 from freight.plugins import PluginConfig
@@ -23,11 +24,28 @@ log = logging.getLogger(__name__)
 LEASE = "fleet-watch"
 
 
-def pass_once(engine: Engine, courier: Courier) -> int:
-    """Judge every machine's status, then deliver what the outbox holds; the events sent."""
-    with session_scope(engine) as session:
-        for machine in machines.judge_statuses(session, utcnow()):
-            log.warning("Machine %s is lost", machine.name)
+class Hearing:
+    """Since when an API has been there without a break to hear check-ins (None: not now)."""
+
+    def __init__(self) -> None:
+        self.since: datetime | None = None
+
+    def look(self, engine: Engine) -> datetime | None:
+        if not api_beat.serving(engine):
+            self.since = None
+        elif self.since is None:
+            self.since = utcnow()
+        return self.since
+
+
+def pass_once(engine: Engine, courier: Courier, hearing: Hearing) -> int:
+    """Judge every machine's status, then deliver what the outbox holds; the events sent.
+    While no API serves, nobody is judged: the silence is Freight's, not the machines'."""
+    heard_since = hearing.look(engine)
+    if heard_since is not None:
+        with session_scope(engine) as session:
+            for machine in machines.judge_statuses(session, utcnow(), heard_since=heard_since):
+                log.warning("Machine %s is lost", machine.name)
     sent = 0
     while True:
         with session_scope(engine, read_only=True) as session:
@@ -65,13 +83,14 @@ def serve(
     ttl: float,
     stop: threading.Event,
 ) -> None:
+    hearing = Hearing()
     while not stop.is_set():
         started = time.monotonic()
         try:
             with session_scope(engine) as session:
                 leading = leases.take(session, LEASE, holder, ttl=ttl)
             if leading:
-                pass_once(engine, courier)
+                pass_once(engine, courier, hearing)
         except Exception as exc:  # the database is away: look again later
             log.warning("Fleet watch pass failed: %s", exc)
         stop.wait(max(0.0, interval - (time.monotonic() - started)))

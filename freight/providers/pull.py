@@ -9,7 +9,7 @@ reported), and a cancel tells the agents to stop their commands."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 from pydantic import Field
 
@@ -99,24 +99,32 @@ class Watch:
                 )
                 return
             if len(known) - len(failed) - len(lost) < self.need:
-                self.fleet.cancel()
                 why = [f"failed: {_names(failed)}"] if failed else []
                 why += [f"lost: {_names(lost)}"] if lost else []
-                raise CommandFailed(
-                    f"{self.need} machine(s) can no longer succeed ({'; '.join(why)})"
+                self.fail(
+                    CommandFailed(
+                        f"{self.need} machine(s) can no longer succeed ({'; '.join(why)})"
+                    )
                 )
             if self.runtime.should_cancel():
                 self.stop(known - set(ended))
             if time.monotonic() >= deadline:
-                self.fleet.cancel()
                 silent = known - set(report.runs)
                 running = known - set(ended) - silent
-                raise DeployTimeout(
-                    f"Timed out after {timeout:g}s with {len(succeeded)} of {self.need} "
-                    f"machine(s) ready; never reported: {_names(silent)}"
-                    + (f"; still running: {_names(running)}" if running else "")
+                self.fail(
+                    DeployTimeout(
+                        f"Timed out after {timeout:g}s with {len(succeeded)} of {self.need} "
+                        f"machine(s) ready; never reported: {_names(silent)}"
+                        + (f"; still running: {_names(running)}" if running else "")
+                    )
                 )
             time.sleep(POLL)
+
+    def fail(self, error: CommandFailed | DeployTimeout) -> NoReturn:
+        """Stop the machines that still run (nobody waits on them now), and say why."""
+        self.fleet.cancel()
+        self.runtime.output(f">> {error.message}")
+        raise error
 
     def stop(self, running: set[str]) -> None:
         """Cancel: the agents stop their commands (process group, grace, kill); wait for them

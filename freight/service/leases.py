@@ -33,6 +33,16 @@ def take(session: Session, name: str, holder: str, *, ttl: float) -> bool:
     return True
 
 
+def held(session: Session, prefix: str) -> bool:
+    """Whether any lease named `prefix...` is held now."""
+    found = session.scalar(
+        select(Lease.name)
+        .where(Lease.name.startswith(prefix, autoescape=True), Lease.date_expires > utcnow())
+        .limit(1)
+    )
+    return found is not None
+
+
 def give_up(session: Session, name: str, holder: str) -> None:
     """Release the lease, if this holder still has it."""
     session.execute(

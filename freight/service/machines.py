@@ -38,8 +38,11 @@ class MachineStatus(StrEnum):
     LOST = "lost"
 
 
-def status_of(machine: Machine, now: datetime) -> MachineStatus:
-    missed = (now - machine.last_seen).total_seconds() / max(machine.interval, 1.0)
+def status_of(machine: Machine, now: datetime, *, heard_since: datetime) -> MachineStatus:
+    """What a machine's silence earns: only the silence since `heard_since` counts (before
+    it, no API was there to hear its check-ins)."""
+    silent = now - max(machine.last_seen, heard_since)
+    missed = silent.total_seconds() / max(machine.interval, 1.0)
     if missed > LOST_AFTER:
         return MachineStatus.LOST
     if missed > STALE_AFTER:
@@ -96,8 +99,7 @@ def check_in(
     if machine is None:
         machine = Machine(name=report.name, date_first_seen=now, status=MachineStatus.ONLINE)
         session.add(machine)
-    elif machine.status == MachineStatus.LOST:
-        machine.status = MachineStatus.ONLINE  # back: the next loss is news again
+    machine.status = MachineStatus.ONLINE  # a lost one is back: its next loss is news again
     machine.labels = dict(report.labels)
     machine.agent_version = report.agent_version
     machine.interval = report.interval
@@ -226,12 +228,13 @@ def machine_id(session: Session, name: str) -> int:
     return found
 
 
-def judge_statuses(session: Session, now: datetime) -> list[Machine]:
-    """Move each machine to the status its silence earns; a machine newly lost is an event
-    (for each app/environment it reported). The machines newly lost."""
+def judge_statuses(session: Session, now: datetime, *, heard_since: datetime) -> list[Machine]:
+    """Move each machine to the status its silence earns (the one place that judges it); a
+    machine newly lost is an event (for each app/environment it reported). The machines newly
+    lost."""
     lost = []
     for machine in session.scalars(select(Machine)):
-        status = status_of(machine, now)
+        status = status_of(machine, now, heard_since=heard_since)
         if status == machine.status:
             continue
         machine.status = status
@@ -374,7 +377,7 @@ def list_machines(
             agent_version=machine.agent_version,
             interval=machine.interval,
             address=machine.address,
-            status=status_of(machine, now),
+            status=MachineStatus(machine.status),
             date_first_seen=machine.date_first_seen,
             last_seen=machine.last_seen,
             apps=states,

@@ -25,7 +25,7 @@ from freight.db import (
 )
 from freight.errors import InvalidRequest, NotFound
 from freight.service import logs, releases
-from freight.service.machines import MachineStatus, same_version, status_of
+from freight.service.machines import MachineStatus, same_version
 
 
 class RunStatus:
@@ -46,9 +46,7 @@ def publish(session: Session, deploy: Deploy, *, min_ready: int | None, now: dat
             MachineApp.can_deploy.is_(True),
         )
     )
-    machines = sorted(
-        row.machine.name for row in rows if status_of(row.machine, now) != MachineStatus.LOST
-    )
+    machines = sorted(row.machine.name for row in rows if row.machine.status != MachineStatus.LOST)
     assert deploy.sha is not None
     order = session.get(PullOrder, deploy.id)
     if order is None:
@@ -289,7 +287,7 @@ def progress(session: Session, deploy_id: int, *, after: int, now: datetime) -> 
     }
     deploy = session.get_one(Deploy, deploy_id)
     machines = {
-        row.machine.name: status_of(row.machine, now)
+        row.machine.name: MachineStatus(row.machine.status)
         for row in session.scalars(
             select(MachineApp).where(
                 MachineApp.app_id == deploy.app_id,

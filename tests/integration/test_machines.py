@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
+from freight import procs
 from freight.db import get_engine, session_scope
 from freight.service import keys
 from freight.settings import Settings
@@ -115,6 +117,12 @@ class Freight:
             timeout=30,
         )
         assert response.status_code == 200, response.text
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.stack.api_url}/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def status(self, deploy_id: int) -> str:
         return str(self.get(f"/deploys/{deploy_id}/")["status"])
@@ -238,10 +246,12 @@ class Fleet:
 
 @pytest.fixture
 def fleet(freight: Freight) -> Iterator[Fleet]:
-    yield from _fleet(freight, min_ready="all", timeout=60)
+    with fleet_of(freight, min_ready="all", timeout=60) as made:
+        yield made
 
 
-def _fleet(freight: Freight, **provider: object) -> Iterator[Fleet]:
+@contextlib.contextmanager
+def fleet_of(freight: Freight, **provider: object) -> Iterator[Fleet]:
     origin = GitRepo.create(freight.tmp / uuid.uuid4().hex)
     origin.commit("initial")
     with session_scope(freight.engine) as session:
@@ -379,3 +389,112 @@ def test_a_silent_machine_goes_stale_then_lost_and_is_told(freight: Freight, fle
     )
     fleet.signal("m3", signal.SIGCONT)
     wait_for(lambda: freight.machines(app=fleet.app)["m3"]["status"] == "online", 20, "back")
+
+
+def test_one_machine_failing_fails_the_deploy_naming_it(freight: Freight, fleet: Fleet) -> None:
+    (fleet.agents["m2"].home / "FAIL").touch()
+    deploy_id = freight.deploy(fleet.app)
+    assert freight.wait_final(deploy_id) == "failed"
+    log = freight.log(deploy_id)
+    assert "[m2] no disk left" in log
+    assert ">> m2: failed (Command exited with status 3)" in log
+    assert ">> 3 machine(s) can no longer succeed (failed: m2)" in log
+
+
+def test_a_machine_offline_fails_the_deploy_at_its_timeout_naming_it(freight: Freight) -> None:
+    with fleet_of(freight, min_ready="all", timeout=8) as fleet:
+        fleet.stop("m3")  # it was counted on, and never answers
+        started = time.monotonic()
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "failed"
+        assert time.monotonic() - started >= 8
+        log = freight.log(deploy_id)
+        assert "Timed out after 8s with 2 of 3 machine(s) ready; never reported: m3" in log
+        assert ">> m1: succeeded" in log and ">> m2: succeeded" in log
+
+
+def test_min_ready_two_finishes_with_one_machine_failing(freight: Freight) -> None:
+    with fleet_of(freight, min_ready=2, timeout=60) as fleet:
+        (fleet.agents["m1"].home / "FAIL").touch()
+        (fleet.agents["m3"].home / "SLOW").write_text("1")
+        sha = fleet.origin.commit("second")
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "finished", freight.diagnostics(deploy_id)
+        log = freight.log(deploy_id)
+        assert ">> m1: failed" in log
+        assert ">> 2 of 3 machine(s) deployed it (m2, m3); 2 needed" in log
+        fleet.wait_versions(sha, ("m2", "m3"))
+
+
+def test_cancel_in_the_middle_stops_every_machine_s_command(freight: Freight, fleet: Fleet) -> None:
+    for name in MACHINES:
+        (fleet.agents[name].home / "SLOW").write_text("300")
+    deploy_id = freight.deploy(fleet.app)
+    pid_files = [fleet.agents[name].home / "PID" for name in MACHINES]
+    wait_for(lambda: all(p.exists() for p in pid_files), 60, "every command to start")
+    pids = [int(p.read_text()) for p in pid_files]
+    freight.cancel(deploy_id)
+    assert freight.wait_final(deploy_id, 60) == "cancelled"
+    log = freight.log(deploy_id)
+    assert ">> Told the agents to stop (m1, m2, m3)" in log
+    for name in MACHINES:
+        assert f">> {name}: cancelled" in log
+    wait_for(lambda: not any(_alive(pid) for pid in pids), 20, "every command to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_late_machine_catches_up_by_itself(freight: Freight) -> None:
+    with fleet_of(freight, min_ready=2, timeout=60) as fleet:
+        fleet.stop("m3")  # away while the deploy runs
+        sha = fleet.origin.commit("second")
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "finished", freight.diagnostics(deploy_id)
+        assert fleet.state("m3")["version"] != sha
+        fleet.start("m3")  # back, with the old version: it deploys the desired one itself
+        fleet.wait_versions(sha)
+        assert f"deploy {deploy_id}: catching up" in fleet.agents["m3"].log()
+        assert not fleet.state("m3")["drift"]
+
+
+def test_the_api_away_for_30s_while_agents_deploy_loses_nothing(
+    freight: Freight, fleet: Fleet
+) -> None:
+    for name in MACHINES:
+        (fleet.agents[name].home / "SLOW").write_text("3")
+    sha = fleet.origin.commit("second")
+    deploy_id = freight.deploy(fleet.app)
+    wait_for(
+        lambda: all((fleet.agents[n].home / "PID").exists() for n in MACHINES),
+        60,
+        "every command to start",
+    )
+    freight.keep_down.add("api")
+    api = freight.stack.processes["api"]
+    for pid in procs.descendants({api.pid}):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    down_since = time.monotonic()
+    try:
+        # Meanwhile the commands print every line and end; the agents keep them.
+        wait_for(
+            lambda: all(fleet.agents[n].revision.exists() for n in MACHINES), 30, "the commands"
+        )
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{freight.api}/machines/", timeout=5)
+        time.sleep(max(0.0, 30 - (time.monotonic() - down_since)))  # the outage lasts 30 s
+    finally:
+        freight.keep_down.discard("api")  # the supervisor starts it again
+    wait_for(freight.answers, 60, "the API to be back")
+    assert freight.wait_final(deploy_id, 90) == "finished", freight.diagnostics(deploy_id)
+    log = freight.log(deploy_id)
+    for name in MACHINES:
+        lines = [line for line in log.splitlines() if line.startswith(f"[{name}] line ")]
+        assert len(lines) == LINES
+    fleet.wait_versions(sha)
