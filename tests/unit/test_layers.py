@@ -66,6 +66,21 @@ RULES = [
         ),
         ("freight.db", "freight.service", "freight.api", "sqlalchemy", "prefect"),
     ),
+    # The agent runs on every deployed machine: light, and talking only HTTP to Freight.
+    (
+        ("freight/agent/*.py", "freight/commands.py", "freight/cli/agent.py"),
+        (
+            "freight.db",
+            "freight.service",
+            "freight.execution",
+            "freight.providers",
+            "freight.api",
+            "freight.settings",
+            "sqlalchemy",
+            "prefect",
+            "fastapi",
+        ),
+    ),
     # The worker's command runs before every flow run: the standard library only.
     (
         ("freight/forkclient.py",),
