@@ -21,9 +21,11 @@ from pydantic import (
     model_validator,
 )
 
+from freight import system_users
 from freight.commands import check_template
 from freight.errors import InvalidConfig
 from freight.names import MachineName, Name
+from freight.system_users import RunAs
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -90,6 +92,9 @@ class AgentConfig(Strict):
     interval: float = Field(default=15, ge=1, le=3600)
     # A CA bundle to trust for Freight's certificate (default: the system's).
     ca_file: Path | None = None
+    # The user deploy and version commands run as (the agent runs as root to switch to it), so
+    # that they cannot read the agent's key; unset, they run as the agent's own user.
+    run_as: str | None = Field(default=None, min_length=1, max_length=32)
     apps: list[AppEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -125,6 +130,21 @@ def _expand(value: Any, where: str, environ: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
     return value
+
+
+def command_user(config: AgentConfig, path: Path) -> RunAs | None:
+    """Whom commands run as: `run_as`, which this agent must be able to switch to."""
+    if config.run_as is None:
+        return None
+    found = system_users.run_as(config.run_as)
+    if found is None:
+        raise AgentConfigError(
+            f"cannot run commands as '{config.run_as}': not a user of this machine, or root, "
+            "or the agent does not run as root",
+            path=str(path),
+            field="run_as",
+        )
+    return found
 
 
 def load(path: Path, environ: dict[str, str] | None = None) -> AgentConfig:

@@ -7,6 +7,7 @@ back-off, keeps every output line until Freight has it, and carries on."""
 from __future__ import annotations
 
 import logging
+import pwd
 import subprocess
 import threading
 import time
@@ -20,6 +21,7 @@ from freight.agent.config import AgentConfig, AppEntry
 from freight.commands import DeployContext, inherited_env, render_command
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout, FreightError
 from freight.runner import run_process
+from freight.system_users import RunAs
 
 log = logging.getLogger("freight.agent")
 
@@ -77,7 +79,16 @@ class Freight:
         self.client.close()
 
 
-def read_version(entry: AppEntry) -> tuple[str | None, str | None]:
+def command_env(user: RunAs | None) -> dict[str, str]:
+    """What a command run by the agent inherits: the basics, as `user` when it has one (never
+    the agent's own variables: its key is among them)."""
+    env = inherited_env()
+    if user is not None:
+        env.update(HOME=pwd.getpwuid(user.uid).pw_dir, USER=user.name, LOGNAME=user.name)
+    return env
+
+
+def read_version(entry: AppEntry, user: RunAs | None = None) -> tuple[str | None, str | None]:
     """(version, None), or (None, why it could not be read)."""
     source = entry.version
     if source.file is not None:
@@ -94,8 +105,9 @@ def read_version(entry: AppEntry) -> tuple[str | None, str | None]:
                 text=True,
                 errors="replace",
                 timeout=source.timeout,
-                env=inherited_env(),
+                env=command_env(user),
                 start_new_session=True,
+                **(user.popen() if user else {}),
             )
         except subprocess.TimeoutExpired:
             return None, f"version command took more than {source.timeout:g}s"
@@ -178,7 +190,8 @@ class Run:
             run_process(
                 command,
                 cwd=cwd,
-                env={**inherited_env(), **self.deploy.env, **context.env_vars()},
+                env={**command_env(self.agent.user), **self.deploy.env, **context.env_vars()},
+                identity=self.agent.user.popen() if self.agent.user else None,
                 output=self.emit,
                 timeout=self.deploy.timeout,
                 read_timeout=self.deploy.read_timeout,
@@ -240,8 +253,12 @@ class Run:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, freight: Freight | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, *, user: RunAs | None = None, freight: Freight | None = None
+    ) -> None:
         self.config = config
+        # Whom commands run as (None: the agent's own user).
+        self.user = user
         self.freight = freight or Freight(config)
         self.stopping = threading.Event()
         self.runs: dict[int, Run] = {}
@@ -259,7 +276,7 @@ class Agent:
         running = {run.place: run.deploy_id for run in self._live_runs()}
         apps = []
         for entry in self.config.apps:
-            version, error = read_version(entry)
+            version, error = read_version(entry, self.user)
             item: dict[str, Any] = {
                 "app": entry.app,
                 "env": entry.env,

@@ -34,13 +34,20 @@ def agent(
     """Report what runs on this machine to Freight, and deploy it here when Freight asks (an
     environment with `provider: {type: pull}`). Talks only outbound HTTP(S) to Freight, and
     keeps going while Freight is away. SIGTERM or Ctrl-C stops it (and its running command)."""
-    from freight.agent.config import load
+    from freight.agent.config import command_user, load
     from freight.agent.service import Agent
 
     settings = load(config)
+    user = command_user(settings, config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    service = Agent(settings)
+    log = logging.getLogger("freight.agent")
+    if user is None:
+        log.warning(
+            "Commands run as the agent's own user and could read its key: set run_as to an "
+            "unprivileged user (the agent running as root)"
+        )
+    service = Agent(settings, user=user)
     if once:
         raise SystemExit(service.once())
 
@@ -49,7 +56,7 @@ def agent(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    logging.getLogger("freight.agent").info(
+    log.info(
         "Agent %s checks in with %s every %gs for %s",
         settings.name,
         settings.url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from freight import procs
+from freight import procs, system_users
 from freight.db import get_engine, session_scope
 from freight.service import keys
 from freight.settings import Settings
@@ -251,7 +252,9 @@ def fleet(freight: Freight) -> Iterator[Fleet]:
 
 
 @contextlib.contextmanager
-def fleet_of(freight: Freight, **provider: object) -> Iterator[Fleet]:
+def fleet_of(
+    freight: Freight, *, run_as: str | None = None, script: str = DEPLOY_SCRIPT, **provider: object
+) -> Iterator[Fleet]:
     origin = GitRepo.create(freight.tmp / uuid.uuid4().hex)
     origin.commit("initial")
     with session_scope(freight.engine) as session:
@@ -264,9 +267,9 @@ def fleet_of(freight: Freight, **provider: object) -> Iterator[Fleet]:
         ).name
     agents = {}
     for name in MACHINES:
-        home = freight.tmp / app / name
-        home.mkdir(parents=True)
-        (home / "deploy.sh").write_text(DEPLOY_SCRIPT.format(lines=LINES))
+        home = reachable_by_others(freight.tmp / app / name)
+        (home / "deploy.sh").write_text(script.format(lines=LINES))
+        (home / "deploy.sh").chmod(0o644)
         config = {
             "url": f"http://{CONTROL_IP}:{freight.settings.api_port}",
             "key": "${FLEET_KEY}",
@@ -282,6 +285,10 @@ def fleet_of(freight: Freight, **provider: object) -> Iterator[Fleet]:
                 }
             ],
         }
+        if run_as is not None:
+            config["run_as"] = run_as
+            user = pwd.getpwnam(run_as)
+            os.chown(home, user.pw_uid, user.pw_gid)  # its commands write the version there
         (home / "agent.yaml").write_text(yaml.safe_dump(config))
         agents[name] = Agent(name, home)
     made = Fleet(freight, app, origin, agents)
@@ -498,3 +505,37 @@ def test_the_api_away_for_30s_while_agents_deploy_loses_nothing(
         lines = [line for line in log.splitlines() if line.startswith(f"[{name}] line ")]
         assert len(lines) == LINES
     fleet.wait_versions(sha)
+
+
+# Looks for the agent's key where a command could find it: its own environment, and every
+# process's it may read (the agent's among them, unless it runs as another user).
+SNOOPING_SCRIPT = """\
+echo "user=$(id -un)"
+echo "key in my environment: $(env | grep -c FLEET_KEY)"
+echo "environments with the key: $(grep -l FLEET_KEY /proc/[0-9]*/environ 2>/dev/null | wc -l)"
+echo "$1" > "$(dirname "$0")/REVISION"
+"""
+
+
+def test_commands_run_as_their_own_user_and_cannot_read_the_agent_s_key(freight: Freight) -> None:
+    system_users.ensure_user(system_users.DEPLOY_USER, "for deploy commands")
+    with fleet_of(
+        freight, run_as=system_users.DEPLOY_USER, script=SNOOPING_SCRIPT, timeout=60
+    ) as fleet:
+        sha = fleet.origin.commit("second")
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "finished", freight.diagnostics(deploy_id)
+        log = freight.log(deploy_id)
+        for name in MACHINES:
+            assert f"[{name}] user={system_users.DEPLOY_USER}" in log
+            assert f"[{name}] key in my environment: 0" in log
+            assert f"[{name}] environments with the key: 0" in log
+        fleet.wait_versions(sha)
+    # As the agent's own user, the agent itself is readable: why run_as exists.
+    with fleet_of(freight, script=SNOOPING_SCRIPT, timeout=60) as fleet:
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "finished", freight.diagnostics(deploy_id)
+        log = freight.log(deploy_id)
+        assert "[m1] key in my environment: 0" in log
+        assert "[m1] environments with the key: 0" not in log
+        assert "could read its key: set run_as" in fleet.agents["m1"].log()
