@@ -10,7 +10,9 @@ from freight.cli import app, connect
 from freight.cli.output import out, table, when
 
 keys = typer.Typer(
-    help="API keys: scopes read < deploy < admin, optionally for some apps.", no_args_is_help=True
+    help="API keys: scopes read < deploy < admin, and agent (a machine's `freight agent`: "
+    "check-ins and pull deploys only), optionally for some apps.",
+    no_args_is_help=True,
 )
 app.add_typer(keys, name="keys")
 
@@ -18,7 +20,7 @@ app.add_typer(keys, name="keys")
 @keys.command("create")
 def create(
     name: str,
-    scope: Annotated[str, typer.Option(help="read, deploy or admin.")] = "deploy",
+    scope: Annotated[str, typer.Option(help="read, deploy, admin or agent.")] = "deploy",
     apps: Annotated[
         list[str] | None, typer.Option("--app", help="Limit to this app (repeat).")
     ] = None,

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from freight import procs
+from freight.agent.config import load
 from freight.db import DeployStatus, get_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.service import deploys
@@ -89,7 +90,11 @@ def settings_from(variables: dict[str, str]) -> Settings:
 
 def test_systemd_accepts_the_units_with_their_settings_files(tmp_path: Path) -> None:
     services = sorted(UNITS.glob("*.service"))
-    assert {s.name for s in services} == {"freight-server.service", "freight-worker.service"}
+    assert {s.name for s in services} == {
+        "freight-agent.service",
+        "freight-server.service",
+        "freight-worker.service",
+    }
     for example in UNITS.glob("*.env.example"):
         (tmp_path / example.name.removesuffix(".example")).write_text(example.read_text())
     for service in services:
@@ -115,8 +120,15 @@ def test_every_setting_and_command_of_the_examples_is_freights() -> None:
     worker = settings_from(env_file(UNITS / "worker.env.example"))
     assert worker.worker_queues == ["deploys"] and worker.worker_limit == 4
     commands = [
-        command_of(unit(name)) for name in ("freight-server.service", "freight-worker.service")
+        command_of(unit(name))
+        for name in ("freight-server.service", "freight-worker.service", "freight-agent.service")
     ]
+    # The agent's config loads, its key from its settings file, and names its file as installed.
+    agent = load(UNITS / "agent.yaml.example", env_file(UNITS / "agent.env.example"))
+    assert agent.key.get_secret_value() == "frt_CHANGE-ME"
+    assert agent.run_as == "freight-run"
+    assert [e.deploy is not None for e in agent.apps] == [True, False]
+    assert "--config /etc/freight/agent.yaml" in unit("freight-agent.service")["ExecStart"]
     services = compose()["services"]
     for service in services.values():
         if "build" in service:
