@@ -8,6 +8,7 @@ Assets are served from this package: no CDN.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,8 +30,9 @@ from freight.errors import FreightError, Unauthorized
 from freight.execution import refs
 from freight.execution.intake import DeployRequest
 from freight.queue_places import places
-from freight.service import apps, deploys, keys, locks, logins, queue, releases, workers
+from freight.service import apps, deploys, keys, locks, logins, machines, queue, releases, workers
 from freight.service.keys import Principal, Scope
+from freight.service.machines import AppState, Filters, MachineStatus, MachineView
 
 HERE = Path(__file__).parent
 # "What a deploy would ship" is read from the mirror fetched at most this long ago: an app page
@@ -178,6 +180,34 @@ def workers_partial(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewe
     return _page(request, rt, "_workers.html", who, workers=_worker_rows(db, rt, who))
 
 
+@dataclass(frozen=True)
+class Fleet:
+    """The machines whose agents report one environment of an app, each with what it runs."""
+
+    rows: list[tuple[MachineView, AppState]]
+
+    @property
+    def summary(self) -> str:
+        drifted = sum(state.drift for _, state in self.rows)
+        lost = sum(view.status == MachineStatus.LOST for view, _ in self.rows)
+        noun = "machine" if len(self.rows) == 1 else "machines"
+        return f"{len(self.rows)} {noun}, {drifted} drifted, {lost} lost"
+
+
+def _fleets(db: Session, rt: Runtime, who: Principal, app: str) -> dict[str, Fleet]:
+    found: dict[str, list[tuple[MachineView, AppState]]] = {}
+    for view in machines.list_machines(
+        db,
+        Filters(app=app),
+        allowed=who.apps,
+        now=utcnow(),
+        distance=refs.commits_apart(rt.settings.workspaces),
+    ):
+        for state in view.apps:
+            found.setdefault(state.environment, []).append((view, state))
+    return {environment: Fleet(rows) for environment, rows in found.items()}
+
+
 @router.get("/apps/{app}")
 def app_page(
     request: Request,
@@ -253,6 +283,7 @@ def app_page(
             schemas.lock_public(lock)
             for lock in locks.list_locks(db, app=app, include_history=True, limit=20)
         ],
+        fleets=_fleets(db, rt, who, app),
     )
 
 

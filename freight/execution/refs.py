@@ -3,13 +3,14 @@ the repository's mirror fetched first (no transaction is held across the fetch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from freight import vcs
-from freight.db import session_scope
-from freight.errors import InvalidRef
+from freight.db import App, session_scope
+from freight.errors import FreightError, InvalidRef
 from freight.service import apps, deploys, releases
 
 
@@ -76,3 +77,32 @@ def commits_between(
     mirror = vcs.mirror_path(workspace_root, repository)
     commits = vcs.commits_between(mirror, start_sha, end_sha, limit=limit, timeout=git.timeout)
     return start_sha, end_sha, commits
+
+
+# (mirror, version, sha) -> commits behind and ahead; only known answers are kept, as a mirror
+# may learn a version later.
+_APART: dict[tuple[Path, str, str], tuple[int, int]] = {}
+
+
+def _apart(mirror: Path, version: str, sha: str) -> tuple[int | None, int | None]:
+    key = (mirror, version, sha)
+    if key not in _APART:
+        if not mirror.exists():
+            return None, None
+        try:
+            behind = len(vcs.commits_between(mirror, version, sha, limit=10000, timeout=5))
+            ahead = len(vcs.commits_between(mirror, sha, version, limit=10000, timeout=5))
+        except FreightError:
+            return None, None
+        _APART[key] = behind, ahead
+    return _APART[key]
+
+
+def commits_apart(workspace_root: Path) -> Callable[[App, str, str], tuple[int | None, int | None]]:
+    """How far a machine's version is from an environment's live sha, as its app's mirror
+    knows them: (commits behind, commits ahead), or (None, None) when it does not know both."""
+
+    def distance(app: App, version: str, sha: str) -> tuple[int | None, int | None]:
+        return _apart(vcs.mirror_path(workspace_root, app.repository.url), version, sha)
+
+    return distance

@@ -15,9 +15,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, update
 
 from freight.dashboard import session as login
-from freight.db import Deploy, DeployStatus, Worker, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, Machine, Worker, session_scope, utcnow
 from freight.execution import delivery, housekeeping
-from freight.service import logins, workers
+from freight.service import logins, machines, workers
+from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
@@ -384,3 +385,56 @@ def test_the_overview_shows_each_worker_and_a_deploy_says_why_it_waits(
     with session_scope(dashboard.engine) as session:
         session.execute(update(Deploy).where(Deploy.app_id == app_id).values(waiting_for=None))
     expect(waiting).to_be_hidden(timeout=20_000)  # a worker took it: the page follows
+
+
+def test_the_app_page_shows_the_machines_of_each_environment_and_their_drift(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(session, origin, command="echo hi").name
+        other = make_app(session, origin, command="echo hi").name
+    old = origin.git("rev-parse", "HEAD")
+    live = origin.commit("Add a banner")
+    with dashboard.client(KEY) as client:
+        production = {"app": app, "env": "production", "user": "ana"}
+        assert client.post("/deploys/", json=production).status_code == 201
+        wait_for(
+            lambda: client.get(f"/deploys/{app}/production/1/").json()["status"] == "finished",
+            30,
+            "the deploy to finish",
+        )
+    # web-1 runs the live sha (and another app, not shown here), web-2 the commit before it,
+    # web-3's agent could not read its version and has since gone silent.
+    reports = {
+        "web-1": [AppReport(app, "production", live[:10]), AppReport(other, "production", old)],
+        "web-2": [AppReport(app, "production", old)],
+        "web-3": [AppReport(app, "production", error="cannot read <VERSION>")],
+    }
+    with session_scope(dashboard.engine) as session:
+        for name, places in reports.items():
+            report = CheckIn(name, {"role": "<web>"}, "1.0", 15, places)
+            machines.check_in(session, report, allowed=None, now=utcnow())
+        session.execute(
+            update(Machine)
+            .where(Machine.name == "web-3")
+            .values(status=MachineStatus.LOST, last_seen=utcnow() - timedelta(hours=1))
+        )
+
+    page = logged_in(browser, dashboard)
+    page.goto(dashboard.url + f"/apps/{app}")
+    fleet = page.locator("#machines .fleet[data-env='production']")
+    expect(fleet.locator(".summary")).to_have_text("3 machines, 1 drifted, 1 lost")
+    expect(fleet.locator("tbody tr")).to_have_count(3)
+    ago = re.compile(r"^\d+ (s|min) ago$")
+    for name, status, runs, drift in (
+        ("web-1", "online", live[:7], "no"),
+        ("web-2", "online", old[:7], "yes (1 behind)"),
+        ("web-3", "lost", "cannot read <VERSION>", "no"),
+    ):
+        cells = fleet.locator(f"tr[data-machine='{name}'] td")
+        expect(cells).to_have_text([f"{name} role=<web>", status, ago, runs, live[:7], drift])
+    expect(fleet.locator("tr[data-machine='web-3'] .fault")).to_have_text("cannot read <VERSION>")
+    expect(fleet.locator("tr[data-machine='web-3'] .age")).to_have_text("60 min ago")
+    staging = page.locator("#machines .fleet[data-env='staging']")
+    expect(staging).to_contain_text("No machine reports this environment.")
+    expect(staging.locator("table")).to_have_count(0)

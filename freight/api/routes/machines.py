@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
@@ -17,13 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
-from freight import vcs
-from freight.api.deps import PrincipalDep, Reader, Runtime, RuntimeDep, SessionDep, Values
+from freight.api.deps import PrincipalDep, Reader, RuntimeDep, SessionDep, Values
 from freight.api.inputs import Arguments, RowId, documented, parse
 from freight.api.routing import Router
 from freight.api.schemas import wire_date
-from freight.db import App, session_scope, utcnow
-from freight.errors import FreightError
+from freight.db import session_scope, utcnow
+from freight.execution import refs
 from freight.names import MachineName
 from freight.service import machines, pulls
 from freight.service.keys import Principal, Scope
@@ -50,32 +47,6 @@ class MachineQuery(Arguments):
     env: str | None = None
     status: list[MachineStatus] | MachineStatus | None = None
     label: str | None = Field(default=None, description="KEY=VALUE")
-
-
-# (mirror, version, sha) -> commits behind and ahead; only known answers are kept, as a mirror
-# may learn a version later.
-_APART: dict[tuple[Path, str, str], tuple[int, int]] = {}
-
-
-def _apart(mirror: Path, version: str, sha: str) -> tuple[int | None, int | None]:
-    key = (mirror, version, sha)
-    if key not in _APART:
-        if not mirror.exists():
-            return None, None
-        try:
-            behind = len(vcs.commits_between(mirror, version, sha, limit=10000, timeout=5))
-            ahead = len(vcs.commits_between(mirror, sha, version, limit=10000, timeout=5))
-        except FreightError:
-            return None, None
-        _APART[key] = behind, ahead
-    return _APART[key]
-
-
-def _distance(rt: Runtime) -> Callable[[App, str, str], tuple[int | None, int | None]]:
-    def distance(app: App, version: str, sha: str) -> tuple[int | None, int | None]:
-        return _apart(vcs.mirror_path(rt.settings.workspaces, app.repository.url), version, sha)
-
-    return distance
 
 
 def _view(view: MachineView) -> dict[str, Any]:
@@ -127,7 +98,11 @@ def list_machines(
             labels=dict([machines.parse_label(query.label)]) if query.label else {},
         )
         found += machines.list_machines(
-            db, filters, allowed=who.apps, now=utcnow(), distance=_distance(rt)
+            db,
+            filters,
+            allowed=who.apps,
+            now=utcnow(),
+            distance=refs.commits_apart(rt.settings.workspaces),
         )
     return [_view(view) for view in sorted(found, key=lambda v: v.name)]
 
@@ -135,7 +110,13 @@ def list_machines(
 @router.get("/machines/{name}/", operation_id="get_machine")
 def get_machine(name: str, db: SessionDep, rt: RuntimeDep, who: Reader) -> dict[str, Any]:
     """One machine, with its history: each version it reported, from when."""
-    view = machines.get_machine(db, name, allowed=who.apps, now=utcnow(), distance=_distance(rt))
+    view = machines.get_machine(
+        db,
+        name,
+        allowed=who.apps,
+        now=utcnow(),
+        distance=refs.commits_apart(rt.settings.workspaces),
+    )
     body = _view(view)
     body["history"] = [
         {
