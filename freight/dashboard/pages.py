@@ -50,9 +50,12 @@ class LoginRequired(Exception):
 
 def viewer(request: Request, rt: RuntimeDep) -> Principal:
     try:
-        return dashboard_principal(request, rt)
+        who = dashboard_principal(request, rt)
     except Unauthorized:
         raise LoginRequired from None
+    if not who.allows(Scope.READ):  # an agent's key: it may not log in either
+        raise LoginRequired
+    return who
 
 
 Viewer = Annotated[Principal, Depends(viewer)]
@@ -120,6 +123,8 @@ def login_submit(
         who = keys.authenticate(db, key.strip(), admin_key=admin_key) if key.strip() else None
     if who is None:
         return _back("/login", error="That key is not valid (unknown or revoked).")
+    if not who.allows(Scope.READ):
+        return _back("/login", error="That key is an agent's: it cannot read the dashboard.")
     cookie = login.issue(rt.session_secret, str(who.key_id) if who.key_id else login.ADMIN, person)
     response = _back("/")
     response.set_cookie(

@@ -27,6 +27,10 @@ from freight.db import (
 from freight.errors import InvalidRequest, NotFound
 from freight.service import apps, releases
 
+# Why a check-in's app is refused: the same whether it does not exist or the key may not report
+# it, and without echoing its name (a key learns nothing of the apps it may not see).
+UNKNOWN_APP = "No such app (or not one this key may report)"
+
 # Check-ins a machine may miss before it counts as stale, and as lost.
 STALE_AFTER = 3
 LOST_AFTER = 10
@@ -114,9 +118,7 @@ def check_in(
     for index, item in enumerate(report.apps):
         app = apps.find_app(session, item.app)
         if app is None or (allowed is not None and item.app not in allowed):
-            recorded.refused.append(
-                {"field": f"apps[{index}].app", "error": f"App '{item.app}' not found"}
-            )
+            recorded.refused.append({"field": f"apps[{index}].app", "error": UNKNOWN_APP})
             continue
         if item.environment not in apps.environment_names(app):
             recorded.refused.append(

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from freight.db import App, Deploy, DeployStatus, session_scope, utcnow
-from freight.service import pulls
+from freight.service import machines, pulls
 from tests.apiserver import ApiServer
 from tests.contract.helpers import body, error
 from tests.factories import GitRepo, make_app
@@ -177,7 +177,7 @@ def test_an_agent_key_limited_to_some_apps_reports_and_writes_only_theirs(
         mixed = report()
         mixed["apps"].append({"app": "vault", "env": "production", "version": "x"})
         answer = body(client.post("/machines/checkin/", json=mixed), 200)
-        assert answer["refused"] == [{"field": "apps[1].app", "error": "App 'vault' not found"}]
+        assert answer["refused"] == [{"field": "apps[1].app", "error": machines.UNKNOWN_APP}]
         assert [a["app"] for a in answer["apps"]] == ["web"]
         assert answer["orders"] == []  # vault's pull deploy is not its business
         sent = client.post(f"/machines/web-1/runs/{vault_deploy}/", json={"lines": ["x"]})

@@ -19,8 +19,9 @@ from sqlalchemy import func, select, update
 from freight.api.routing import PREFIX
 from freight.dashboard import pages
 from freight.db import ApiKey, App, Deploy, DeployStatus, Lock, session_scope, utcnow
-from freight.service import apps, hooks, keys, locks, workers
+from freight.service import apps, hooks, keys, locks, machines, pulls, workers
 from freight.service.keys import Scope
+from freight.service.machines import AppReport, CheckIn
 from freight.service.workers import WorkerState
 from tests.apiserver import ApiServer
 from tests.contract.helpers import finish
@@ -44,9 +45,15 @@ class Target:
     digest: str = "0" * 64
     repository: str = ""
 
+    @property
+    def machine(self) -> str:
+        """The machine whose agent reports this app (none does for the ghost)."""
+        return f"host-{self.app}"
+
     def fill(self, template: str) -> str:
         return template.format(
             app=self.app,
+            machine=self.machine,
             spare=f"{self.app}-spare",
             env="staging",
             deploy_id=self.deploy_id,
@@ -84,6 +91,8 @@ class Route:
     dashboard: bool = False
     # Makes the app it names: for a key of all apps, an unknown name is no refusal.
     creates: bool = False
+    # Answers 200 with what it refused in the body's `refused` (an agent's check-in).
+    refuses_in_body: bool = False
 
     @property
     def name(self) -> str:
@@ -96,6 +105,13 @@ def _deploy(t: Target) -> dict[str, Any]:
 
 def _app_query(t: Target) -> dict[str, str]:
     return {"app": t.app}
+
+
+def _check_in(t: Target) -> dict[str, Any]:
+    return {
+        "name": t.machine,
+        "apps": [{"app": t.app, "env": "staging", "version": "0" * 40, "deploy": True}],
+    }
 
 
 DEPLOY_ROUTES = [
@@ -175,6 +191,26 @@ ROUTES = [
     Route("GET", f"{PREFIX}/config/", Scope.READ),
     # The deploys each worker runs now: of the apps the key may see only.
     Route("GET", f"{PREFIX}/workers/", Scope.READ),
+    # Machines and what they run: of the apps the key may see only.
+    Route("GET", f"{PREFIX}/machines/", Scope.READ),
+    Route("GET", f"{PREFIX}/machines/", Scope.READ, on_app=True, query=_app_query),
+    Route("GET", f"{PREFIX}/machines/{{machine}}/", Scope.READ, on_app=True),
+    # An agent's: a check-in, and the output of a run of a pull deploy.
+    Route(
+        "POST",
+        f"{PREFIX}/machines/checkin/",
+        Scope.AGENT,
+        on_app=True,
+        body=_check_in,
+        refuses_in_body=True,
+    ),
+    Route(
+        "POST",
+        f"{PREFIX}/machines/{{machine}}/runs/{{deploy_id}}/",
+        Scope.AGENT,
+        on_app=True,
+        body=lambda t: {"lines": ["scope test"]},
+    ),
     Route("GET", f"{PREFIX}/hooks/{{hook}}/{{action}}/{{app}}/{{env}}/", Scope.ADMIN, on_app=True),
     # A signed hook needs no key: the URL is the credential.
     Route(
@@ -259,6 +295,7 @@ KINDS = [
     Kind("read", Scope.READ),
     Kind("deploy", Scope.DEPLOY),
     Kind("admin", Scope.ADMIN),
+    Kind("agent", Scope.AGENT),
     Kind("shared key", Scope.ADMIN, shared=True),
     *(Kind(f"{scope} of {MINE}", scope, [MINE, f"{MINE}-new", f"{MINE}-spare"]) for scope in Scope),
 ]
@@ -276,7 +313,7 @@ def test_the_table_names_every_route(server: ApiServer) -> None:
         for method in route.methods
     }
     tasks = {f"{r.method} {r.path.replace('{base}', PREFIX + '/tasks')}" for r in DEPLOY_ROUTES}
-    tabled = {r.name.replace("{spare}", "{app}") for r in ROUTES}
+    tabled = {r.name.replace("{spare}", "{app}").replace("{machine}", "{name}") for r in ROUTES}
     assert served | tasks == tabled | OPEN_PAGES
 
 
@@ -360,7 +397,22 @@ class World:
                 ).first()
                 assert deploy_id is not None
             with session_scope(engine) as db:
-                number = db.get_one(Deploy, deploy_id).number
+                deploy = db.get_one(Deploy, deploy_id)
+                number = deploy.number
+                # A machine reports the app; the deploy pulls (its order is published).
+                machines.check_in(
+                    db,
+                    CheckIn(
+                        name=f"host-{name}",
+                        labels={},
+                        agent_version="0",
+                        interval=15,
+                        apps=[AppReport(name, "staging", "0" * 40, None, True)],
+                    ),
+                    allowed=None,
+                    now=utcnow(),
+                )
+                pulls.publish(db, deploy, min_ready=None, now=utcnow())
                 # Its deploy in progress runs on a worker host (GET /workers/ names it).
                 db.execute(
                     update(Deploy)
@@ -431,13 +483,25 @@ class Caller:
         self.browser.close()
 
 
+# read < deploy < admin; an agent's key has none of them, and an admin may do what it does.
+RANK = {Scope.READ: 0, Scope.DEPLOY: 1, Scope.ADMIN: 2}
+
+
+def _allowed(have: Scope, need: Scope) -> bool:
+    if need == Scope.AGENT:
+        return have in (Scope.AGENT, Scope.ADMIN)
+    return have in RANK and RANK[have] >= RANK[need]
+
+
 def _status(route: Route, kind: Kind) -> int:
     """The status this kind of key gets from the route on its own app's things."""
     if route.scope is None:
         return route.ok
     if kind.scope is None:
         return 303 if route.dashboard else 401  # the dashboard sends it to the login
-    if kind.scope.rank < route.scope.rank or (route.unlimited and kind.limited):
+    if route.dashboard and not _allowed(kind.scope, Scope.READ):
+        return 303  # an agent's key may not log in: to the login
+    if not _allowed(kind.scope, route.scope) or (route.unlimited and kind.limited):
         return 303 if route.dashboard else 403  # the dashboard's forms come back with an error
     return route.ok
 
@@ -447,10 +511,10 @@ def _check(route: Route, kind: Kind, response: httpx.Response, what: str) -> Non
     assert response.status_code == expected, what
     location = response.headers.get("location", "")
     if route.dashboard and expected == 303:
-        if kind.scope is None:
+        if kind.scope is None or not _allowed(kind.scope, Scope.READ):
             assert location.startswith("/login"), what
         else:
-            refused = kind.scope.rank < Scope.DEPLOY.rank
+            refused = not _allowed(kind.scope, Scope.DEPLOY)
             assert ("error=" in location) == refused, what
 
 
@@ -501,7 +565,10 @@ def test_every_route_with_every_kind_of_key(
             if target == GHOST:
                 # Refused, or (a filter of lists) nothing found; made, where it makes the app.
                 made = route.creates and _status(route, kind) == route.ok
-                assert _refused(response) or response.text == "[]" or made, what
+                told = route.refuses_in_body and response.status_code == 200
+                assert _refused(response) or response.text == "[]" or made or told, what
+                if told:
+                    assert response.json()["refused"][0]["field"] == "apps[0].app", what
             elif target == THEIRS and kind.limited:
                 world.after(route, response)
                 ghost = caller.call(route, world.current()[GHOST])
@@ -512,7 +579,8 @@ def test_every_route_with_every_kind_of_key(
             world.after(route, response)
             if kind.limited and not _refused(response):
                 assert THEIRS not in response.text + response.headers.get("location", ""), what
-        if route.name == f"GET {PREFIX}/deploy-stats/" and route.query is None and kind.scope:
+        readers = kind.scope is not None and _allowed(kind.scope, Scope.READ)
+        if route.name == f"GET {PREFIX}/deploy-stats/" and route.query is None and readers:
             counted = sum(n for _, n in caller.call(route, targets[MINE]).json())
             assert counted == _started(server, kind), f"{kind.name}: deploy-stats: {counted}"
 

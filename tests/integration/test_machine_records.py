@@ -143,11 +143,11 @@ def test_apps_a_key_may_not_report_are_refused_by_field_and_the_rest_is_kept(
     with session_scope(engine) as session:
         make_app(session, origin, name="vault")
     assert check_in(engine, "web-1", OLD, app="ghost").refused == [
-        {"field": "apps[0].app", "error": "App 'ghost' not found"}
+        {"field": "apps[0].app", "error": machines.UNKNOWN_APP}
     ]
     # Another app's: refused exactly as an unknown one.
     assert check_in(engine, "web-1", OLD, app="vault", allowed=frozenset({"web"})).refused == [
-        {"field": "apps[0].app", "error": "App 'vault' not found"}
+        {"field": "apps[0].app", "error": machines.UNKNOWN_APP}
     ]
     assert check_in(engine, "web-1", OLD, env="nowhere").refused == [
         {"field": "apps[0].env", "error": "App 'web' has no environment 'nowhere'"}
