@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from freight.errors import IntegrationError
-from freight.notifiers import LockNotice, NotifyContext
+from freight.notifiers import LockNotice, MachineNotice, NotifyContext
 from freight.notifiers.slack import SlackConfig, SlackNotifier
 from freight.plugins import ServiceUrls
 from tests.doubles.slack import SlackDouble
@@ -160,6 +160,27 @@ def test_locks_are_announced_in_the_channel(slack: SlackDouble) -> None:
         posted["text"]
         == ":lock: web/production locked by ana until 2026-12-02T18:00:00Z: db migration"
     )
+
+
+def test_the_fleet_s_news_goes_to_the_environment_s_channel(slack: SlackDouble) -> None:
+    config = SlackConfig(
+        token="xoxb-test", channel="#deploys", channels={"production": "#deploys-prod"}
+    )
+    context = NotifyContext(client=httpx.Client(), urls=ServiceUrls(slack=slack.api_url))
+    for kind, detail in (
+        ("drift_found", "web-2 runs 1111111, web/production is at 2222222"),
+        ("machine_lost", "web-3 is lost: no check-in for 2m30s"),
+        ("drift_resolved", "web-2 runs 2222222, as web/production does"),
+    ):
+        notice = MachineNotice(kind, "web-2", "web", "production", detail, "2026-12-03T12:00Z")
+        SlackNotifier().announce(config, notice, context)
+    context.client.close()
+    assert [m["text"] for m in slack.main_messages("C0PROD").values()] == [
+        ":warning: Drift found in web/production: web-2 runs 1111111, web/production is at 2222222",
+        ":rotating_light: Machine lost in web/production: web-3 is lost: no check-in for 2m30s",
+        ":white_check_mark: Drift resolved in web/production: web-2 runs 2222222, as "
+        "web/production does",
+    ]
 
 
 def test_a_deploy_forced_past_a_lock_says_why(slack: SlackDouble) -> None:
