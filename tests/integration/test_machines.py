@@ -539,3 +539,36 @@ def test_commands_run_as_their_own_user_and_cannot_read_the_agent_s_key(freight:
         assert "[m1] key in my environment: 0" in log
         assert "[m1] environments with the key: 0" not in log
         assert "could read its key: set run_as" in fleet.agents["m1"].log()
+
+
+def test_freight_agent_once_checks_in_catches_up_and_exits_for_cron(freight: Freight) -> None:
+    with fleet_of(freight, min_ready=2, timeout=60) as fleet:
+        fleet.stop("m3")  # no daemon there: cron runs `freight agent --once`
+        sha = fleet.origin.commit("second")
+        deploy_id = freight.deploy(fleet.app)
+        assert freight.wait_final(deploy_id) == "finished", freight.diagnostics(deploy_id)
+        agent = fleet.agents["m3"]
+
+        def once() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *inside("m3"),
+                    FREIGHT,
+                    "agent",
+                    "--once",
+                    "--config",
+                    str(agent.home / "agent.yaml"),
+                ],
+                env={**os.environ, "FLEET_KEY": freight.agent_key},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        ran = once()
+        assert ran.returncode == 0, ran.stderr
+        assert f"deploy {deploy_id}: catching up to {fleet.app}/production at {sha}" in ran.stderr
+        assert agent.revision.read_text().strip() == sha
+        assert fleet.state("m3")["version"] == sha  # its second check-in said so
+        again = once()
+        assert again.returncode == 0 and "catching up" not in again.stderr
