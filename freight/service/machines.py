@@ -5,11 +5,10 @@ events (drift found or resolved, a machine lost) for the notifiers."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -313,11 +312,17 @@ class MachineView:
         return any(state.drift for state in self.apps)
 
 
+# How many commits a version is behind and ahead of an environment's live sha, in an app's
+# repository (None: not known); the execution layer reads it from the mirrors.
+Distance = Callable[[App, str, str], tuple[int | None, int | None]]
+
+
 @dataclass(frozen=True)
 class Filters:
     app: str | None = None
     environment: str | None = None
-    status: MachineStatus | None = None
+    # Any of these (None: any status)
+    statuses: frozenset[MachineStatus] | None = None
     # key=value pairs that must all be among a machine's labels
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
@@ -336,7 +341,7 @@ def list_machines(
     *,
     allowed: frozenset[str] | None,
     now: datetime,
-    distance: Any = None,
+    distance: Distance | None = None,
 ) -> list[MachineView]:
     """The machines that match, each with the apps the key may see (and only those: a machine
     that runs none of them is not shown to a key limited to other apps). `distance(app,
@@ -384,7 +389,7 @@ def list_machines(
             last_seen=machine.last_seen,
             apps=states,
         )
-        if filters.status is not None and view.status != filters.status:
+        if filters.statuses is not None and view.status not in filters.statuses:
             continue
         if any(view.labels.get(key) != value for key, value in filters.labels.items()):
             continue
@@ -410,7 +415,12 @@ def _live_deploys(session: Session, places: Collection[tuple[int, str]]) -> list
 
 
 def get_machine(
-    session: Session, name: str, *, allowed: frozenset[str] | None, now: datetime, distance: Any
+    session: Session,
+    name: str,
+    *,
+    allowed: frozenset[str] | None,
+    now: datetime,
+    distance: Distance | None,
 ) -> MachineView:
     found = list_machines(session, Filters(name=name), allowed=allowed, now=now, distance=distance)
     if not found:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from freight.api.deps import PrincipalDep, Reader, RuntimeDep, SessionDep, Values
 from freight.api.inputs import Arguments, RowId, documented, parse
@@ -88,23 +90,21 @@ def list_machines(
     version, last check-in, status (online; stale: 3 check-ins missed; lost: 10), and per app
     the version it runs, the environment's live sha and whether they differ (drift)."""
     query = parse(MachineQuery, values)
-    statuses = query.status if isinstance(query.status, list) else [query.status]
-    found = []
-    for status in statuses:
-        filters = Filters(
-            app=query.app,
-            environment=query.env,
-            status=status,
-            labels=dict([machines.parse_label(query.label)]) if query.label else {},
-        )
-        found += machines.list_machines(
-            db,
-            filters,
-            allowed=who.apps,
-            now=utcnow(),
-            distance=refs.commits_apart(rt.settings.workspaces),
-        )
-    return [_view(view) for view in sorted(found, key=lambda v: v.name)]
+    status = query.status
+    filters = Filters(
+        app=query.app,
+        environment=query.env,
+        statuses=frozenset(status if isinstance(status, list) else [status]) if status else None,
+        labels=dict([machines.parse_label(query.label)]) if query.label else {},
+    )
+    found = machines.list_machines(
+        db,
+        filters,
+        allowed=who.apps,
+        now=utcnow(),
+        distance=refs.commits_apart(rt.settings.workspaces),
+    )
+    return [_view(view) for view in found]
 
 
 @router.get("/machines/{name}/", operation_id="get_machine")
@@ -260,7 +260,9 @@ def _answer(
     return answer
 
 
-def _instructions(session: Any, machine_id: int, places: Any, running: list[int]) -> dict[str, Any]:
+def _instructions(
+    session: Session, machine_id: int, places: Collection[tuple[int, str]], running: list[int]
+) -> dict[str, Any]:
     todo = pulls.instructions(session, machine_id, places, running)
     desired = []
     for app_id, environment in places:
