@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -96,6 +97,12 @@ class AgentConfig(Strict):
     # that they cannot read the agent's key; unset, they run as the agent's own user.
     run_as: str | None = Field(default=None, min_length=1, max_length=32)
     apps: list[AppEntry] = Field(min_length=1)
+    # The values `${NAME}` references stood for: masked in every line sent to Freight.
+    _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self._secrets | {self.key.get_secret_value()}
 
     @model_validator(mode="after")
     def _each_place_once(self) -> AgentConfig:
@@ -111,7 +118,8 @@ class AgentConfig(Strict):
         return next((e for e in self.apps if (e.app, e.env) == (app, environment)), None)
 
 
-def _expand(value: Any, where: str, environ: dict[str, str]) -> Any:
+def _expand(value: Any, where: str, environ: dict[str, str], found: set[str]) -> Any:
+    """The value with each `${NAME}` read from `environ`; the values read go to `found`."""
     if isinstance(value, str):
 
         def lookup(match: re.Match[str]) -> str:
@@ -120,15 +128,17 @@ def _expand(value: Any, where: str, environ: dict[str, str]) -> Any:
                 raise AgentConfigError(
                     f"${{{name}}} is not set in the environment", path="", field=where
                 )
+            found.add(environ[name])
             return environ[name]
 
         return REFERENCE.sub(lookup, value)
     if isinstance(value, dict):
         return {
-            k: _expand(v, f"{where}.{k}" if where else str(k), environ) for k, v in value.items()
+            k: _expand(v, f"{where}.{k}" if where else str(k), environ, found)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+        return [_expand(v, f"{where}[{i}]", environ, found) for i, v in enumerate(value)]
     return value
 
 
@@ -157,15 +167,18 @@ def load(path: Path, environ: dict[str, str] | None = None) -> AgentConfig:
         raise AgentConfigError(f"not valid YAML: {exc}", path=str(path)) from None
     if not isinstance(data, dict):
         raise AgentConfigError("must be a mapping of settings", path=str(path))
+    secrets: set[str] = set()
     try:
-        data = _expand(data, "", dict(os.environ if environ is None else environ))
+        data = _expand(data, "", dict(os.environ if environ is None else environ), secrets)
     except AgentConfigError as exc:
         raise AgentConfigError(exc.problem, path=str(path), field=exc.field) from None
     try:
-        return AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(
             f"[{part}]" if isinstance(part, int) else str(part) for part in error["loc"]
         ).replace(".[", "[")
         raise AgentConfigError(error["msg"], path=str(path), field=field) from None
+    config._secrets = frozenset(secrets)
+    return config

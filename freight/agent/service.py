@@ -20,7 +20,7 @@ import httpx
 from freight.agent.config import AgentConfig, AppEntry
 from freight.commands import DeployContext, inherited_env, render_command
 from freight.errors import CommandFailed, DeployCancelled, DeployTimeout, FreightError
-from freight.runner import run_process
+from freight.runner import Masker, run_process
 from freight.system_users import RunAs
 
 log = logging.getLogger("freight.agent")
@@ -155,6 +155,7 @@ class Run:
         self.cancelled.set()
 
     def emit(self, line: str) -> None:
+        line = self.agent.mask(line)
         with self._lock:
             self._lines.append(line)
 
@@ -266,6 +267,7 @@ class Agent:
         self._news = threading.Event()
         self._lock = threading.Lock()
         self.agent_version = package_version("freight")
+        self.mask = Masker(config.secrets)
         self.last_error: str | None = None
 
     @property

@@ -46,6 +46,8 @@ CONTROL_IP = "10.78.0.1"
 MACHINES = ("m1", "m2", "m3")
 INTERVAL = 1.0
 LINES = 20
+# A secret of the agents' config (`${FLEET_TOKEN}`), which their commands print.
+TOKEN = "tok-3f9a1c"
 
 # The deploy script of every machine: LINES numbered lines, then the new version in place. A
 # machine's FAIL file makes it fail; its SLOW file makes it sleep that long first (its pid in
@@ -55,6 +57,7 @@ set -e
 cd "$(dirname "$0")"
 echo $$ > PID
 if [ -f SLOW ]; then sleep "$(cat SLOW)"; fi
+echo "token is $TOKEN"
 for i in $(seq 1 {lines}); do echo "line $i of $FREIGHT_APP at $1"; done
 if [ -f FAIL ]; then echo "no disk left" >&2; exit 3; fi
 echo "$1" > REVISION
@@ -215,7 +218,7 @@ class Fleet:
         log = (agent.home / "agent.log").open("ab")
         agent.process = subprocess.Popen(
             [*inside(name), FREIGHT, "agent", "--config", str(agent.home / "agent.yaml")],
-            env={**os.environ, "FLEET_KEY": self.freight.agent_key},
+            env={**os.environ, "FLEET_KEY": self.freight.agent_key, "FLEET_TOKEN": TOKEN},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -281,7 +284,11 @@ def fleet_of(
                     "app": app,
                     "env": "production",
                     "version": {"file": str(home / "REVISION")},
-                    "deploy": {"command": f"sh {home}/deploy.sh {{sha}}", "grace": 2},
+                    "deploy": {
+                        "command": f"sh {home}/deploy.sh {{sha}}",
+                        "grace": 2,
+                        "env": {"TOKEN": "${FLEET_TOKEN}"},
+                    },
                 }
             ],
         }
@@ -354,6 +361,7 @@ def test_a_pull_deploy_succeeds_on_every_machine_with_every_line_in_the_log(
         assert lines == [f"[{name}] line {i} of {fleet.app} at {sha}" for i in range(1, LINES + 1)]
         assert f">> {name}: succeeded" in log
     assert ">> 3 of 3 machine(s) deployed it" in log
+    assert "[m1] token is ********" in log and TOKEN not in log  # masked by the agent
     fleet.wait_versions(sha)
     assert not any(fleet.state(n)["drift"] for n in MACHINES)
     assert all(fleet.state(n)["liveSha"] == sha for n in MACHINES)
@@ -559,7 +567,7 @@ def test_freight_agent_once_checks_in_catches_up_and_exits_for_cron(freight: Fre
                     "--config",
                     str(agent.home / "agent.yaml"),
                 ],
-                env={**os.environ, "FLEET_KEY": freight.agent_key},
+                env={**os.environ, "FLEET_KEY": freight.agent_key, "FLEET_TOKEN": TOKEN},
                 capture_output=True,
                 text=True,
                 timeout=120,

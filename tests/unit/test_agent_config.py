@@ -45,6 +45,7 @@ def test_a_good_file_loads_with_its_key_from_the_environment(tmp_path: Path) -> 
     config = load(write(tmp_path, GOOD), {"FREIGHT_AGENT_KEY": "frt_secret"})
     assert config.key.get_secret_value() == "frt_secret"
     assert "frt_secret" not in repr(config)
+    assert config.secrets == {"frt_secret"}  # what its lines to Freight are masked of
     assert config.entry("web", "production") is not None
     assert config.entry("api", "production").deploy is None  # type: ignore[union-attr]
     assert config.entry("web", "staging") is None
