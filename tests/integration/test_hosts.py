@@ -193,7 +193,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with (
         network(BRIDGE, CONTROL_IP, HOSTS),
         postgres_database() as url,
-        forwarded(db_port, ("127.0.0.1", 5432)),
+        forwarded((CONTROL_IP, db_port), ("127.0.0.1", 5432)),
     ):
         remote_db_url = url.replace("@127.0.0.1:5432/", f"@{CONTROL_IP}:{db_port}/")
         api_port = free_port()
