@@ -139,6 +139,8 @@ class Run:
         self.done = threading.Event()
         self._lines: list[str] = []
         self._sent = 0
+        # Freight knows the run started (a silent command sends nothing more until it ends).
+        self._announced = False
         self._lock = threading.Lock()
         # (status, message) once the command ended
         self.outcome: tuple[str, str | None] | None = None
@@ -244,10 +246,13 @@ class Run:
         if final is not None and last:
             body["status"], body["message"] = final
         elif not batch:
+            if self._announced:
+                return  # nothing new: a cancel comes with the next check-in's answer
             body["status"] = "running"
         answer = self.agent.freight.post(
             f"/machines/{self.agent.config.name}/runs/{self.deploy_id}/", body
         )
+        self._announced = True
         self._sent = max(self._sent, int(answer.get("lines", self._sent)))
         if answer.get("cancel"):
             self.cancelled.set()

@@ -85,7 +85,9 @@ READ_ONLY = "freight_read_only"
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # Up to 40 at once: as many as the API's request threads (a request waiting 30 s for a
+        # connection fails; a hundred agents reporting at once made 500s at 5 + 10).
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=35)
         _short_write_transactions(engine)
         return engine
     connect_args = {"timeout": 30, "check_same_thread": False}
