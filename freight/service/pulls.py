@@ -116,6 +116,8 @@ def _order(deploy: Deploy, *, catch_up: bool) -> Order:
 
 @dataclass
 class Instructions:
+    # The desired version of each place the machine reported (None: none is desired).
+    desired: dict[tuple[int, str], Deploy | None] = field(default_factory=dict)
     orders: list[Order] = field(default_factory=list)
     # Deploys the agent runs that it must stop: cancelled, ended, or overtaken by a newer one.
     cancel: list[int] = field(default_factory=list)
@@ -134,12 +136,19 @@ def active_orders(session: Session) -> dict[tuple[int, str], PullOrder]:
     return {(row.app_id, row.environment): row for row in rows}
 
 
-def desired(session: Session, app_id: int, environment: str) -> Deploy | None:
+def desired(
+    session: Session,
+    app_id: int,
+    environment: str,
+    *,
+    active: Mapping[tuple[int, str], PullOrder] | None = None,
+) -> Deploy | None:
     """The version an environment's machines should run: its pull deploy in progress, else
-    its live release when a pull deploy made it (a push-deployed environment has none)."""
-    active = active_orders(session).get((app_id, environment))
-    if active is not None and not active.cancelled:
-        return active.deploy
+    its live release when a pull deploy made it (a push-deployed environment has none).
+    `active`: the orders in progress, when the caller has them already."""
+    order = (active_orders(session) if active is None else active).get((app_id, environment))
+    if order is not None and not order.cancelled:
+        return order.deploy
     live = releases.live_deploy(session, app_id, environment)
     if live is not None and session.get(PullOrder, live.id) is not None:
         return live
@@ -164,6 +173,7 @@ def instructions(
         for row in session.scalars(select(MachineApp).where(MachineApp.machine_id == machine_id))
     }
     for place in places:
+        target = found.desired[place] = desired(session, *place, active=active)
         state = states.get(place)
         if state is None or not state.can_deploy:
             continue
@@ -172,7 +182,6 @@ def instructions(
             if not order.cancelled and order.deploy_id not in tried:
                 found.orders.append(_order(order.deploy, catch_up=False))
             continue
-        target = desired(session, *place)
         if (
             target is not None
             and target.id not in tried

@@ -265,8 +265,7 @@ def _instructions(
 ) -> dict[str, Any]:
     todo = pulls.instructions(session, machine_id, places, running)
     desired = []
-    for app_id, environment in places:
-        target = pulls.desired(session, app_id, environment)
+    for (app_id, environment), target in todo.desired.items():
         desired.append(
             {
                 "app": pulls.app_name(session, app_id),
