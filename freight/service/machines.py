@@ -159,22 +159,22 @@ def _judge_drift(
 ) -> None:
     """Drift is judged only when the environment is at rest: while a deploy runs, and for one
     check-in interval after one finished, a machine may not have the new version yet."""
-    live = releases.live_deploy(session, app.id, row.environment)
-    if live is None or row.version is None or _in_progress(session, app.id, row.environment):
+    if row.version is None:
         return
-    settled = live.date_finished is None or now - live.date_finished > timedelta(
-        seconds=machine.interval
-    )
-    if not settled:
+    live = releases.live_sha_since(session, app.id, row.environment)
+    if live is None or _in_progress(session, app.id, row.environment):
         return
-    drift = not same_version(row.version, live.sha)
+    sha, finished = live
+    if now - finished <= timedelta(seconds=machine.interval):
+        return
+    drift = not same_version(row.version, sha)
     if drift == row.drift:
         return
     row.drift = drift
     detail = (
-        f"{machine.name} runs {row.version}, {app.name}/{row.environment} is at {live.sha}"
+        f"{machine.name} runs {row.version}, {app.name}/{row.environment} is at {sha}"
         if drift
-        else f"{machine.name} runs {live.sha}, as {app.name}/{row.environment} does"
+        else f"{machine.name} runs {sha}, as {app.name}/{row.environment} does"
     )
     add_event(
         session,

@@ -24,6 +24,19 @@ def live_deploy(session: Session, app_id: int, environment: str) -> Deploy | Non
     return release.deploy if release else None
 
 
+def live_sha_since(session: Session, app_id: int, environment: str) -> tuple[str, datetime] | None:
+    """The live sha and when its deploy finished, without loading the deploy (a check-in asks
+    this for each app it reports)."""
+    row = session.execute(
+        select(Deploy.sha, Deploy.date_finished)
+        .join(LiveRelease, LiveRelease.deploy_id == Deploy.id)
+        .where(LiveRelease.app_id == app_id, LiveRelease.environment == environment)
+    ).first()
+    if row is None or row.sha is None or row.date_finished is None:
+        return None
+    return row.sha, row.date_finished
+
+
 def record_finished(session: Session, deploy: Deploy) -> None:
     """A finished deploy is what is live in its environment now."""
     release = session.get(LiveRelease, (deploy.app_id, deploy.environment))
