@@ -505,9 +505,10 @@ async def long_polls(
 class PullAgents:
     """`freight agent` on each machine of the pull app, as the server sees it (its Agent.serve
     and Run._send_loop): one long poll at a time; an order run at once, RUN_LINES lines over
-    RUN_SECONDS, a report every SEND_EVERY after the last one was answered (the new lines, or
-    `running`), the status with the last lines, then a check-in with the new version. A 5xx
-    answer is tried again after 1 s, doubling up to 30 s, the lines kept."""
+    RUN_SECONDS, a report every SEND_EVERY after the last one was answered when there are new
+    lines (and `running` once, at the start), the status with the last lines, then a check-in
+    with the new version. A 5xx answer is tried again after 1 s, doubling up to 30 s, the lines
+    kept."""
 
     def __init__(self, client: Client, app: str, names: list[str], sha: str) -> None:
         self.client = client
@@ -555,6 +556,7 @@ class PullAgents:
         path = f"/machines/{name}/runs/{deploy_id}/"
         began = time.monotonic()
         sent = 0
+        announced = False
         while True:
             elapsed = time.monotonic() - began
             done = elapsed >= RUN_SECONDS
@@ -566,8 +568,12 @@ class PullAgents:
             if done:
                 body["status"], body["message"] = "succeeded", None
             elif printed == sent:
+                if announced:
+                    await asyncio.sleep(SEND_EVERY)
+                    continue
                 body["status"] = "running"
             status, answer = await self.post(path, body)
+            announced = True
             if status != 200:
                 return
             sent = int(answer["lines"])
