@@ -4,6 +4,7 @@ filters, and bad input answered 400 naming the field, never 500."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -227,3 +228,37 @@ def test_bad_run_reports_and_queries_are_400s_naming_the_field(server: ApiServer
         assert bad(client.post(f"/machines/web-1/runs/{2**40}/", json={})).startswith("deploy_id: ")
         assert bad(client.get("/machines/", params={"label": "rack"})).startswith("label: ")
         assert bad(client.get("/machines/", params={"status": "asleep"})).startswith("status")
+
+
+def test_a_burst_of_agents_reporting_at_once_is_answered_without_a_server_error(
+    server: ApiServer, app: str
+) -> None:
+    """More agents reporting at once than the API has request threads (40) and database
+    connections: each is answered 200. (A sync route's answer used to be checked on a request
+    thread while its transaction held a connection, so threads waiting for connections and
+    connections waiting for threads stood still until the pool's 30 s timeout: 500s.)"""
+    deploy_id = start_pull_deploy(server)
+    agents = [f"web-{n}" for n in range(120)]
+    with server.client(KEY) as client:
+        for name in agents:
+            body(client.post("/machines/checkin/", json=report(name)), 200)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(
+            base_url=server.api,
+            headers={"Authorization": f"Key {KEY}"},
+            timeout=90,
+            limits=httpx.Limits(max_connections=len(agents)),
+        ) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(f"/machines/{name}/runs/{deploy_id}/", json={"lines": ["x"] * 50})
+                    for name in agents
+                )
+            )
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(burst()) == [200] * len(agents)
+    with session_scope(server.engine) as session:
+        progress = pulls.progress(session, deploy_id, after=0, now=utcnow())
+        assert set(progress.runs) == set(agents)
