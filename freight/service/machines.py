@@ -20,6 +20,7 @@ from freight.db import (
     Machine,
     MachineApp,
     MachineEvent,
+    MachineOutput,
     MachineVersion,
     utcnow,
 )
@@ -33,6 +34,10 @@ UNKNOWN_APP = "No such app (or not one this key may report)"
 # Check-ins a machine may miss before it counts as stale, and as lost.
 STALE_AFTER = 3
 LOST_AFTER = 10
+
+# How long a finished pull deploy's machine output outlives it: the log has its copy, and an
+# agent's last report (after a cancel) may still come in.
+OUTPUT_KEPT = timedelta(hours=1)
 
 
 class MachineStatus(StrEnum):
@@ -458,7 +463,8 @@ def history(
 
 def forget_history(session: Session, *, older_than: datetime) -> int:
     """Drop history rows older than the cutoff, except each place's latest (what runs now is
-    always known from when). The rows dropped."""
+    always known from when), and the machines' output of deploys that finished more than an
+    hour ago (their runner copied it into the deploy's log). The rows dropped."""
     latest = (
         select(func.max(MachineVersion.id))
         .group_by(MachineVersion.machine_id, MachineVersion.app_id, MachineVersion.environment)
@@ -473,5 +479,9 @@ def forget_history(session: Session, *, older_than: datetime) -> int:
         delete(MachineEvent).where(
             MachineEvent.date_created < older_than, MachineEvent.date_delivered.is_not(None)
         )
+    ).rowcount
+    copied = select(Deploy.id).where(Deploy.date_finished < utcnow() - OUTPUT_KEPT)
+    dropped += session.execute(
+        delete(MachineOutput).where(MachineOutput.deploy_id.in_(copied))
     ).rowcount
     return int(dropped or 0)

@@ -333,3 +333,25 @@ def test_retention_drops_old_history_but_each_machine_s_current_version(
     assert history(engine, "web-2") == [OLD]
     with session_scope(engine) as session:
         assert session.scalar(select(func.count(MachineVersion.id))) == 2
+
+
+def test_retention_drops_machine_output_an_hour_after_its_deploy_finished(
+    engine: Engine, app: str
+) -> None:
+    check_in(engine, "web-1", OLD)
+    done = deploy(
+        engine, NEW, status=DeployStatus.FINISHED, finished=utcnow() - timedelta(minutes=61)
+    )
+    just_done = deploy(engine, NEW, status=DeployStatus.FAILED)
+    running = deploy(engine, NEW, status=DeployStatus.IN_PROGRESS)
+    with session_scope(engine) as session:
+        for deploy_id in (done, just_done, running):
+            pulls.record_run(
+                session, deploy_id, "web-1", first=0, lines=["a", "b"], status=None,
+                message=None, allowed=None,
+            )  # fmt: skip
+    with session_scope(engine) as session:
+        assert machines.forget_history(session, older_than=utcnow() - timedelta(days=90)) == 2
+    with session_scope(engine) as session:
+        kept = session.scalars(select(MachineOutput.deploy_id).order_by(MachineOutput.id))
+        assert list(kept) == [just_done, just_done, running, running]
