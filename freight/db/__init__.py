@@ -86,8 +86,11 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # Up to 40 at once: as many as the API's request threads (a request waiting 30 s for a
-        # connection fails; a hundred agents reporting at once made 500s at 5 + 10).
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=35)
+        # connection fails; a hundred agents reporting at once made 500s at 5 + 10). All kept
+        # once opened: a pool of 5 that closed each extra connection as it came back made a
+        # saturated API start 39 PostgreSQL backends a second. A process opens only as many
+        # as it used at once.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=40, max_overflow=0)
         _short_write_transactions(engine)
         return engine
     connect_args = {"timeout": 30, "check_same_thread": False}
