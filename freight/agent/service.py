@@ -136,7 +136,9 @@ class Run:
         self.order = order
         self.deploy_id = int(order["deploy"])
         self.cancelled = threading.Event()
+        # The command ended; and then Freight had its end (or gave up on the run).
         self.done = threading.Event()
+        self.settled = threading.Event()
         self._lines: list[str] = []
         self._sent = 0
         # Freight knows the run started (a silent command sends nothing more until it ends).
@@ -169,6 +171,7 @@ class Run:
         finally:
             self.done.set()
             sender.join()
+            self.settled.set()
             self.agent.ran(self)
 
     def _execute(self) -> tuple[str, str | None]:
@@ -280,6 +283,8 @@ class Agent:
         return min(BACKOFF_MAX, 2 * self.config.interval)
 
     def report(self) -> dict[str, Any]:
+        # Every run whose end Freight has not had: a run missing here is one Freight takes for
+        # lost with an agent that restarted.
         running = {run.place: run.deploy_id for run in self._live_runs()}
         apps = []
         for entry in self.config.apps:
@@ -334,8 +339,10 @@ class Agent:
         self._news.set()
 
     def _live_runs(self) -> list[Run]:
+        # A run is live until its end is reported, so that the next run of its app/environment
+        # waits for that and a check-in names at most one run per app/environment.
         with self._lock:
-            return [run for run in self.runs.values() if not run.done.is_set()]
+            return [run for run in self.runs.values() if not run.settled.is_set()]
 
     def serve(self) -> None:
         """Check in until stopped; on the way out, stop the commands that run."""

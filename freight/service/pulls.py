@@ -202,6 +202,46 @@ def instructions(
     return found
 
 
+# Said of a run its agent no longer has: it was killed or restarted while the command ran.
+# Under systemd the command went with it (the unit's processes are killed); otherwise it may
+# run on unheard, so what it did is not known either way.
+ABANDONED = (
+    "the agent stopped before this run ended (restarted?): how the command ended is not known"
+)
+
+
+def abandon_runs(
+    session: Session, machine_id: int, running: Collection[int], *, now: datetime
+) -> list[int]:
+    """Fail the runs Freight still counts as running on a machine whose agent, checking in,
+    does not run them (an agent names every run whose end it has not reported): so that their
+    deploys need not wait for their timeout, and so that no run is started twice. The deploys
+    of the runs failed."""
+    runs = session.scalars(
+        select(MachineRun)
+        .where(
+            MachineRun.machine_id == machine_id,
+            MachineRun.status == RunStatus.RUNNING,
+            MachineRun.deploy_id.not_in(running),
+        )
+        .with_for_update(of=MachineRun)
+    ).all()
+    for run in runs:
+        run.status = RunStatus.FAILED
+        run.message = ABANDONED
+        run.date_finished = now
+        session.add(
+            MachineOutput(
+                deploy_id=run.deploy_id,
+                machine_id=machine_id,
+                text=f">> Failed: {ABANDONED}",
+                date_created=now,
+            )
+        )
+    session.flush()
+    return [run.deploy_id for run in runs]
+
+
 def snapshot(session: Session) -> frozenset[tuple[int, int, str, bool]]:
     """(deploy, app, environment, cancelled) of every pull deploy in progress: one cheap look
     that a waiting check-in compares, instead of asking for its instructions again."""

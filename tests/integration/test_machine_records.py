@@ -355,3 +355,27 @@ def test_retention_drops_machine_output_an_hour_after_its_deploy_finished(
     with session_scope(engine) as session:
         kept = session.scalars(select(MachineOutput.deploy_id).order_by(MachineOutput.id))
         assert list(kept) == [just_done, just_done, running, running]
+
+
+def test_a_run_the_agent_no_longer_names_is_failed_once_and_not_ordered_again(
+    engine: Engine, app: str
+) -> None:
+    places = check_in(engine, "web-1", OLD).places
+    machine_id = view_id(engine, "web-1")
+    deploy_id = deploy(engine, NEW, status=DeployStatus.IN_PROGRESS)
+    with session_scope(engine) as session:
+        pulls.record_run(
+            session, deploy_id, "web-1", first=0, lines=["a"], status="running", message=None,
+            allowed=None,
+        )  # fmt: skip
+        # Still running there: the agent names it.
+        assert pulls.abandon_runs(session, machine_id, [deploy_id], now=utcnow()) == []
+    with session_scope(engine) as session:
+        # The agent restarted: it runs nothing.
+        assert pulls.abandon_runs(session, machine_id, [], now=utcnow()) == [deploy_id]
+        assert pulls.abandon_runs(session, machine_id, [], now=utcnow()) == []
+    with session_scope(engine) as session:
+        progress = pulls.progress(session, deploy_id, after=0, now=utcnow())
+        assert progress.runs == {"web-1": ("failed", pulls.ABANDONED)}
+        assert [text for _, _, text in progress.lines] == ["a", f">> Failed: {pulls.ABANDONED}"]
+        assert not pulls.instructions(session, machine_id, places, ())

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from freight import procs, system_users
 from freight.db import get_engine, session_scope
 from freight.service import keys
+from freight.service.pulls import ABANDONED
 from freight.settings import Settings
 from freight.stack import Stack, running_stack
 from tests.conftest import postgres_database
@@ -455,6 +456,32 @@ def test_cancel_in_the_middle_stops_every_machine_s_command(freight: Freight, fl
     for name in MACHINES:
         assert f">> {name}: cancelled" in log
     wait_for(lambda: not any(_alive(pid) for pid in pids), 20, "every command to be gone")
+
+
+def test_an_agent_killed_mid_command_fails_its_run_when_it_is_back_and_runs_nothing_twice(
+    freight: Freight, fleet: Fleet
+) -> None:
+    for name in MACHINES:
+        (fleet.agents[name].home / "SLOW").write_text("300")
+    deploy_id = freight.deploy(fleet.app)
+    pid_file = fleet.agents["m2"].home / "PID"
+    wait_for(pid_file.exists, 60, "m2's command to start")
+    orphan = int(pid_file.read_text())
+    fleet.stop("m2")  # kill -9: its command, in a session of its own, runs on unheard
+    try:
+        restarted = time.monotonic()
+        fleet.start("m2")
+        assert freight.wait_final(deploy_id, 60) == "failed"
+        assert time.monotonic() - restarted < 30  # not the provider's 60 s timeout
+        log = freight.log(deploy_id)
+        assert f"[m2] >> Failed: {ABANDONED}" in log
+        assert f">> m2: failed ({ABANDONED})" in log
+        # Started once: the restarted agent was not told to run it again.
+        assert int(pid_file.read_text()) == orphan
+        assert fleet.agents["m2"].log().count(f"deploy {deploy_id}: deploying") == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orphan, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

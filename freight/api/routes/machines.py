@@ -245,6 +245,7 @@ def _record(
 ) -> tuple[dict[str, Any], set[tuple[int, str]]]:
     with session_scope(engine) as session:
         recorded = machines.check_in(session, report, allowed=allowed, now=utcnow())
+        pulls.abandon_runs(session, recorded.machine_id, running, now=utcnow())
         answer = _instructions(session, recorded.machine_id, recorded.places, running)
     answer["refused"] = recorded.refused
     return answer, set(recorded.places)
