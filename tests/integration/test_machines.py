@@ -27,7 +27,7 @@ import yaml
 from sqlalchemy import Engine
 
 from freight import procs, system_users
-from freight.db import get_engine, session_scope
+from freight.db import Deploy, get_engine, session_scope
 from freight.service import keys
 from freight.service.pulls import ABANDONED
 from freight.settings import Settings
@@ -482,6 +482,34 @@ def test_an_agent_killed_mid_command_fails_its_run_when_it_is_back_and_runs_noth
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(orphan, signal.SIGKILL)
+
+
+def test_the_runner_killed_mid_pull_deploy_stops_the_agents_and_frees_the_environment(
+    freight: Freight, fleet: Fleet
+) -> None:
+    slow = [fleet.agents[name].home / "SLOW" for name in MACHINES]
+    for path in slow:
+        path.write_text("300")
+    doomed = freight.deploy(fleet.app)
+    pid_files = [fleet.agents[name].home / "PID" for name in MACHINES]
+    wait_for(lambda: all(p.exists() for p in pid_files), 60, "every command to start")
+    pids = [int(p.read_text()) for p in pid_files]
+    with session_scope(freight.engine) as session:
+        runner = session.get_one(Deploy, doomed).runner_pid
+    assert runner
+    for path in slow:
+        path.unlink()
+    os.kill(runner, signal.SIGKILL)
+    killed = time.monotonic()
+    assert freight.wait_final(doomed, 60) == "failed"
+    assert freight.get(f"/deploys/{doomed}/")["reason"].startswith("Runner lost")
+    # The agents were told: their commands stopped.
+    wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "every command to be gone")
+    # And the environment is free: the next deploy runs on every machine.
+    sha = fleet.origin.commit("second")
+    assert freight.wait_final(freight.deploy(fleet.app)) == "finished"
+    assert time.monotonic() - killed < 60
+    fleet.wait_versions(sha)
 
 
 def _alive(pid: int) -> bool:
