@@ -997,8 +997,8 @@ def pull_deploy(
             flush=True,
         )
     print(
-        f"\nmachine_output after these deploys: {output[1]:,} lines, {kb(output[0])} (kept for "
-        "good: nothing deletes them once the runner has copied them into the deploy's log)",
+        f"\nmachine_output after these deploys: {output[1]:,} lines, {kb(output[0])} (the "
+        "maintenance flow drops them an hour after their deploy finished)",
         flush=True,
     )
 
