@@ -40,6 +40,8 @@ def maintenance() -> None:
         logger.info("Removed stray checkout %s", path)
     for scope in report.expired_locks:
         logger.info("The lock on %s expired", scope)
+    for scope in report.begun_freezes:
+        logger.info("The freeze of %s began", scope)
     for deploy_id in report.notified:
         logger.info("Delivered the notifications of deploy %s", deploy_id)
     if report.forgotten_history:

@@ -37,6 +37,7 @@ from freight.errors import (
 )
 from freight.names import DEFAULT_WORK_QUEUE, NAME_PATTERN, Name
 from freight.plugins import PluginConfig, Registry
+from freight.windows import Window
 
 # Both base classes keep working for callers: `except CatalogueError` gets `.path`/`.field`,
 # `except InvalidProvider` and the API's error_name see the kind that was wrong.
@@ -106,6 +107,8 @@ class EnvironmentSpec(_Frozen):
     notifiers: list[NotifierConfig] | None = None
     # The work queue of the workers that may run its deploys (those inside its network, say).
     work_queue: Name | None = None
+    # When it may be deployed (freight/windows.py); [] lifts the app's windows for it.
+    windows: list[Window] | None = None
 
 
 class EnvironmentConfig(_Frozen):
@@ -119,6 +122,7 @@ class EnvironmentConfig(_Frozen):
     notifiers: list[NotifierConfig]
     # Snapshots taken before work queues existed have none: theirs was the default.
     work_queue: Name = DEFAULT_WORK_QUEUE
+    windows: list[Window] = Field(default_factory=list)
 
 
 class AppSpec(_Frozen):
@@ -128,6 +132,7 @@ class AppSpec(_Frozen):
     checks: list[CheckConfig] = Field(default_factory=list)
     notifiers: list[NotifierConfig] = Field(default_factory=list)
     work_queue: Name = DEFAULT_WORK_QUEUE
+    windows: list[Window] = Field(default_factory=list)
     environments: dict[Name, EnvironmentSpec]
 
     @field_validator("environments")
@@ -168,6 +173,7 @@ class AppSpec(_Frozen):
             "checks": self.checks if env.checks is None else env.checks,
             "notifiers": self.notifiers if env.notifiers is None else env.notifiers,
             "work_queue": self.work_queue if env.work_queue is None else env.work_queue,
+            "windows": self.windows if env.windows is None else env.windows,
         }
 
 

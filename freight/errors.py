@@ -14,7 +14,10 @@ FreightError            .error_name is the wire vocabulary; the message names th
 │       ├── InvalidNotifier   invalid_notifier
 │       ├── InvalidRepository invalid_repository (a URL git must not be pointed at)
 │       └── CatalogueError    invalid_resource (names the file and the field)
-├── AppLocked           locked
+├── Barred              a rule of the environment refuses the deploy now (force + reason)
+│   ├── AppLocked             locked
+│   ├── Frozen                frozen
+│   └── OutsideWindow         outside_window (names the next opening)
 ├── CheckFailed         check_failed
 ├── Conflict            conflict
 │   └── AlreadyDelivered      a webhook delivery that another request is acting on
@@ -95,8 +98,27 @@ class CatalogueError(InvalidConfig):
         self.field = field
 
 
-class AppLocked(FreightError):
+class Barred(FreightError):
+    """A rule of the environment refuses the deploy now; forcing it needs a reason. A deploy
+    refused when its run starts is cancelled by `refused_by`, not failed."""
+
+    error_name = "barred"
+    refused_by = "a rule"
+
+
+class AppLocked(Barred):
     error_name = "locked"
+    refused_by = "a lock"
+
+
+class Frozen(Barred):
+    error_name = "frozen"
+    refused_by = "a freeze"
+
+
+class OutsideWindow(Barred):
+    error_name = "outside_window"
+    refused_by = "a deploy window"
 
 
 class CheckFailed(FreightError):

@@ -7,6 +7,8 @@ import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -15,6 +17,7 @@ from sqlalchemy import Engine
 
 from freight.db import make_engine
 from freight.db.migrate import upgrade
+from freight.service import barriers, locks
 from freight.settings import Settings
 from tests.factories import GitRepo
 from tests.helpers import live_pids_with_env
@@ -106,3 +109,26 @@ def marker() -> Iterator[str]:
     for pid in live_pids_with_env(f"FREIGHT_PARAM_MARKER={value}"):
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Clock:
+    """The time as Freight's release rules see it (windows, freezes), set by the test."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment.astimezone(UTC)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A fake clock for the rules that judge time (deploy windows, freezes), starting on
+    Sunday 2026-12-06 at noon UTC. Everything else keeps the real time."""
+    fake = Clock(datetime(2026, 12, 6, 12, tzinfo=UTC))
+    for module in (barriers, locks):
+        monkeypatch.setattr(module, "utcnow", fake)
+    return fake

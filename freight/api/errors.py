@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from freight.errors import (
-    AppLocked,
+    Barred,
     CheckFailed,
     Conflict,
     ExternalError,
@@ -36,7 +36,7 @@ STATUS: list[tuple[type[FreightError], int]] = [
     (Forbidden, 403),
     (Conflict, 409),
     (InvalidRequest, 400),
-    (AppLocked, 400),
+    (Barred, 400),
     (CheckFailed, 400),
     # A service Freight depends on (git, Prefect, an integration) failed: not Freight's bug.
     (ExternalError, 502),

@@ -210,6 +210,9 @@ class LockPublic(TypedDict):
     reason: str
     owner: str
     active: bool
+    # A freeze holds its owner too, from dateStarts (None: its creation) to dateExpires.
+    freeze: bool
+    dateStarts: str | None
     dateCreated: str | None
     dateExpires: str | None
     releasedBy: str | None
@@ -217,15 +220,15 @@ class LockPublic(TypedDict):
 
 
 def lock_public(lock: Lock) -> LockPublic:
-    now = datetime.now(UTC)
     return LockPublic(
         id=str(lock.id),
         app=lock.app.name,
         environment=lock.environment,
         reason=lock.reason,
         owner=lock.owner,
-        active=lock.date_released is None
-        and (lock.date_expires is None or lock.date_expires > now),
+        active=locks.in_force(lock),
+        freeze=lock.freeze,
+        dateStarts=wire_date(lock.date_starts),
         dateCreated=wire_date(lock.date_created),
         dateExpires=wire_date(lock.date_expires),
         releasedBy=lock.released_by,

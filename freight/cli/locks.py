@@ -1,4 +1,5 @@
-"""`freight lock|unlock APP [ENV]`: stop deploys by others for a while, with a reason."""
+"""`freight lock|unlock APP [ENV]`: stop deploys by others for a while, with a reason;
+`freight freeze APP [ENV]`: stop everyone's deploys for a set period."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def lock(
                 "reason": reason,
                 "owner": client.config.user,
                 "for": duration,
-                "expires": _moment(until) if until else None,
+                "expires": _moment(until, "--until") if until else None,
             },
         )
     scope = f"{app_name}/{env}" if env else f"{app_name} (every environment)"
@@ -47,15 +48,54 @@ def lock(
     out.print(f"Locked {scope} for {made['owner']}: {made['reason']}{until} (lock {made['id']})")
 
 
-def _moment(text: str) -> str:
+def _moment(text: str, option: str) -> str:
     """An ISO time as UTC; one without a zone is the user's local time."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ApiError(
-            f"--until: '{text}' is not a time; use e.g. 2026-12-24T18:00", "invalid_request"
+            f"{option}: '{text}' is not a time; use e.g. 2026-12-24T18:00", "invalid_request"
         ) from None
     return moment.astimezone(UTC).isoformat()
+
+
+@app.command()
+def freeze(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Env = None,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")] = "",
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Start at 2026-12-20T18:00 (your local time); default now."),
+    ] = None,
+    until: Annotated[
+        str, typer.Option(help="End at 2027-01-04T08:00 (your local time) or with a zone.")
+    ] = "",
+) -> None:
+    """Freeze APP (or one ENV): nobody deploys it (forcing needs a reason) from --from until
+    --until. Announced when it begins and when it ends; `freight unlock` lifts it early."""
+    if not reason.strip():
+        raise ApiError("A freeze needs a reason: --reason '...'", "missing_argument")
+    if not until:
+        raise ApiError("A freeze needs an end: --until 2027-01-04T08:00", "missing_argument")
+    with connect() as client:
+        made = client.post(
+            "/freezes/",
+            {
+                "app": app_name,
+                "env": env,
+                "reason": reason,
+                "owner": client.config.user,
+                "from": _moment(start, "--from") if start else None,
+                "until": _moment(until, "--until"),
+            },
+        )
+    scope = f"{app_name}/{env}" if env else f"{app_name} (every environment)"
+    since = f"from {when(made['dateStarts'])} UTC " if made["dateStarts"] else ""
+    out.print(
+        f"Frozen {scope} {since}until {when(made['dateExpires'])} UTC: {made['reason']} "
+        f"(lock {made['id']})"
+    )
 
 
 @app.command()
@@ -89,15 +129,16 @@ def list_locks(
         found = client.get("/locks/", app=app_name, env=env, history="true" if history else None)
     table(
         None,
-        ("lock", "app", "env", "owner", "reason", "since", "until", "released"),
+        ("lock", "kind", "app", "env", "owner", "reason", "since", "until", "released"),
         [
             (
                 held["id"],
+                "freeze" if held["freeze"] else "lock",
                 held["app"],
                 held["environment"] or "(all)",
                 held["owner"],
                 held["reason"],
-                when(held["dateCreated"]),
+                when(held["dateStarts"] or held["dateCreated"]),
                 when(held["dateExpires"]),
                 _released(held),
             )

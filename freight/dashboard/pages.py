@@ -26,6 +26,7 @@ from freight.api.routes.locks import announce_later
 from freight.dashboard import charts
 from freight.dashboard import session as login
 from freight.db import DeployStatus, session_scope, utcnow
+from freight.durations import parse_duration
 from freight.errors import FreightError, Unauthorized
 from freight.execution import refs
 from freight.execution.intake import DeployRequest
@@ -423,7 +424,7 @@ def act_lock(
     back = f"/apps/{quote(app)}"
 
     def lock() -> tuple[str, str]:
-        expires = utcnow() + locks.parse_duration(duration) if duration.strip() else None
+        expires = utcnow() + parse_duration(duration) if duration.strip() else None
         made = locks.create_lock(
             db, app=app, environment=env or None, reason=reason, owner=who.user, expires=expires
         )

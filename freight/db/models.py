@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -161,6 +162,9 @@ class Deploy(Base):
     # Why its run has not started yet, when the reason is no worker's slowness (no worker
     # serves its work queue); cleared when it starts.
     waiting_for: Mapped[str | None] = mapped_column(Text)
+    # What forcing it went past (a lock, a freeze, a closed deploy window), for its
+    # notifications; its reason is `force_reason`.
+    forced_past: Mapped[str | None] = mapped_column(Text)
     # Queues run highest priority first, then in creation order; moving a deploy to the front
     # (a rollback goes there by itself) gives it one more than any other queued deploy.
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -209,6 +213,11 @@ class Lock(Base):
     date_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_by: Mapped[str | None] = mapped_column(String(200))
     date_released: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A freeze holds its owner too, has an end, and may start later (None: at once); its
+    # beginning is announced once (`date_begun`).
+    freeze: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    date_starts: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    date_begun: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     app: Mapped[App] = relationship(lazy="joined")
 

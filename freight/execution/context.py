@@ -33,7 +33,8 @@ class Record(Protocol):
     """The deploy's row as its runner may change it: only while it holds its claim."""
 
     def check_lock(self) -> str | None:
-        """Raise AppLocked if someone else's lock stands; the lock forced past, described."""
+        """Raise a Barred error if a lock, a freeze or a closed window stands in the way; what
+        forcing went past, described (and kept on the deploy for its notifications)."""
         ...
 
     def set_workspace(self, path: Path | None) -> None: ...

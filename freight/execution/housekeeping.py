@@ -27,6 +27,7 @@ NOTIFY_SETTLE = 60
 class MaintenanceReport:
     removed_workspaces: list[str] = field(default_factory=list)
     expired_locks: list[str] = field(default_factory=list)
+    begun_freezes: list[str] = field(default_factory=list)
     notified: list[int] = field(default_factory=list)
     forgotten_sessions: int = 0
     forgotten_history: int = 0
@@ -75,16 +76,21 @@ def run_maintenance(
         engine, workspace_root=courier.workspace_root
     )
     with session_scope(engine) as session:
-        expired = [
+        expired = [(lock, "expired") for lock in locks.expire_due(session)]
+        begun = [(lock, "frozen") for lock in locks.begin_due(session)]
+        due = [
             (
                 notifications.environment_notifiers(lock.app, lock.environment),
-                locks.notice(lock, "expired", by=locks.EXPIRED),
+                locks.notice(lock, event, by=locks.EXPIRED if event == "expired" else lock.owner),
             )
-            for lock in locks.expire_due(session)
+            for lock, event in expired + begun
         ]
-    for configs, notice in expired:
+    for configs, notice in due:
         delivery.announce(configs, notice, courier, output)
-        report.expired_locks.append(notice.scope)
+        if notice.event == "expired":
+            report.expired_locks.append(notice.scope)
+        else:
+            report.begun_freezes.append(notice.scope)
     with session_scope(engine, read_only=True) as session:
         unattended = notifications.unattended(session, settle=NOTIFY_SETTLE)
     for deploy_id in unattended:

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from freight.db import DeployStatus
-from freight.errors import AppLocked, CommandFailed, DeployTimeout, FreightError
-from freight.service import locks
+from freight.errors import Barred, CommandFailed, DeployTimeout, FreightError
 
 
 @dataclass(frozen=True)
@@ -25,11 +24,11 @@ FINISHED = Outcome(DeployStatus.FINISHED)
 RULES: tuple[
     tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[..., Outcome]], ...
 ] = (
-    # A lock taken while it waited: it never ran, so it did not fail (unlocking resumes
-    # automatic deploys).
+    # A lock or freeze taken, or its window closed, while it waited: it never ran, so it did
+    # not fail (automatic deploys resume when that passes).
     (
-        AppLocked,
-        lambda e: Outcome(DeployStatus.CANCELLED, f"Not run: {e.message}", locks.REFUSED),
+        Barred,
+        lambda e: Outcome(DeployStatus.CANCELLED, f"Not run: {e.message}", e.refused_by),
     ),
     ((CommandFailed, DeployTimeout), lambda e: Outcome(DeployStatus.FAILED, e.message, told=True)),
     (FreightError, lambda e: Outcome(DeployStatus.FAILED, e.message)),

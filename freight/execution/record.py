@@ -14,7 +14,7 @@ from freight.execution import delivery
 from freight.execution.delivery import Courier
 from freight.execution.fleet import DatabaseFleet
 from freight.execution.monitor import Claim
-from freight.service import deploys, locks
+from freight.service import barriers, deploys
 
 
 class RunRecord:
@@ -47,7 +47,10 @@ class RunRecord:
 
     def check_lock(self) -> str | None:
         with session_scope(self.engine, read_only=True) as session:
-            return locks.assert_unlocked(session, deploys.get_deploy(session, self.deploy_id))
+            passed = barriers.assert_clear(session, deploys.get_deploy(session, self.deploy_id))
+        if passed:
+            self._set(forced_past=passed)
+        return passed
 
     def set_workspace(self, path: Path | None) -> None:
         self._set(workspace=None if path is None else str(path))

@@ -15,11 +15,12 @@ from freight.providers import DeployContext, ProviderRuntime
 
 
 def check_lock(ctx: RunContext) -> None:
-    """Refuse the deploy if someone else's lock covers it now (unless forced with a reason)."""
+    """Refuse the deploy if someone else's lock, a freeze or a closed deploy window stands in
+    its way now (unless forced with a reason)."""
     ctx.raise_if_cancelled()
     overridden = ctx.record.check_lock()
     if overridden:
-        ctx.output(f">> Forced past the lock ({overridden}): {ctx.force_reason}")
+        ctx.output(f">> Forced past: {overridden}. Reason: {ctx.force_reason}")
 
 
 def check_github_status(ctx: RunContext) -> None:

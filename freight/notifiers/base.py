@@ -33,7 +33,9 @@ class DeployEvent:
     date_finished: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     log_tail: tuple[str, ...] = ()  # the last lines of the log, for failures
-    force_reason: str | None = None  # why it was forced past someone else's lock
+    # What forcing it went past (a lock, a freeze, a closed deploy window), and why.
+    forced_past: str | None = None
+    force_reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -46,7 +48,8 @@ class DeployEvent:
 
 @dataclass(frozen=True)
 class LockNotice:
-    """A lock put on, taken off, or run out: `event` is locked, unlocked or expired."""
+    """A lock put on, taken off, or run out: `event` is locked, unlocked or expired; a freeze
+    that starts later is also announced as it begins (`frozen`)."""
 
     event: str
     app: str
@@ -55,18 +58,34 @@ class LockNotice:
     owner: str
     by: str  # who locked or unlocked it ("expired" for a lock that ran out)
     expires: str | None = None
+    freeze: bool = False
+    starts: str | None = None  # a freeze's start, when it was set
 
     @property
     def scope(self) -> str:
         return self.app if self.environment is None else f"{self.app}/{self.environment}"
 
     def sentence(self) -> str:
+        if self.freeze:
+            return self._freeze_sentence()
         if self.event == "locked":
             until = f" until {self.expires}" if self.expires else ""
             return f"{self.scope} locked by {self.owner}{until}: {self.reason}"
         if self.event == "expired":
             return f"{self.scope} unlocked: the lock by {self.owner} expired ({self.reason})"
         return f"{self.scope} unlocked by {self.by} (was {self.owner}: {self.reason})"
+
+    def _freeze_sentence(self) -> str:
+        if self.event == "locked" and self.starts:
+            return (
+                f"{self.scope} will be frozen from {self.starts} until {self.expires} by "
+                f"{self.owner}: {self.reason}"
+            )
+        if self.event in ("locked", "frozen"):
+            return f"{self.scope} frozen until {self.expires} by {self.owner}: {self.reason}"
+        if self.event == "expired":
+            return f"{self.scope} thawed: the freeze by {self.owner} ended ({self.reason})"
+        return f"{self.scope} thawed by {self.by} (the freeze by {self.owner}: {self.reason})"
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -77,6 +96,8 @@ class LockNotice:
             "owner": self.owner,
             "by": self.by,
             "expires": self.expires,
+            "freeze": self.freeze,
+            "starts": self.starts,
             "title": self.sentence(),
         }
 

@@ -35,6 +35,7 @@ EMOJI = {
     "locked": ":lock:",
     "unlocked": ":unlock:",
     "expired": ":unlock:",
+    "frozen": ":snowflake:",
     "drift_found": ":warning:",
     "drift_resolved": ":white_check_mark:",
     "machine_lost": ":rotating_light:",
@@ -102,8 +103,8 @@ def message(event: DeployEvent) -> dict[str, Any]:
         lines.append(f"took {event.duration:.0f}s")
     if event.reason and event.event in ("failed", "cancelled"):
         lines.append(event.reason)
-    if event.force_reason:
-        lines.append(f":warning: forced past a lock: {event.force_reason}")
+    if event.forced_past:
+        lines.append(f":warning: forced past: {event.forced_past}. Reason: {event.force_reason}")
     text = f"{event.name} {word}: {event.ref} ({(event.sha or '')[:7]}) by {event.user}"
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]
     return {"text": text, "attachments": [{"color": color, "blocks": blocks}]}

@@ -48,6 +48,7 @@ def payload(event: DeployEvent) -> dict[str, object]:
         "date_started": event.date_started,
         "date_finished": event.date_finished,
         "force_reason": event.force_reason,
+        "forced_past": event.forced_past,
         # Freight's own webhook fields, for receivers written for it.
         "app_name": event.app,
         "environment": event.environment,

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from freight.db import App, AutoDeployState, Deploy, DeployStatus, utcnow
-from freight.service import apps, deploys, locks, queue, releases
+from freight.errors import OutsideWindow
+from freight.service import apps, barriers, deploys, queue, releases
 from freight.service.releases import AutoState
 
 AUTODEPLOY_USER = "autodeploy"
@@ -93,9 +94,14 @@ def held(session: Session, target: Target, head: str) -> Outcome | None:
         else:
             continue
         return outcome(target, head, AutoState.BLOCKED, f"{why}, deploy manually to resume")
-    in_force = locks.active_locks(session, target.app_id, target.environment)
+    in_force = barriers.barriers(
+        session, session.get_one(App, target.app_id), target.environment, None
+    )
     if in_force:
-        return outcome(target, head, AutoState.BLOCKED, locks.holding(in_force[0]))
+        # A window opens by itself; a lock or a freeze is someone's decision.
+        closed = isinstance(in_force[0].error, OutsideWindow)
+        state = AutoState.WAITING if closed else AutoState.BLOCKED
+        return outcome(target, head, state, in_force[0].holding)
     return None
 
 
@@ -104,7 +110,7 @@ FINAL = [DeployStatus.FINISHED, DeployStatus.FAILED, DeployStatus.CANCELLED]
 
 def _cancelled_by_a_person(deploy: Deploy) -> bool:
     by = deploy.cancelled_by or ""
-    return by != locks.REFUSED and not by.startswith(AUTODEPLOY_USER)
+    return by not in barriers.REFUSERS and not by.startswith(AUTODEPLOY_USER)
 
 
 def remember(session: Session, target: Target, found: Outcome) -> None:

@@ -15,7 +15,6 @@ from freight.catalogue import EnvironmentConfig
 from freight.db import App, Deploy, DeployStatus, User, utcnow
 from freight.db.functions import seconds_between
 from freight.errors import (
-    AppLocked,
     DeployFinished,
     InvalidRef,
     InvalidRequest,
@@ -23,7 +22,7 @@ from freight.errors import (
     NotFound,
 )
 from freight.names import DEFAULT_WORK_QUEUE
-from freight.service import apps, locks, logs, notifications, queue, releases
+from freight.service import apps, barriers, logs, notifications, queue, releases
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Concurrent creators of one app/env race for the same number; the loser retries.
@@ -77,7 +76,7 @@ class DeployPlan:
     params: dict[str, str]
     force: bool
     force_reason: str | None
-    # The lock of someone else that `force` goes past, described.
+    # What `force` goes past (a lock, a freeze, a closed window), described.
     overridden: str | None
     # The sha when the database alone resolves the ref (`:current`, `:previous`).
     sha: str | None
@@ -95,8 +94,9 @@ def plan_deploy(
     force_reason: str | None = None,
     screen_locks: bool = False,
 ) -> DeployPlan:
-    """Check a deploy request: its arguments, and with `screen_locks` someone else's lock on the
-    environment (refused unless forced, and forcing past it needs a reason)."""
+    """Check a deploy request: its arguments, and with `screen_locks` what stands in the way of
+    the environment now (freight/service/barriers.py: refused unless forced, and forcing past
+    it needs a reason)."""
     if not user:
         raise MissingArgument("A deploy needs a user")
     params = dict(params or {})
@@ -106,12 +106,11 @@ def plan_deploy(
     app_row = apps.get_app(session, app)
     config = apps.environment_of(app_row, environment)
     ref = ref or config.default_ref
-    lock = locks.blocking_lock(session, app_row.id, environment, user) if screen_locks else None
+    found = barriers.barriers(session, app_row, environment, user) if screen_locks else []
     reason = force_reason.strip() if force and force_reason and force_reason.strip() else None
-    if lock is not None and not force:
-        raise AppLocked(locks.describe(lock))
-    if lock is not None and reason is None:
-        raise MissingArgument(f"{locks.describe(lock)}: forcing past it needs a reason")
+    if found and force and reason is None:
+        raise MissingArgument(f"{found[0].text}: forcing past it needs a reason")
+    overridden = barriers.passed(found, force=force, reason=reason)
     return DeployPlan(
         app_id=app_row.id,
         app=app_row.name,
@@ -123,7 +122,7 @@ def plan_deploy(
         params=params,
         force=force,
         force_reason=reason,
-        overridden=locks.describe(lock) if lock is not None else None,
+        overridden=overridden,
         sha=symbolic_sha(session, app=app_row, environment=environment, ref=ref),
     )
 
@@ -159,6 +158,7 @@ def create_deploy(
             force=plan.force,
             # Kept for a lock that comes later too: at run time, forcing past it needs it.
             force_reason=plan.force_reason,
+            forced_past=plan.overridden,
             config=plan.config.model_dump(mode="json"),
             flow_run_id=flow_run_id,
         )
@@ -173,7 +173,7 @@ def create_deploy(
             logs.append(
                 session,
                 deploy,
-                f">> Forced by {plan.user} past the lock ({plan.overridden}): {plan.force_reason}",
+                f">> Forced by {plan.user} past: {plan.overridden}. Reason: {plan.force_reason}",
             )
         notifications.enqueue(session, deploy, "queued")
         return deploy

@@ -1,34 +1,54 @@
 """Locks on an app (all environments) or one environment, with their history.
 
-An active lock refuses deploys by anyone but its owner; `force` overrides it, and says so.
+An active lock refuses deploys by anyone but its owner; a freeze, a lock with a start and an
+end, refuses everyone's. `force` with a reason goes past both, and says so (the rule is
+freight/service/barriers.py). A freeze is announced when it begins and when it ends.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from freight.db import App, Deploy, Lock, utcnow
-from freight.errors import AppLocked, InvalidEnvironment, InvalidRequest, NotFound
+from freight.db import App, Lock, utcnow
+from freight.errors import InvalidEnvironment, InvalidRequest, MissingArgument, NotFound
 from freight.notifiers import LockNotice
 from freight.service import apps
 
 EXPIRED = "expired"  # who released a lock that ran out
-REFUSED = "a lock"  # who cancelled a deploy that a lock stopped before it ran
 
 
 def _active(now: datetime) -> list[object]:
+    return [
+        Lock.date_released.is_(None),
+        or_(Lock.date_starts.is_(None), Lock.date_starts <= now),
+        or_(Lock.date_expires.is_(None), Lock.date_expires > now),
+    ]
+
+
+def in_force(lock: Lock, at: datetime | None = None) -> bool:
+    """`_active`, for a lock at hand."""
+    at = at or utcnow()
+    return (
+        lock.date_released is None
+        and (lock.date_starts is None or lock.date_starts <= at)
+        and (lock.date_expires is None or lock.date_expires > at)
+    )
+
+
+def _current_or_coming(now: datetime) -> list[object]:
     return [
         Lock.date_released.is_(None),
         or_(Lock.date_expires.is_(None), Lock.date_expires > now),
     ]
 
 
-def active_locks(session: Session, app_id: int, environment: str | None) -> list[Lock]:
-    """Locks covering the environment (None: the app-wide ones only)."""
+def active_locks(
+    session: Session, app_id: int, environment: str | None, *, at: datetime | None = None
+) -> list[Lock]:
+    """Locks and freezes in force over the environment (None: the app-wide ones only)."""
     scope = (
         Lock.environment.is_(None)
         if environment is None
@@ -36,7 +56,9 @@ def active_locks(session: Session, app_id: int, environment: str | None) -> list
     )
     return list(
         session.scalars(
-            select(Lock).where(Lock.app_id == app_id, scope, *_active(utcnow())).order_by(Lock.id)
+            select(Lock)
+            .where(Lock.app_id == app_id, scope, *_active(at or utcnow()))
+            .order_by(Lock.id)
         )
     )
 
@@ -49,48 +71,24 @@ def active_for_apps(session: Session, app_ids: list[int]) -> list[Lock]:
     )
 
 
+def _stamp(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
 def describe(lock: Lock) -> str:
     scope = lock.app.name if lock.environment is None else f"{lock.app.name}/{lock.environment}"
+    if lock.freeze:
+        assert lock.date_expires is not None
+        return f"{scope} is frozen until {_stamp(lock.date_expires)} by {lock.owner}: {lock.reason}"
     return f"{scope} is locked by {lock.owner}: {lock.reason}"
 
 
 def holding(lock: Lock) -> str:
     """What a lock does to automatic deploys, in a few words."""
+    if lock.freeze:
+        assert lock.date_expires is not None
+        return f"frozen until {_stamp(lock.date_expires)} by {lock.owner}: {lock.reason}"
     return f"locked by {lock.owner}: {lock.reason}"
-
-
-def blocking_lock(session: Session, app_id: int, environment: str, user: str | None) -> Lock | None:
-    return next(
-        (lock for lock in active_locks(session, app_id, environment) if lock.owner != user), None
-    )
-
-
-def assert_unlocked(session: Session, deploy: Deploy) -> str | None:
-    """Refuse the deploy if someone else's lock covers it, unless forced with a reason.
-
-    Returns the description of a lock that force overrode, for the deploy's log.
-    """
-    user = deploy.user.name if deploy.user else None
-    lock = blocking_lock(session, deploy.app_id, deploy.environment, user)
-    if lock is None:
-        return None
-    if not deploy.force:
-        raise AppLocked(describe(lock))
-    if not deploy.force_reason:
-        raise AppLocked(f"{describe(lock)}: forcing past it needs a reason")
-    return describe(lock)
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta."""
-    match = _DURATION.match(text)
-    if not match or int(match[1]) == 0:
-        raise InvalidRequest(f"Invalid duration '{text}': use e.g. 30m, 2h, 1d")
-    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
 
 
 def create_lock(
@@ -101,7 +99,11 @@ def create_lock(
     reason: str,
     owner: str,
     expires: datetime | None = None,
+    starts: datetime | None = None,
+    freeze: bool = False,
 ) -> Lock:
+    """A lock (holds everyone but its owner, until released or `expires`), or a freeze (holds
+    everyone, from `starts` or now until `expires`)."""
     app_row = apps.get_app(session, app)
     if environment is not None and environment not in apps.spec_of(app_row).environments:
         raise InvalidEnvironment(f"App {app} has no environment '{environment}'")
@@ -109,8 +111,16 @@ def create_lock(
         raise InvalidRequest("A lock needs a reason")
     if not owner.strip():
         raise InvalidRequest("A lock needs an owner")
+    if freeze and expires is None:
+        raise MissingArgument("until: a freeze needs an end")
     if expires is not None and expires <= utcnow():
-        raise InvalidRequest("A lock's expiry must be in the future")
+        raise InvalidRequest(
+            "until: a freeze must end in the future"
+            if freeze
+            else "A lock's expiry must be in the future"
+        )
+    if starts is not None and expires is not None and starts >= expires:
+        raise InvalidRequest("from: a freeze must start before it ends")
     lock = Lock(
         app_id=app_row.id,
         app=app_row,
@@ -118,7 +128,11 @@ def create_lock(
         reason=reason.strip(),
         owner=owner.strip(),
         date_expires=expires,
+        date_starts=starts if freeze else None,
+        freeze=freeze,
     )
+    if freeze and (starts is None or starts <= utcnow()):
+        lock.date_begun = utcnow()  # its creation's notice says it is frozen
     session.add(lock)
     session.flush()
     return lock
@@ -158,7 +172,7 @@ def list_locks(
     if apps_allowed is not None:
         query = query.where(App.name.in_(apps_allowed))
     if not include_history:
-        query = query.where(*_active(utcnow()))
+        query = query.where(*_current_or_coming(utcnow()))
     return list(session.scalars(query.limit(limit)))
 
 
@@ -184,8 +198,11 @@ def set_app_locked_reason(
     ]
 
 
+def _wire(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
 def notice(lock: Lock, event: str, *, by: str) -> LockNotice:
-    expires = lock.date_expires.isoformat().replace("+00:00", "Z") if lock.date_expires else None
     return LockNotice(
         event=event,
         app=lock.app.name,
@@ -193,8 +210,24 @@ def notice(lock: Lock, event: str, *, by: str) -> LockNotice:
         reason=lock.reason,
         owner=lock.owner,
         by=by,
-        expires=expires,
+        expires=_wire(lock.date_expires),
+        freeze=lock.freeze,
+        starts=_wire(lock.date_starts),
     )
+
+
+def begin_due(session: Session) -> list[Lock]:
+    """Freezes whose time has come and whose beginning was not announced yet: marked begun."""
+    now = utcnow()
+    due = list(
+        session.scalars(
+            select(Lock).where(Lock.freeze.is_(True), Lock.date_begun.is_(None), *_active(now))
+        )
+    )
+    for lock in due:
+        lock.date_begun = now
+    session.flush()
+    return due
 
 
 def expire_due(session: Session) -> list[Lock]:

@@ -62,7 +62,8 @@ def event_of(
         date_finished=_iso(deploy.date_finished),
         params=dict(deploy.params or {}),
         log_tail=log_tail,
-        force_reason=deploy.force_reason,
+        force_reason=deploy.force_reason if deploy.forced_past else None,
+        forced_past=deploy.forced_past,
     )
 
 

@@ -88,7 +88,7 @@ class AutoState(StrEnum):
     UP_TO_DATE = "up_to_date"
     DEPLOYING = "deploying"  # a deploy of the branch's head is queued or running
     QUEUED = "queued"  # this poll queued one
-    WAITING = "waiting"  # for checks
+    WAITING = "waiting"  # for checks, or for a deploy window to open
     BLOCKED = "blocked"  # a lock, a failed sha, failed checks
     ERROR = "error"  # the remote could not be read
     DISABLED = "disabled"  # by the app's config

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -165,6 +166,21 @@ ROUTES = [
         201,
         on_app=True,
         body=lambda t: {"app": t.app, "env": "staging", "reason": "scope test"},
+    ),
+    Route(
+        "POST",
+        f"{PREFIX}/freezes/",
+        Scope.DEPLOY,
+        201,
+        on_app=True,
+        body=lambda t: {
+            "app": t.app,
+            "env": "staging",
+            "reason": "scope test",
+            # Tomorrow: it holds none of the deploys the other routes ask for.
+            "from": (utcnow() + timedelta(days=1)).isoformat(),
+            "until": (utcnow() + timedelta(days=2)).isoformat(),
+        },
     ),
     Route("DELETE", f"{PREFIX}/locks/{{lock_id}}/", Scope.DEPLOY, on_app=True),
     Route("GET", f"{PREFIX}/releases/", Scope.READ),

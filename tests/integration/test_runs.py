@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select, update
 from freight import checks, procs, system_users, vcs
 from freight.checks import CheckContext, CheckResult, Verdict
 from freight.db import Deploy, DeployStatus, Lock, LogChunk, Worker, session_scope, utcnow
+from freight.errors import AppLocked
 from freight.execution import delivery, housekeeping, refs
 from freight.execution.handover import HandOver
 from freight.execution.ports import RunState, Submission
@@ -277,7 +278,7 @@ def test_lock_refuses_others_and_lets_its_owner_deploy(harness: Harness) -> None
     assert harness.execute(blocked) == DeployStatus.CANCELLED
     refused = harness.deploy(blocked)
     assert refused.reason == f"Not run: {app}/staging is locked by ana: migration"
-    assert refused.cancelled_by == locks.REFUSED
+    assert refused.cancelled_by == AppLocked.refused_by
     assert [r.json()["event"] for r in harness.hook.requests][-1] == "cancelled"
     owner = harness.create(app, user="ana")
     assert harness.execute(owner) == DeployStatus.FINISHED
@@ -744,11 +745,12 @@ def test_forcing_past_a_lock_from_prefect_needs_a_reason_too(harness: Harness) -
     explained, status = forced("hotfix for the outage")
     assert status == DeployStatus.FINISHED
     assert (
-        f">> Forced past the lock ({app}/staging is locked by ana: audit): hotfix for the outage\n"
+        f">> Forced past: {app}/staging is locked by ana: audit. Reason: hotfix for the outage\n"
         in log_text(harness.engine, explained)
     )
     finished = [r.json() for r in harness.hook.requests if r.json()["event"] == "finished"]
     assert finished[-1]["force_reason"] == "hotfix for the outage"
+    assert finished[-1]["forced_past"] == f"{app}/staging is locked by ana: audit"
 
 
 def test_a_runner_whose_claim_was_taken_stops_its_command_and_writes_nothing_more(

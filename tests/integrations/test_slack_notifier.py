@@ -185,7 +185,15 @@ def test_the_fleet_s_news_goes_to_the_environment_s_channel(slack: SlackDouble) 
 
 def test_a_deploy_forced_past_a_lock_says_why(slack: SlackDouble) -> None:
     config = SlackConfig(token="xoxb-test", channel="#deploys")
-    state = send_all(slack, config, event("started", force_reason="hotfix for #12"))
-    assert ":warning: forced past a lock: hotfix for #12" in text_of(
-        slack.main_messages("C0DEPLOYS")[state["ts"]]
+    state = send_all(
+        slack,
+        config,
+        event(
+            "started",
+            force_reason="hotfix for #12",
+            forced_past="web/production is locked by ana: audit",
+        ),
     )
+    assert (
+        ":warning: forced past: web/production is locked by ana: audit. Reason: hotfix for #12"
+    ) in text_of(slack.main_messages("C0DEPLOYS")[state["ts"]])

@@ -11,10 +11,10 @@ from freight.errors import (
     CommandFailed,
     DeployCancelled,
     DeployTimeout,
+    OutsideWindow,
     VcsError,
 )
 from freight.execution.outcomes import Outcome, outcome_of
-from freight.service import locks
 
 
 class Signal(BaseException):
@@ -30,7 +30,15 @@ class Signal(BaseException):
             Outcome(
                 DeployStatus.CANCELLED,
                 "Not run: web/production is locked by ana: audit",
-                locks.REFUSED,
+                "a lock",
+            ),
+        ),
+        (
+            OutsideWindow("web/production is outside its deploy windows; the next opens Mon"),
+            Outcome(
+                DeployStatus.CANCELLED,
+                "Not run: web/production is outside its deploy windows; the next opens Mon",
+                "a deploy window",
             ),
         ),
         (

@@ -134,7 +134,7 @@ def test_check_lock_refuses_a_locked_environment_and_logs_a_lock_forced_past(
         steps.check_lock(refused)
     forced = context(tmp_path, origin, row=Row("web/staging is locked by bob"), force=True)
     steps.check_lock(forced)
-    assert lines(forced) == [">> Forced past the lock (web/staging is locked by bob): hotfix"]
+    assert lines(forced) == [">> Forced past: web/staging is locked by bob. Reason: hotfix"]
     cancelled = context(tmp_path, origin)
     cancelled.cancel.set()
     with pytest.raises(DeployCancelled):

@@ -15,6 +15,7 @@ from freight.api.deps import Deployer, Reader, Runtime, RuntimeDep, SessionDep, 
 from freight.api.inputs import Arguments, Flag, RowId, documented, parse
 from freight.api.routing import Router
 from freight.db import Lock, utcnow
+from freight.durations import parse_duration
 from freight.errors import InvalidRequest
 from freight.execution import delivery
 from freight.service import locks, notifications
@@ -37,6 +38,15 @@ class LockCreate(Arguments):
     owner: str | None = Field(default=None, min_length=1, max_length=200)
     expires: datetime | None = None
     duration: str | None = Field(default=None, alias="for")
+
+
+class FreezeCreate(Arguments):
+    app: str
+    env: str | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
+    starts: datetime | None = Field(default=None, alias="from")
+    until: datetime
 
 
 class LockRelease(Arguments):
@@ -85,7 +95,7 @@ def create_lock(
         raise InvalidRequest("Give 'expires' or 'for', not both")
     expires = args.expires
     if args.duration is not None:
-        expires = utcnow() + locks.parse_duration(args.duration)
+        expires = utcnow() + parse_duration(args.duration)
     if expires is not None and expires.tzinfo is None:
         raise InvalidRequest("expires: give a time zone (e.g. 2026-12-24T18:00:00Z)")
     lock = locks.create_lock(
@@ -95,6 +105,36 @@ def create_lock(
         reason=args.reason,
         owner=args.owner or who.user,
         expires=expires,
+    )
+    announce_later(later, rt, lock, "locked", by=who.user)
+    return JSONResponse(schemas.lock_public(lock), status_code=201)
+
+
+@router.post(
+    "/freezes/",
+    status_code=201,
+    operation_id="create_freeze",
+    openapi_extra=documented(FreezeCreate, body=True),
+)
+def create_freeze(
+    db: SessionDep, rt: RuntimeDep, who: Deployer, values: Values, later: BackgroundTasks
+) -> JSONResponse:
+    """A freeze: no deploy of the app (or one environment) from `from` (default: now) until
+    `until`, by anyone, unless forced with a reason. Listed and released as a lock."""
+    args = parse(FreezeCreate, values)
+    who.require(Scope.DEPLOY, args.app)
+    for name, moment in (("from", args.starts), ("until", args.until)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidRequest(f"{name}: give a time zone (e.g. 2026-12-24T18:00:00Z)")
+    lock = locks.create_lock(
+        db,
+        app=args.app,
+        environment=args.env,
+        reason=args.reason,
+        owner=args.owner or who.user,
+        expires=args.until,
+        starts=args.starts,
+        freeze=True,
     )
     announce_later(later, rt, lock, "locked", by=who.user)
     return JSONResponse(schemas.lock_public(lock), status_code=201)
