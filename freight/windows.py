@@ -114,6 +114,12 @@ class Verdict:
         shown = f"{local:%a %H:%M}" if soon else f"{local:%a %Y-%m-%d %H:%M}"
         return f"{shown} {self.zone.key}"
 
+    def describe(self) -> str:
+        """`open until Thu 17:00 Europe/Berlin`, `closed, opens Mon 09:00 Europe/Berlin`."""
+        if self.open:
+            return "open" if self.change is None else f"open until {self.when()}"
+        return f"closed, opens {self.when()}"
+
 
 def is_open(windows: Sequence[Window], at: datetime) -> bool:
     if any(w.deny is not None and w.covering(at) for w in windows):

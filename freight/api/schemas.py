@@ -245,6 +245,13 @@ class AutoDeployPublic(TypedDict):
     dateChecked: str | None
 
 
+class WindowPublic(TypedDict):
+    open: bool
+    # When it next opens (closed) or closes (open); None: not within a year.
+    dateChanges: str | None
+    text: str
+
+
 class ReleasePublic(TypedDict):
     app: str
     environment: str
@@ -257,6 +264,8 @@ class ReleasePublic(TypedDict):
     queued: int
     locks: list[LockPublic]
     autoDeploy: AutoDeployPublic | None
+    # Its deploy windows now; None when it has none.
+    window: WindowPublic | None
 
 
 def release_page(session: Session, state: list[releases.Release]) -> list[ReleasePublic]:
@@ -278,6 +287,13 @@ def release_page(session: Session, state: list[releases.Release]) -> list[Releas
                 queued=release.queued,
                 locks=[lock_public(lock) for lock in release.locks],
                 autoDeploy=_auto_deploy(release.auto_deploy),
+                window=WindowPublic(
+                    open=release.window.open,
+                    dateChanges=wire_date(release.window.change),
+                    text=release.window.describe(),
+                )
+                if release.window
+                else None,
             )
         )
     return out

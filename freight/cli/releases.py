@@ -27,7 +27,19 @@ def releases(
         state = client.get("/releases/", app=app_name)
     table(
         None,
-        ("app", "env", "live", "ref", "by", "when", "now", "queued", "lock", "auto-deploy"),
+        (
+            "app",
+            "env",
+            "live",
+            "ref",
+            "by",
+            "when",
+            "now",
+            "queued",
+            "lock",
+            "window",
+            "auto-deploy",
+        ),
         [
             (
                 r["app"],
@@ -40,7 +52,11 @@ def releases(
                 if r["running"]
                 else "",
                 r["queued"] or "",
-                "; ".join(f"{lock['owner']}: {lock['reason']}" for lock in r["locks"]),
+                "; ".join(
+                    f"{'frozen by ' if lock['freeze'] else ''}{lock['owner']}: {lock['reason']}"
+                    for lock in r["locks"]
+                ),
+                r["window"]["text"] if r["window"] else "",
                 f"{r['autoDeploy']['branch']}: {r['autoDeploy']['reason']}"
                 if r["autoDeploy"]
                 else "",

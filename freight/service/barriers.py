@@ -41,7 +41,7 @@ def barriers(
             found.append(Barrier(Frozen(locks.describe(lock)), locks.holding(lock)))
         elif lock.owner != user:
             found.append(Barrier(AppLocked(locks.describe(lock)), locks.holding(lock)))
-    verdict = windows.judge(apps.environment_of(app, environment).windows, at)
+    verdict = window(app, environment, at=at)
     if verdict is not None and not verdict.open:
         found.append(
             Barrier(
@@ -53,6 +53,11 @@ def barriers(
             )
         )
     return found
+
+
+def window(app: App, environment: str, *, at: datetime | None = None) -> windows.Verdict | None:
+    """The environment's deploy windows at `at` (default now): open or not, and until when."""
+    return windows.judge(apps.environment_of(app, environment).windows, at or utcnow())
 
 
 def passed(found: list[Barrier], *, force: bool, reason: str | None) -> str | None:

@@ -13,10 +13,10 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from freight import vcs
+from freight import vcs, windows
 from freight.db import App, AutoDeployState, Deploy, DeployStatus, LiveRelease, Lock
 from freight.errors import FreightError
-from freight.service import apps, locks
+from freight.service import apps, barriers, locks
 
 
 def live_deploy(session: Session, app_id: int, environment: str) -> Deploy | None:
@@ -116,6 +116,8 @@ class Release:
     queued: int
     locks: list[Lock] = field(default_factory=list)
     auto_deploy: AutoDeploy | None = None
+    # Its deploy windows now (None: it has none).
+    window: windows.Verdict | None = None
 
 
 def release_state(
@@ -168,6 +170,7 @@ def release_state(
                     queued=queued.get(key, 0),
                     locks=held,
                     auto_deploy=_auto_deploy(app, environment, looked.get(key), held),
+                    window=barriers.window(app, environment),
                 )
             )
     return result

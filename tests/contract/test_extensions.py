@@ -49,8 +49,8 @@ def test_locks_block_others_expire_and_keep_their_history(
         )
         log = body(c.get(f"/deploys/{forced['id']}/log/"), 200)
         assert log["chunks"][0]["text"] == (
-            f">> Forced by bob past the lock ({app}/staging is locked by ana: db migration): "
-            "hotfix for #12\n"
+            f">> Forced by bob past: {app}/staging is locked by ana: db migration. "
+            "Reason: hotfix for #12\n"
         )
         assert body(c.post("/deploys/", json={"app": app, "env": "production", "user": "bob"}), 201)
 
