@@ -118,7 +118,7 @@ class Verdict:
         """`open until Thu 17:00 Europe/Berlin`, `closed, opens Mon 09:00 Europe/Berlin`."""
         if self.open:
             return "open" if self.change is None else f"open until {self.when()}"
-        return f"closed, opens {self.when()}"
+        return f"closed, opens {self.when()}" if self.change else "closed for over a year"
 
 
 def is_open(windows: Sequence[Window], at: datetime) -> bool:

@@ -212,6 +212,8 @@ class LockPublic(TypedDict):
     active: bool
     # A freeze holds its owner too, from dateStarts (None: its creation) to dateExpires.
     freeze: bool
+    # A freeze that has not begun yet.
+    scheduled: bool
     dateStarts: str | None
     dateCreated: str | None
     dateExpires: str | None
@@ -228,6 +230,7 @@ def lock_public(lock: Lock) -> LockPublic:
         owner=lock.owner,
         active=locks.in_force(lock),
         freeze=lock.freeze,
+        scheduled=locks.scheduled(lock),
         dateStarts=wire_date(lock.date_starts),
         dateCreated=wire_date(lock.date_created),
         dateExpires=wire_date(lock.date_expires),

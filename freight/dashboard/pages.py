@@ -27,7 +27,7 @@ from freight.dashboard import charts
 from freight.dashboard import session as login
 from freight.db import DeployStatus, session_scope, utcnow
 from freight.durations import parse_duration
-from freight.errors import FreightError, Unauthorized
+from freight.errors import FreightError, InvalidRequest, Unauthorized
 from freight.execution import refs
 from freight.execution.intake import DeployRequest
 from freight.queue_places import places
@@ -432,6 +432,48 @@ def act_lock(
         return back, f"Locked {locks.notice(made, 'locked', by=who.user).scope}"
 
     return _act(request, rt, csrf, back, lock, who=who, app=app)
+
+
+@router.post("/actions/freeze")
+def act_freeze(
+    request: Request,
+    rt: RuntimeDep,
+    db: SessionDep,
+    who: Viewer,
+    later: BackgroundTasks,
+    app: Annotated[str, Form()],
+    until: Annotated[str, Form()] = "",
+    start: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    env: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    back = f"/apps/{quote(app)}"
+
+    def freeze() -> tuple[str, str]:
+        made = locks.create_lock(
+            db,
+            app=app,
+            environment=env or None,
+            reason=reason,
+            owner=who.user,
+            starts=_form_time("from", start) if start.strip() else None,
+            expires=_form_time("until", until),
+            freeze=True,
+        )
+        announce_later(later, rt, made, "locked", by=who.user)
+        return back, f"Froze {locks.notice(made, 'locked', by=who.user).scope}"
+
+    return _act(request, rt, csrf, back, freeze, who=who, app=app)
+
+
+def _form_time(field: str, text: str) -> datetime:
+    """A browser's datetime-local value (no zone), read as UTC as the form says."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(f"{field}: '{text}' is not a time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @router.post("/actions/unlock")

@@ -43,13 +43,14 @@ def barriers(
             found.append(Barrier(AppLocked(locks.describe(lock)), locks.holding(lock)))
     verdict = window(app, environment, at=at)
     if verdict is not None and not verdict.open:
+        opens = f"opens {verdict.when()}" if verdict.change else "none opens within a year"
         found.append(
             Barrier(
                 OutsideWindow(
-                    f"{app.name}/{environment} is outside its deploy windows; the next opens "
-                    f"{verdict.when()}"
+                    f"{app.name}/{environment} is outside its deploy windows; "
+                    + (f"the next {opens}" if verdict.change else opens)
                 ),
-                f"waiting for window, opens {verdict.when()}",
+                f"waiting for window, {opens}",
             )
         )
     return found

@@ -38,6 +38,13 @@ def in_force(lock: Lock, at: datetime | None = None) -> bool:
     )
 
 
+def scheduled(lock: Lock) -> bool:
+    """A freeze that has not begun yet (and was not lifted before it did)."""
+    return (
+        lock.date_released is None and lock.date_starts is not None and lock.date_starts > utcnow()
+    )
+
+
 def _current_or_coming(now: datetime) -> list[object]:
     return [
         Lock.date_released.is_(None),

@@ -18,6 +18,7 @@ from freight.db import session_scope
 from freight.service import apps
 from freight.settings import Settings
 from tests.apiserver import serve_api
+from tests.conftest import Clock
 from tests.factories import GitRepo, InlineOrchestrator, make_app
 
 FREIGHT = str(Path(sys.executable).parent / "freight")
@@ -137,7 +138,8 @@ def test_release_history_commits_and_locks_from_the_command_line(
             "rollback", app, "staging", "--force", "--reason", "bad banner", "--follow", **bob
         )
         assert forced.returncode == 0, forced.stdout + forced.stderr
-        assert "past the lock" in forced.stdout and ": bad banner\n" in forced.stdout
+        assert f"past: {app}/staging is locked by ana: [/] migration" in forced.stdout
+        assert "Reason: bad banner\n" in forced.stdout
         assert freight("releases", app, "staging", "--limit", "1", **env).stdout.count(first[:7])
         assert freight("unlock", app, "staging", **env).returncode == 0
         assert freight("lock", app, "--reason", "freeze", "--for", "1h", **env).returncode == 0
@@ -209,4 +211,51 @@ def test_the_queues_from_the_command_line(
         assert freight("cancel", f"{app}/staging#2", **env).returncode == 0
         assert queue("staging") == [("1", f"{app}/staging#3", "dan")]
         gate.touch()
+    orchestrator.join()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_freezes_and_deploy_windows_from_the_command_line(
+    settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path, clock: Clock
+) -> None:
+    clock.set(datetime(2026, 12, 6, 12, tzinfo=UTC))  # a Sunday
+    orchestrator = InlineOrchestrator(engine, settings)
+    with serve_api(settings, engine, orchestrator) as server:
+        with session_scope(engine) as session:
+            app = make_app(
+                session,
+                origin,
+                windows=[{"allow": "0 9 * * 1-4", "duration": "8h", "timezone": "Europe/Berlin"}],
+            ).name
+        env = {
+            "FREIGHT_URL": server.url,
+            "FREIGHT_API_KEY": "s3cr3t-api-key",
+            "FREIGHT_USER": "ana",
+            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
+            "COLUMNS": "250",
+        }
+        state = freight("releases", app, **env)
+        assert state.stdout.count("closed, opens Mon 09:00 Europe/Berlin") == 2, state.stdout
+        refused = freight("deploy", app, "staging", **env)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f"error (outside_window): {app}/staging is outside its deploy windows; the next "
+            "opens Mon 09:00 Europe/Berlin"
+        )
+        frozen = freight(
+            "freeze", app, "production", "--reason", "year-end",
+            "--from", "2026-12-06T13:00+00:00", "--until", "2026-12-07T12:00+00:00", **env,
+        )  # fmt: skip
+        assert frozen.returncode == 0, frozen.stderr
+        assert frozen.stdout.startswith(
+            f"Frozen {app}/production from 2026-12-06 13:00:00 UTC until 2026-12-07 12:00:00 "
+            "UTC: year-end (lock "
+        )
+        (row,) = [line for line in freight("locks", app, **env).stdout.splitlines() if app in line]
+        assert "freeze" in row and "year-end" in row and "2026-12-06 13:00" in row
+        endless = freight("freeze", app, "--reason", "x", **env)
+        assert endless.returncode == 1
+        assert endless.stderr.strip() == (
+            "error (missing_argument): A freeze needs an end: --until 2027-01-04T08:00"
+        )
     orchestrator.join()

@@ -22,6 +22,7 @@ from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
+from tests.conftest import Clock
 from tests.contract.helpers import add_deploys
 from tests.factories import GitRepo, InlineOrchestrator, make_app
 from tests.helpers import wait_for
@@ -438,3 +439,50 @@ def test_the_app_page_shows_the_machines_of_each_environment_and_their_drift(
     staging = page.locator("#machines .fleet[data-env='staging']")
     expect(staging).to_contain_text("No machine reports this environment.")
     expect(staging.locator("table")).to_have_count(0)
+
+
+def test_the_app_page_shows_windows_and_freezes_and_a_freeze_holds_its_deploys(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo, clock: Clock
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(
+            session,
+            origin,
+            windows=[{"allow": "0 9 * * 1-4", "duration": "8h", "timezone": "Europe/Berlin"}],
+        ).name
+    clock.set(datetime(2026, 12, 6, 12, tzinfo=UTC))  # a Sunday
+    page = logged_in(browser, dashboard, name="ana")
+    page.goto(dashboard.url + f"/apps/{app}")
+    staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
+    expect(staging.locator("td.window")).to_have_text("closed, opens Mon 09:00 Europe/Berlin")
+    staging.locator("form.deploy-form button").click()
+    expect(page.locator(".flash.error")).to_have_text(
+        f"{app}/staging is outside its deploy windows; the next opens Mon 09:00 Europe/Berlin"
+    )
+
+    # Monday morning: open; a freeze of production from 13:00 until Tuesday noon, made here.
+    clock.set(datetime(2026, 12, 7, 9, 30, tzinfo=UTC))
+    page.goto(dashboard.url + f"/apps/{app}")
+    expect(staging.locator("td.window")).to_have_text("open until Mon 17:00 Europe/Berlin")
+    freeze = page.locator("form.freeze-form")
+    freeze.locator("select[name=env]").select_option("production")
+    freeze.locator("input[name=start]").fill("2026-12-07T13:00")
+    freeze.locator("input[name=until]").fill("2026-12-08T12:00")
+    freeze.locator("input[name=reason]").fill("year-end")
+    freeze.locator("button").click()
+    expect(page.locator(".flash.notice")).to_have_text(f"Froze {app}/production")
+    history = page.locator("#locks tbody tr")
+    expect(history.nth(0)).to_contain_text("freeze")
+    expect(history.nth(0)).to_contain_text("starts 2026-12-07 13:00")
+
+    clock.set(datetime(2026, 12, 7, 13, 30, tzinfo=UTC))
+    page.goto(dashboard.url + f"/apps/{app}")
+    expect(history.nth(0)).to_contain_text("in force")
+    production = page.locator("tr", has_text="production").filter(
+        has=page.locator("form.deploy-form")
+    )
+    expect(production).to_contain_text("frozen ana: year-end")
+    production.locator("form.deploy-form button").click()
+    expect(page.locator(".flash.error")).to_have_text(
+        f"{app}/production is frozen until 2026-12-08 12:00 UTC by ana: year-end"
+    )
