@@ -308,29 +308,51 @@ def test_prefects_api_needs_its_auth_string_and_freight_screens_what_it_starts(e
     )
     assert locked.status_code == 201, locked.text
     user, _, password = prefect_auth(env.settings).partition(":")
-    for parameters in (
-        {"app": app, "env": "staging", "user": "mallory"},
-        {"app": app, "env": "staging", "user": "mallory", "force": True},
-    ):
+
+    def refused(parameters: dict[str, object], why: str) -> None:
         made = httpx.post(start, json={"parameters": parameters}, auth=(user, password), timeout=10)
         assert made.status_code == 201, made.text
         run_id = made.json()["id"]
         wait_for(
-            lambda run_id=run_id: (
-                env.run_state(run_id) in (StateType.CANCELLED, StateType.COMPLETED)
-            ),
+            lambda: env.run_state(run_id) in (StateType.CANCELLED, StateType.COMPLETED),
             60,
-            "the locked run to end",
+            "the refused run to end",
             env.diagnostics,
         )
         state = env.orchestrator.client.read_flow_run(UUID(run_id)).state
         assert state and state.type == StateType.CANCELLED, state
-        assert "is locked by" in (state.message or "") and "db migration" in state.message, state
+        assert why in (state.message or ""), state
+
+    for parameters in (
+        {"app": app, "env": "staging", "user": "mallory"},
+        {"app": app, "env": "staging", "user": "mallory", "force": True},
+    ):
+        refused(parameters, "is locked by ana: db migration")
+    # A freeze holds everyone, and a closed deploy window too: the same check refuses them.
+    frozen = httpx.post(
+        f"{env.stack.api_url}/api/0/freezes/",
+        json={
+            "app": app,
+            "env": "production",
+            "reason": "year-end",
+            "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        },
+        headers={"Authorization": f"Key {API_KEY}"},
+        timeout=10,
+    )
+    assert frozen.status_code == 201, frozen.text
+    refused({"app": app, "env": "production", "user": "mallory"}, "is frozen until")
+    shut = env.app("echo deployed", windows=[{"deny": "* * * * *", "duration": "1h"}])
+    refused(
+        {"app": shut, "env": "staging", "user": "mallory"},
+        "is outside its deploy windows; none opens within a year",
+    )
     with session_scope(env.engine) as session:
         ran = session.scalars(
             select(Deploy).join(User, Deploy.user_id == User.id).where(User.name == "mallory")
         ).all()
-    assert len(ran) == 2 and all(d.status == DeployStatus.CANCELLED for d in ran)
+    assert len(ran) == 4 and all(d.status == DeployStatus.CANCELLED for d in ran)
+    assert {d.cancelled_by for d in ran} == {"a lock", "a freeze", "a deploy window"}
     assert not any("\ndeployed\n" in env.log(d.id) for d in ran)
 
 
