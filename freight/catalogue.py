@@ -94,6 +94,9 @@ class _Frozen(BaseModel):
 class AutoDeploySpec(_Frozen):
     branch: NonEmpty
     enabled: bool = True
+    # Deploy only commits that change a path matching one of these (gitignore-style patterns,
+    # `services/web/**`): several apps can live in one repository.
+    paths: list[NonEmpty] = Field(default_factory=list)
 
 
 class EnvironmentSpec(_Frozen):

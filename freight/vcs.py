@@ -20,10 +20,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import pathspec
 
 from freight.errors import InvalidRef, InvalidRepository, VcsError
 
@@ -31,6 +33,8 @@ __all__ = [
     "Access",
     "Commit",
     "add_worktree",
+    "any_matches",
+    "changed_paths",
     "check_url",
     "commits_between",
     "list_remote_branch",
@@ -429,6 +433,33 @@ def commits_between(
         sha, name, email, date, subject = line.split("\x1f", 4)
         commits.append(Commit(sha, name, email, datetime.fromisoformat(date), subject))
     return commits
+
+
+def changed_paths(
+    mirror: Path, old_sha: str, new_sha: str, *, timeout: float | None = None
+) -> list[str]:
+    """The paths whose content differs between the two commits' trees (renames as a delete
+    and an add, so both names count)."""
+    _require_full_sha(old_sha)
+    _require_full_sha(new_sha)
+    result = _git(
+        "diff",
+        "--name-only",
+        "--no-renames",
+        "-z",
+        "--end-of-options",
+        old_sha,
+        new_sha,
+        git_dir=mirror,
+        timeout=timeout,
+    )
+    return [path for path in result.stdout.split("\0") if path]
+
+
+def any_matches(patterns: Sequence[str], paths: Iterable[str]) -> bool:
+    """Whether a path matches one of the gitignore-style patterns (`services/web/**`)."""
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    return any(spec.match_file(path) for path in paths)
 
 
 def list_remote_branch(url: str, branch: str, *, access: Access) -> str | None:

@@ -25,7 +25,7 @@ from freight.execution.handover import HandOver
 from freight.execution.intake import DeployRequest
 from freight.execution.side_by_side import side_by_side
 from freight.plugins import ServiceUrls
-from freight.service import apps
+from freight.service import apps, releases
 from freight.service.autodeploy import (
     AUTODEPLOY_USER,
     Outcome,
@@ -102,6 +102,11 @@ def _decide(
         if holding is not None:
             return holding
         config = apps.environment_of(session.get_one(App, target.app_id), target.environment)
+        live = releases.current_sha(session, target.app_id, target.environment)
+    if target.paths and live is not None:
+        untouched = _untouched(handover, target, live, head)
+        if untouched is not None:
+            return untouched
     if config.checks:
         resolved, _ = secrets.resolve_all(config.checks, context.secrets_from)
         verdicts = gating.look_once(
@@ -133,3 +138,15 @@ def _decide(
         )
     )
     return outcome(target, head, AutoState.QUEUED, f"queued {created.name}")
+
+
+def _untouched(handover: HandOver, target: Target, live: str, head: str) -> Outcome | None:
+    """Why the head is not deployed when nothing under the target's paths changed since what
+    is live; None when something did."""
+    for sha in (live, head):
+        mirror = vcs.mirror_with(handover.workspace_root, target.url, sha, access=handover.git)
+    changed = vcs.changed_paths(mirror, live, head, timeout=REMOTE_TIMEOUT)
+    if vcs.any_matches(target.paths, changed):
+        return None
+    under = ", ".join(target.paths)
+    return outcome(target, head, AutoState.UP_TO_DATE, f"no change under {under} since {live[:7]}")

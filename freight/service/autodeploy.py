@@ -26,6 +26,8 @@ class Target:
     environment: str
     url: str
     branch: str
+    # Only changes under these paths are deployed (none: every change).
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,11 @@ def targets(session: Session) -> list[Target]:
         for name in spec.environments:
             auto = spec.environment(name).auto_deploy
             if auto is not None and auto.enabled:
-                found.append(Target(app.id, app.name, name, app.repository.url, auto.branch))
+                found.append(
+                    Target(
+                        app.id, app.name, name, app.repository.url, auto.branch, tuple(auto.paths)
+                    )
+                )
     return found
 
 

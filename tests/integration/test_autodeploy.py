@@ -39,7 +39,13 @@ class Poller:
         )
         self.http = httpx.Client(timeout=5)
 
-    def app(self, *, checks: list[dict[str, object]] | None = None, enabled: bool = True) -> str:
+    def app(
+        self,
+        *,
+        checks: list[dict[str, object]] | None = None,
+        enabled: bool = True,
+        paths: list[str] | None = None,
+    ) -> str:
         spec = AppSpec.model_validate(
             {
                 "name": unique_name("auto"),
@@ -49,7 +55,11 @@ class Poller:
                 "environments": {
                     "staging": {
                         "default_ref": "main",
-                        "auto_deploy": {"branch": "main", "enabled": enabled},
+                        "auto_deploy": {
+                            "branch": "main",
+                            "enabled": enabled,
+                            "paths": paths or [],
+                        },
                     },
                     "production": {"default_ref": "main"},
                 },
@@ -330,3 +340,27 @@ def test_a_lock_taken_while_an_automatic_deploy_waits_holds_it_until_unlocked(
         (1, "cancelled", head, "autodeploy"),
         (2, "in_progress", head, "autodeploy"),
     ]
+
+
+def test_a_push_outside_the_filtered_paths_is_not_deployed_and_one_inside_is(
+    poller: Poller,
+) -> None:
+    """Several apps in one repository: web deploys what changes under services/web or lib."""
+    app = poller.app(paths=["services/web/**", "lib/**"])
+    first = poller.origin.commit("web", {"services/web/app.py": "v1"})
+    assert poller.poll(app).state == AutoState.QUEUED  # nothing live yet: deployed
+    poller.end(app, 1)
+    api = poller.origin.commit("api only", {"services/api/app.py": "v2"})
+    docs = poller.origin.commit("docs", {"README.md": "how to"})
+    skipped = poller.poll(app)
+    assert (skipped.state, skipped.sha) == (AutoState.UP_TO_DATE, docs)
+    assert skipped.reason == f"no change under services/web/**, lib/** since {first[:7]}"
+    assert api != docs and len(poller.deploys(app)) == 1
+    # The state the API and the dashboard show says so too.
+    with session_scope(poller.engine) as session:
+        (state,) = [r for r in releases.release_state(session, app) if r.environment == "staging"]
+        assert state.auto_deploy is not None
+        assert state.auto_deploy.reason == skipped.reason
+    shared = poller.origin.commit("a shared helper", {"lib/util.py": "x"})
+    assert poller.poll(app).state == AutoState.QUEUED
+    assert poller.deploys(app)[-1][2:] == (shared, "autodeploy")

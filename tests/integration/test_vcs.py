@@ -551,3 +551,24 @@ def test_concurrent_updates_share_fetches_and_all_see_prior_pushes(
         thread.join()
     assert seen == [pushed] * 12
     assert 1 <= len(fetches) <= 3  # the first, plus at most the ones asked for during it
+
+
+def test_changed_paths_list_every_odd_name_once_and_patterns_match_them(
+    workspace: Path, origin: Origin
+) -> None:
+    before = origin.commits[-1]
+    (origin.path / "services" / "web").mkdir(parents=True)
+    odd = "services/web/a b\nc.txt"  # a space and a newline: -z keeps names whole
+    after = origin.commit(odd, "x\n", "An odd name")
+    git("mv", "README", "README.md", cwd=origin.path)
+    git("commit", "-q", "-m", "Rename", cwd=origin.path, date=origin.clock + 60)
+    renamed = git("rev-parse", "HEAD", cwd=origin.path)
+    mirror = vcs.update_mirror(workspace, origin.url, access=LOCAL)
+    assert vcs.changed_paths(mirror, before, after) == [odd]
+    assert vcs.changed_paths(mirror, after, renamed) == ["README", "README.md"]
+    assert vcs.changed_paths(mirror, before, before) == []
+    assert vcs.any_matches(["services/web/**"], [odd])
+    assert not vcs.any_matches(["services/api/**", "lib/**"], [odd, "README.md"])
+    assert vcs.any_matches(["*.md"], ["docs/guide.md"])  # gitignore rules: any depth
+    with pytest.raises(InvalidRef):
+        vcs.changed_paths(mirror, "--output=/tmp/x", after)
