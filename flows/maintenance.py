@@ -46,6 +46,13 @@ def maintenance() -> None:
         logger.info("Delivered the notifications of deploy %s", deploy_id)
     if report.forgotten_history:
         logger.info("Dropped %d rows of machine history past retention", report.forgotten_history)
+    for host, mirrors in report.git_caches.items():
+        total = sum(size for _, size in mirrors)
+        sizes = ", ".join(f"{name} {size / 2**20:.1f} MB" for name, size in mirrors)
+        logger.info(
+            "Git cache of %s: %d mirror(s), %.1f MB: %s",
+            host, len(mirrors), total / 2**20, sizes,
+        )  # fmt: skip
     if report.forgotten_sessions:
         logger.info("Forgot %d logged-out sessions that expired", report.forgotten_sessions)
 

@@ -1,6 +1,7 @@
 """`python -m freight.reconcile`: the reconciler as a process of the control plane (see
 freight/execution/reconciler.py), with the fleet watch beside it (freight/execution/
-fleet_watch.py). `freight up` runs one; several may run, one acts."""
+fleet_watch.py) and the sweep of the control plane's git cache (freight/execution/git_cache.py).
+`freight up` runs one; several may run, one acts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 from types import FrameType
 
 from freight import tls, wiring
-from freight.execution import delivery, fleet_watch
+from freight.execution import delivery, fleet_watch, git_cache
 from freight.execution.reconciler import Reconciler, Timing
 from freight.orchestrator import PrefectOrchestrator, one_try_each
 from freight.settings import get_settings
@@ -65,7 +66,20 @@ def main() -> None:
             },
             name="fleet-watch",
         )
+        # The control plane's own git cache (the API resolves refs in it).
+        cache = threading.Thread(
+            target=git_cache.serve,
+            args=(reconciler.engine, settings.workspaces, settings.host_name),
+            kwargs={
+                "limit_bytes": settings.git_cache_bytes,
+                "gc_every": settings.git_gc_hours * 3600,
+                "stop": stop,
+            },
+            name="git-cache",
+            daemon=True,  # a `git gc` under way must not hold up the process's end
+        )
         watch.start()
+        cache.start()
         try:
             reconciler.serve(
                 interval=settings.reconcile_interval,

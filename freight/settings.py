@@ -99,6 +99,15 @@ class Settings(BaseSettings):
         description="Days of machine history (versions reported, the fleet's events) kept; each "
         "machine's current version is always kept.",
     )
+    git_cache_mb: float = Field(
+        default=20480,
+        gt=0,
+        description="Size cap of each host's git cache (its repositories' mirrors), in MB: "
+        "beyond it, the mirrors used longest ago are removed (and cloned again when needed).",
+    )
+    git_gc_hours: float = Field(
+        default=24, gt=0, description="Hours between two `git gc` of each mirror."
+    )
     submit_after: float = Field(
         default=3, gt=0, description="Age of a claim without a run that is handed over again."
     )
@@ -173,6 +182,10 @@ class Settings(BaseSettings):
 
     def embedded_url(self, database: str, *, driver: str = "psycopg2") -> str:
         return f"postgresql+{driver}://postgres@127.0.0.1:{self.db_port}/{database}"
+
+    @property
+    def git_cache_bytes(self) -> int:
+        return int(self.git_cache_mb * 2**20)
 
     @property
     def uses_embedded_db(self) -> bool:

@@ -36,10 +36,14 @@ __all__ = [
     "any_matches",
     "changed_paths",
     "check_url",
+    "collect_garbage",
     "commits_between",
+    "last_used",
     "list_remote_branch",
+    "mirror_busy",
     "mirror_lock",
     "mirror_path",
+    "remove_mirror",
     "remove_worktree",
     "resolve_ref",
     "update_mirror",
@@ -278,6 +282,7 @@ def update_mirror(workspace_root: Path, url: str, *, access: Access, max_age: fl
             _clone_mirror(url, mirror, access)
         stamp.touch()
         os.utime(stamp, (started, started))
+        _mark_used(mirror)
     return mirror
 
 
@@ -298,12 +303,62 @@ def mirror_with(workspace_root: Path, url: str, sha: str, *, access: Access) -> 
             expected=(0, 1, 128),
         )
         if found.returncode == 0:
+            _mark_used(mirror)
             return mirror
     return update_mirror(workspace_root, url, access=access)
 
 
 # Its mtime is when the last successful fetch began.
 _FETCH_STAMP = "freight-fetch-started"
+# Its mtime is when a deploy or a request last used the mirror: the cache's cap removes the
+# mirrors used longest ago first.
+_USED_STAMP = "freight-used"
+# Its mtime is when the mirror was last garbage-collected.
+_GC_STAMP = "freight-gc"
+
+
+def _mark_used(mirror: Path) -> None:
+    with contextlib.suppress(OSError):  # a mirror removed meanwhile is cloned again when used
+        (mirror / _USED_STAMP).touch()
+
+
+def last_used(mirror: Path) -> float:
+    """When the mirror was last used (its creation, for one never used since stamps began)."""
+    for stamp in (_USED_STAMP, _FETCH_STAMP):
+        with contextlib.suppress(OSError):
+            return (mirror / stamp).stat().st_mtime
+    return mirror.stat().st_mtime
+
+
+def mirror_busy(mirror: Path) -> bool:
+    """Whether a deploy's checkout is a worktree of the mirror: it must not go now."""
+    worktrees = mirror / "worktrees"
+    return worktrees.is_dir() and any(worktrees.iterdir())
+
+
+def remove_mirror(mirror: Path) -> bool:
+    """Delete the mirror, unless a deploy's checkout uses it (False then)."""
+    with _locked(mirror):
+        _git("worktree", "prune", git_dir=mirror)
+        if mirror_busy(mirror):
+            return False
+        # Renamed first: a half-deleted mirror is never taken for a whole one.
+        doomed = mirror.with_name(f".{mirror.name}.removing")
+        mirror.rename(doomed)
+        _rmtree(doomed)
+    return True
+
+
+def collect_garbage(mirror: Path, *, every: float, timeout: float | None = None) -> bool:
+    """`git gc` the mirror if it was not collected in the last `every` seconds (True then)."""
+    stamp = mirror / _GC_STAMP
+    if stamp.exists() and time.time() - stamp.stat().st_mtime < every:
+        return False
+    with _locked(mirror):
+        _git("worktree", "prune", git_dir=mirror)
+        _git("gc", "--quiet", "--prune=now", git_dir=mirror, timeout=timeout)
+        stamp.touch()
+    return True
 
 
 def _clone_mirror(url: str, mirror: Path, access: Access) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -496,3 +497,15 @@ class MachineEvent(Base):
 
     machine: Mapped[Machine] = relationship(lazy="joined")
     app: Mapped[App | None] = relationship(lazy="joined")
+
+
+class GitMirror(Base):
+    """A mirror in a host's git cache, as that host's last sweep measured it."""
+
+    __tablename__ = "git_mirror"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    date_used: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    date_measured: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -17,7 +17,7 @@ from freight import vcs
 from freight.db import Deploy, DeployStatus, session_scope, utcnow
 from freight.execution import delivery
 from freight.execution.delivery import Courier
-from freight.service import locks, logins, machines, notifications
+from freight.service import locks, logins, machines, mirrors, notifications
 
 # A runner delivers its deploy's events within seconds of ending; give it a minute.
 NOTIFY_SETTLE = 60
@@ -31,6 +31,8 @@ class MaintenanceReport:
     notified: list[int] = field(default_factory=list)
     forgotten_sessions: int = 0
     forgotten_history: int = 0
+    # Each host's git cache as its last sweep left it: (mirror, bytes), largest first.
+    git_caches: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 def remove_stray_workspaces(engine: Engine, *, workspace_root: Path) -> list[str]:
@@ -98,6 +100,11 @@ def run_maintenance(
         report.notified.append(deploy_id)
     with session_scope(engine) as session:
         report.forgotten_sessions = logins.forget_expired(session)
+    with session_scope(engine, read_only=True) as session:
+        report.git_caches = {
+            host: [(m.name, m.bytes) for m in held]
+            for host, held in mirrors.by_host(session).items()
+        }
     with session_scope(engine) as session:
         report.forgotten_history = machines.forget_history(
             session, older_than=utcnow() - timedelta(days=history_days)

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from freight.db import get_engine, session_scope, utcnow
+from freight.execution import git_cache
 from freight.execution.housekeeping import remove_stray_workspaces
 from freight.service import workers
 from freight.service.workers import WorkerState
@@ -41,6 +42,9 @@ class WorkerHost:
     workspace_root: Path
     heartbeat_interval: float
     say: Callable[[str], None]
+    # The git cache's cap (bytes) and seconds between two `git gc` of a mirror.
+    cache_limit: int
+    gc_every: float
     # Whether a control plane of another version makes this host drain (a worker host: yes;
     # the worker of `freight up`, which is its own control plane: no need).
     checks_version: bool = True
@@ -66,6 +70,8 @@ class WorkerHost:
             workspace_root=settings.workspaces,
             heartbeat_interval=settings.heartbeat_interval,
             say=say,
+            cache_limit=settings.git_cache_bytes,
+            gc_every=settings.git_gc_hours * 3600,
             checks_version=checks_version,
         )
 
@@ -98,6 +104,20 @@ class WorkerHost:
         conflict) has ended: Prefect's worker frozen, then no run left on this host
         (`runs_here`), then the worker ended. `keep_down` names the processes the
         supervisor must not start again."""
+        cache_stop = threading.Event()
+        cache = threading.Thread(
+            target=git_cache.serve,
+            args=(self.engine, self.workspace_root, self.name),
+            kwargs={
+                "limit_bytes": self.cache_limit,
+                "gc_every": self.gc_every,
+                "stop": cache_stop,
+                "say": self.say,
+            },
+            name="git-cache",
+            daemon=True,
+        )
+        cache.start()
         next_sweep = 0.0
         elapsed = 0.0
         while not stop.is_set():
@@ -126,6 +146,7 @@ class WorkerHost:
                 self.say(f"Could not report this worker: {exc}")
             stop.wait(self.heartbeat_interval)
             elapsed += self.heartbeat_interval
+        cache_stop.set()
         self.state = WorkerState.STOPPED
         try:
             self.beat()

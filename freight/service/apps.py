@@ -53,6 +53,13 @@ def get_or_create_repository(session: Session, url: str) -> Repository:
     return repository
 
 
+def repository_urls(session: Session) -> set[str]:
+    """The repositories some app deploys from."""
+    return set(
+        session.scalars(select(Repository.url).join(App, App.repository_id == Repository.id))
+    )
+
+
 def save_app(
     session: Session, spec: AppSpec, *, source: AppSource, source_file: str | None = None
 ) -> App:
