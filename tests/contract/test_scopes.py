@@ -281,6 +281,21 @@ ROUTES = [
     ),
     Route(
         "POST",
+        "/actions/freeze",
+        Scope.DEPLOY,
+        303,
+        on_app=True,
+        dashboard=True,
+        body=lambda t: {
+            "app": t.app,
+            "env": "staging",
+            "reason": "scope test",
+            "start": (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+            "until": (utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"),
+        },
+    ),
+    Route(
+        "POST",
         "/actions/unlock",
         Scope.DEPLOY,
         303,
