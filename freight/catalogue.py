@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -37,7 +37,7 @@ from freight.errors import (
 )
 from freight.names import DEFAULT_WORK_QUEUE, NAME_PATTERN, Name
 from freight.plugins import PluginConfig, Registry
-from freight.windows import Window
+from freight.windows import Duration, Window
 
 # Both base classes keep working for callers: `except CatalogueError` gets `.path`/`.field`,
 # `except InvalidProvider` and the API's error_name see the kind that was wrong.
@@ -112,6 +112,10 @@ class EnvironmentSpec(_Frozen):
     work_queue: Name | None = None
     # When it may be deployed (freight/windows.py); [] lifts the app's windows for it.
     windows: list[Window] | None = None
+    # What it takes only after it was live elsewhere that long: {staging: 30m}.
+    requires: dict[Name, Duration] = Field(default_factory=dict)
+    # `auto`: deploy what is live on the required environment by itself once it has baked.
+    promote: Literal["auto"] | None = None
 
 
 class EnvironmentConfig(_Frozen):
@@ -126,6 +130,8 @@ class EnvironmentConfig(_Frozen):
     # Snapshots taken before work queues existed have none: theirs was the default.
     work_queue: Name = DEFAULT_WORK_QUEUE
     windows: list[Window] = Field(default_factory=list)
+    requires: dict[Name, Duration] = Field(default_factory=dict)
+    promote: Literal["auto"] | None = None
 
 
 class AppSpec(_Frozen):
@@ -152,6 +158,22 @@ class AppSpec(_Frozen):
         _EffectiveEnvironments.model_validate(
             {"environments": {name: self._effective(name) for name in self.environments}}
         )
+        for name, env in self.environments.items():
+            for source in env.requires:
+                if source == name or source not in self.environments:
+                    raise PydanticCustomError(
+                        "invalid_environment",
+                        "environments.{env}.requires: '{source}' is not another environment "
+                        "of the app",
+                        {"env": name, "source": source},
+                    )
+            if env.promote == "auto" and len(env.requires) != 1:
+                raise PydanticCustomError(
+                    "invalid_environment",
+                    "environments.{env}.promote: auto needs exactly one environment in "
+                    "`requires` to promote from",
+                    {"env": name},
+                )
         return self
 
     def environment(self, name: str) -> EnvironmentConfig:
@@ -177,6 +199,8 @@ class AppSpec(_Frozen):
             "notifiers": self.notifiers if env.notifiers is None else env.notifiers,
             "work_queue": self.work_queue if env.work_queue is None else env.work_queue,
             "windows": self.windows if env.windows is None else env.windows,
+            "requires": env.requires,
+            "promote": env.promote,
         }
 
 

@@ -17,7 +17,8 @@ FreightError            .error_name is the wire vocabulary; the message names th
 ├── Barred              a rule of the environment refuses the deploy now (force + reason)
 │   ├── AppLocked             locked
 │   ├── Frozen                frozen
-│   └── OutsideWindow         outside_window (names the next opening)
+│   ├── OutsideWindow         outside_window (names the next opening)
+│   └── NotPromoted           not_promoted (what bake time is missing, and when it is met)
 ├── CheckFailed         check_failed
 ├── Conflict            conflict
 │   └── AlreadyDelivered      a webhook delivery that another request is acting on
@@ -119,6 +120,11 @@ class Frozen(Barred):
 class OutsideWindow(Barred):
     error_name = "outside_window"
     refused_by = "a deploy window"
+
+
+class NotPromoted(Barred):
+    error_name = "not_promoted"
+    refused_by = "a promotion rule"
 
 
 class CheckFailed(FreightError):

@@ -37,12 +37,16 @@ def _duration(value: str) -> str:
     return value
 
 
+# A duration as people write it (`30m`, `8h`), kept as written.
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
 class Window(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allow: str | None = None
     deny: str | None = None
-    duration: Annotated[str, AfterValidator(_duration)]
+    duration: Duration
     timezone: str = "UTC"
 
     @model_validator(mode="after")

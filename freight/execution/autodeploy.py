@@ -71,10 +71,21 @@ def poll(handover: HandOver, context: PollContext) -> list[Outcome]:
     """One look at every environment with automatic deploys; deploys what is due."""
     with session_scope(handover.engine, read_only=True) as session:
         wanted = targets(session)
-    found = heads({(t.url, t.branch) for t in wanted}, context.parallel, git=handover.git)
+        # What a promoting environment follows: the live sha of the one it requires.
+        live = {
+            (t.app_id, t.promote_from): releases.current_sha(session, t.app_id, t.promote_from)
+            for t in wanted
+            if t.promote_from is not None
+        }
+    branches = {(t.url, t.branch) for t in wanted if t.promote_from is None}
+    found = heads(branches, context.parallel, git=handover.git)
     outcomes = []
     for target in wanted:
-        head = found[(target.url, target.branch)]
+        head = (
+            live[(target.app_id, target.promote_from)]
+            if target.promote_from is not None
+            else found[(target.url, target.branch)]
+        )
         sha = head if isinstance(head, str) else None
         try:
             result = _decide(handover, context, target, head)
@@ -94,6 +105,9 @@ def _decide(
 ) -> Outcome:
     if isinstance(head, Exception):
         return outcome(target, None, AutoState.ERROR, f"cannot read {target.branch}: {head}")
+    if head is None and target.promote_from is not None:
+        nothing = f"nothing is live on {target.promote_from} yet"
+        return outcome(target, None, AutoState.UP_TO_DATE, nothing)
     if head is None:
         return outcome(target, None, AutoState.ERROR, f"branch {target.branch} not found")
     with session_scope(handover.engine) as session:
@@ -133,7 +147,8 @@ def _decide(
             app=target.app,
             environment=target.environment,
             user=AUTODEPLOY_USER,
-            ref=target.branch,
+            # A promotion's ref is the commit itself: no branch says what it is.
+            ref=head if target.promote_from is not None else target.branch,
             sha=head,
         )
     )

@@ -1,9 +1,11 @@
-"""Taking a deploy request in: checked against the database (arguments, locks), its ref
-resolved (a fetch), screened by its checks (HTTP), then written as a pending deploy. No
+"""Taking a deploy request in: checked against the database (arguments, locks, freezes,
+windows), its ref resolved (a fetch), screened by the promotion rules and its checks (HTTP),
+then written as a pending deploy. No
 transaction is open during the fetch or the checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from freight.checks import CheckContext
 from freight.db import Deploy, session_scope
 from freight.execution import gating, refs
 from freight.plugins import ServiceUrls
-from freight.service import deploys
+from freight.service import apps, barriers, deploys
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,15 @@ def create(
         )
     else:
         vcs.mirror_with(workspace_root, plan.repository, sha, access=git)
+    if screen is not None and plan.config.requires:
+        # Only now is the commit known: what the promotion rules say of it.
+        with session_scope(engine, read_only=True) as session:
+            app = apps.get_app(session, plan.app)
+            found = barriers.promotion_barriers(session, app, plan.environment, sha)
+            passed = barriers.screen(found, force=plan.force, reason=plan.force_reason)
+        if passed:
+            overridden = "; ".join(filter(None, (plan.overridden, passed)))
+            plan = dataclasses.replace(plan, overridden=overridden)
     if screen is not None and not plan.force and plan.config.checks:
         configs, _ = secrets.resolve_all(plan.config.checks, screen.secrets_from)
         gating.check_once(

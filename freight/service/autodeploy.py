@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from freight.db import App, AutoDeployState, Deploy, DeployStatus, utcnow
-from freight.errors import OutsideWindow
-from freight.service import apps, barriers, deploys, queue, releases
+from freight.errors import NotPromoted, OutsideWindow
+from freight.service import apps, barriers, deploys, promotion, queue, releases
 from freight.service.releases import AutoState
 
 AUTODEPLOY_USER = "autodeploy"
@@ -28,6 +28,8 @@ class Target:
     branch: str
     # Only changes under these paths are deployed (none: every change).
     paths: tuple[str, ...] = ()
+    # An environment with `promote: auto` follows what is live on this one, not a branch.
+    promote_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,22 @@ def targets(session: Session) -> list[Target]:
     for app in session.scalars(select(App).order_by(App.name)):
         spec = apps.spec_of(app)
         for name in spec.environments:
-            auto = spec.environment(name).auto_deploy
+            config = spec.environment(name)
+            auto = config.auto_deploy
             if auto is not None and auto.enabled:
                 found.append(
                     Target(
                         app.id, app.name, name, app.repository.url, auto.branch, tuple(auto.paths)
                     )
                 )
+            elif config.promote == "auto":
+                (source,) = config.requires
+                found.append(
+                    Target(
+                        app.id, app.name, name, app.repository.url, promotion.label(source),
+                        promote_from=source,
+                    )
+                )  # fmt: skip
     return found
 
 
@@ -101,12 +112,13 @@ def held(session: Session, target: Target, head: str) -> Outcome | None:
             continue
         return outcome(target, head, AutoState.BLOCKED, f"{why}, deploy manually to resume")
     in_force = barriers.barriers(
-        session, session.get_one(App, target.app_id), target.environment, None
+        session, session.get_one(App, target.app_id), target.environment, None, sha=head
     )
     if in_force:
-        # A window opens by itself; a lock or a freeze is someone's decision.
-        closed = isinstance(in_force[0].error, OutsideWindow)
-        state = AutoState.WAITING if closed else AutoState.BLOCKED
+        # A window opens and a commit bakes by themselves; a lock or a freeze is someone's
+        # decision.
+        passes = isinstance(in_force[0].error, (OutsideWindow, NotPromoted))
+        state = AutoState.WAITING if passes else AutoState.BLOCKED
         return outcome(target, head, state, in_force[0].holding)
     return None
 

@@ -108,9 +108,7 @@ def plan_deploy(
     ref = ref or config.default_ref
     found = barriers.barriers(session, app_row, environment, user) if screen_locks else []
     reason = force_reason.strip() if force and force_reason and force_reason.strip() else None
-    if found and force and reason is None:
-        raise MissingArgument(f"{found[0].text}: forcing past it needs a reason")
-    overridden = barriers.passed(found, force=force, reason=reason)
+    overridden = barriers.screen(found, force=force, reason=reason)
     return DeployPlan(
         app_id=app_row.id,
         app=app_row.name,

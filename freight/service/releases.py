@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from freight import vcs, windows
 from freight.db import App, AutoDeployState, Deploy, DeployStatus, LiveRelease, Lock
 from freight.errors import FreightError
-from freight.service import apps, barriers, locks
+from freight.service import apps, barriers, locks, promotion
 
 
 def live_deploy(session: Session, app_id: int, environment: str) -> Deploy | None:
@@ -181,10 +181,15 @@ def _auto_deploy(
 ) -> AutoDeploy | None:
     """What the last poll saw, except what is known now without one: the config turned it
     off, or a lock holds it (the poll would only say so up to a minute later)."""
-    configured = app.config["environments"][environment].get("auto_deploy")
-    if not configured:
+    settings = app.config["environments"][environment]
+    configured = settings.get("auto_deploy")
+    if configured:
+        branch, enabled = configured["branch"], configured.get("enabled", True)
+    elif settings.get("promote") == "auto":
+        (source,) = settings["requires"]
+        branch, enabled = promotion.label(source), True
+    else:
         return None
-    branch, enabled = configured["branch"], configured.get("enabled", True)
     seen = looked if looked is not None and looked.branch == branch else None
     sha, checked = (seen.sha, seen.date_checked) if seen else (None, None)
     if not enabled:

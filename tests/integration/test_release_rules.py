@@ -14,11 +14,11 @@ from sqlalchemy import Engine
 
 from freight.catalogue import AppSpec
 from freight.db import AppSource, DeployStatus, session_scope
-from freight.errors import Frozen, MissingArgument, OutsideWindow
+from freight.errors import Frozen, MissingArgument, NotPromoted, OutsideWindow
 from freight.execution import autodeploy, delivery, housekeeping
 from freight.execution.handover import HandOver
 from freight.execution.intake import DeployRequest, Screen
-from freight.service import apps, deploys, locks, logs
+from freight.service import apps, deploys, locks, logs, releases
 from freight.service.autodeploy import AutoState
 from freight.settings import Settings
 from tests.conftest import Clock
@@ -67,18 +67,26 @@ class Rig:
         environment: str = "staging",
         *,
         user: str = "ana",
+        ref: str | None = None,
         force: bool = False,
         reason: str | None = None,
     ) -> int:
         """A person's deploy, screened as the API, the CLI and the dashboard screen it."""
-        return self.handover.request(
-            DeployRequest(app=app, environment=environment, user=user, force=force, reason=reason),
-            screen=Screen(),
-        ).deploy_id
+        request = DeployRequest(
+            app=app, environment=environment, user=user, ref=ref, force=force, reason=reason
+        )
+        return self.handover.request(request, screen=Screen()).deploy_id
 
-    def run(self, app: str, *, force: bool = False, reason: str | None = None) -> int:
+    def run(
+        self,
+        app: str,
+        environment: str = "staging",
+        *,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> int:
         """A deploy started from Prefect (registered by its own run), run to its end."""
-        deploy_id, run_id = register(self.handover, app, force=force, reason=reason)
+        deploy_id, run_id = register(self.handover, app, environment, force=force, reason=reason)
         run_inline(self.settings, self.handover, deploy_id, run_id=run_id, claim=None)
         return deploy_id
 
@@ -240,3 +248,95 @@ def test_a_freeze_starts_later_holds_everyone_and_ends_announced_both_times(
     rig.ask(app, user="ana")
     with session_scope(rig.engine) as session:
         assert locks.get_lock(session, freeze_id).released_by == locks.EXPIRED
+
+
+def promoting_app(rig: Rig, **production: object) -> str:
+    spec = AppSpec.model_validate(
+        {
+            "name": unique_name("promo"),
+            "repository": rig.origin.url,
+            "provider": {"type": "shell", "command": "true"},
+            "environments": {
+                "staging": {},
+                "production": {"requires": {"staging": "30m"}, **production},
+            },
+        }
+    )
+    with session_scope(rig.engine) as session:
+        return apps.save_app(session, spec, source=AppSource.API).name
+
+
+def finished_at(rig: Rig, deploy_id: int) -> datetime:
+    with session_scope(rig.engine) as session:
+        row = deploys.get_deploy(session, deploy_id)
+        assert row.status == DeployStatus.FINISHED and row.date_finished, rig.deploy(deploy_id)
+        return row.date_finished
+
+
+def test_production_takes_only_what_baked_on_staging_unless_forced_with_a_reason(
+    rig: Rig, clock: Clock
+) -> None:
+    app = promoting_app(rig)
+    sha = rig.origin.git("rev-parse", "HEAD")
+    staged = finished_at(rig, rig.run(app))
+    rule = f"{app}/production takes only what was live on staging for 30m"
+    met = f"{staged + timedelta(minutes=30):%Y-%m-%d %H:%M}"
+    baking = f"{rule}: {sha[:7]} has been for 10m, met at {met} UTC"
+    clock.set(staged + timedelta(minutes=10))
+    # Started from Prefect: refused at its lock check, cancelled by the rule.
+    status, reason, by, _ = rig.deploy(rig.run(app, "production"))
+    assert (status, by, reason) == (
+        DeployStatus.CANCELLED,
+        "a promotion rule",
+        f"Not run: {baking}",
+    )
+    with pytest.raises(NotPromoted) as refused:
+        rig.ask(app, "production")
+    assert str(refused.value) == baking
+    with pytest.raises(MissingArgument, match="forcing past it needs a reason"):
+        rig.ask(app, "production", force=True)
+    fresh = rig.origin.commit("not on staging")
+    with pytest.raises(NotPromoted, match=f"{rule}: {fresh[:7]} was never live there"):
+        rig.ask(app, "production")
+    forced = rig.ask(app, "production", force=True, reason="hotfix")
+    with session_scope(rig.engine) as session:
+        assert deploys.get_deploy(session, forced).forced_past == (
+            f"{rule}: {fresh[:7]} was never live there"
+        )
+    clock.set(staged + timedelta(minutes=31))
+    rig.ask(app, "production", ref=sha)  # baked: it goes
+
+
+def test_promote_auto_deploys_what_baked_on_staging_by_itself(rig: Rig, clock: Clock) -> None:
+    app = promoting_app(rig, promote="auto")
+    sha = rig.origin.git("rev-parse", "HEAD")
+    with httpx.Client(timeout=5) as client:
+        context = autodeploy.PollContext(
+            client=client, urls=rig.settings.service_urls(), secrets_from={}
+        )
+
+        def look() -> tuple[AutoState, str]:
+            (mine,) = [o for o in autodeploy.poll(rig.handover, context) if o.app == app]
+            assert (mine.environment, mine.branch) == ("production", "promotion from staging")
+            return mine.state, mine.reason
+
+        assert look() == (AutoState.UP_TO_DATE, "nothing is live on staging yet")
+        staged = finished_at(rig, rig.run(app))
+        clock.set(staged + timedelta(minutes=10))
+        met = f"{staged + timedelta(minutes=30):%Y-%m-%d %H:%M}"
+        assert look() == (
+            AutoState.WAITING,
+            f"not promoted yet: {sha[:7]} has been for 10m, met at {met} UTC",
+        )
+        clock.set(staged + timedelta(minutes=30))
+        state, reason = look()
+    assert (state, reason) == (AutoState.QUEUED, f"queued {app}/production#1")
+    with session_scope(rig.engine) as session:
+        (made,) = deploys.list_deploys(
+            session, deploys.DeployFilter(app=app, environment="production")
+        )
+        assert (made.sha, made.ref, made.user and made.user.name) == (sha, sha, "autodeploy")
+        # What the API and the dashboard show for production.
+        (now,) = [r for r in releases.release_state(session, app) if r.environment == "production"]
+        assert now.auto_deploy is not None
+        assert now.auto_deploy.branch == "promotion from staging"
