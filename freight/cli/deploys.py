@@ -1,4 +1,4 @@
-"""`freight deploy|rollback|status|log|cancel|history`: deploys through the API."""
+"""`freight deploy|rollback|promote|status|log|cancel|history`: deploys through the API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from freight.cli import app, connect
-from freight.cli.client import task_path
+from freight.cli.client import ApiError, task_path
 from freight.cli.output import FINAL, deploy_line, follow, out, short, status_text, table, when
 from freight.queue_places import places
 
@@ -45,10 +45,11 @@ def _start(
         sys.exit(1)
 
 
-Force = Annotated[bool, typer.Option(help="Skip checks, and override others' locks.")]
-Reason = Annotated[
-    str | None, typer.Option(help="Why (needed to --force past someone else's lock).")
+Force = Annotated[
+    bool,
+    typer.Option(help="Skip checks; go past others' locks, freezes, windows, promotion rules."),
 ]
+Reason = Annotated[str | None, typer.Option(help="Why (needed to --force past any of those).")]
 
 
 @app.command()
@@ -76,6 +77,25 @@ def rollback(
 ) -> None:
     """Deploy the commit that was live before the current one (ref `:previous`)."""
     _start(app_name, env, ":previous", force, follow_log, reason)
+
+
+@app.command()
+def promote(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    source: Annotated[str, typer.Argument(metavar="FROM", help="Where it is live now.")],
+    target: Annotated[str, typer.Argument(metavar="TO", help="Where it goes.")],
+    force: Force = False,
+    reason: Reason = None,
+    follow_log: Follow = False,
+) -> None:
+    """Deploy to TO the commit live on FROM (TO's promotion rules say whether it baked long
+    enough there)."""
+    with connect() as client:
+        state = client.get("/releases/", app=app_name)
+    live = next((r["sha"] for r in state if r["environment"] == source), None)
+    if live is None:
+        raise ApiError(f"Nothing is live on {app_name}/{source} to promote", "invalid_request")
+    _start(app_name, target, live, force, follow_log, reason)
 
 
 @app.command()

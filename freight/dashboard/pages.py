@@ -262,13 +262,25 @@ def app_page(
             }
         except FreightError as exc:
             shipping[name] = {"error": exc.message}
+    release_rows = _release_rows(db, who, app)
+    live = {r["environment"]: r["sha"] for r in release_rows if r["sha"]}
+    # Per environment, what the environments it requires have live: a button promotes each.
+    promotions = {
+        name: [
+            (source, live[source])
+            for source in apps.environment_of(row, name).requires
+            if source in live
+        ]
+        for name in apps.environment_names(row)
+    }
     return _page(
         request,
         rt,
         "app.html",
         who,
         app=schemas.app_details(db, row),
-        releases=_release_rows(db, who, app),
+        releases=release_rows,
+        promotions=promotions,
         history=schemas.deploy_page(db, history[:HISTORY_PAGE]),
         newer=urlencode({**filters, "page": page - 1}) if page > 1 else None,
         older=urlencode({**filters, "page": page + 1}) if len(history) > HISTORY_PAGE else None,

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from freight.db import session_scope
+from freight.catalogue import AppSpec
+from freight.db import AppSource, session_scope
+from freight.service import apps, deploys
 from tests.apiserver import ApiServer
 from tests.conftest import Clock
-from tests.contract.helpers import body, error
-from tests.factories import GitRepo, make_app
+from tests.contract.helpers import body, error, finish
+from tests.factories import GitRepo, make_app, unique_name
 
 KEY = "s3cr3t-api-key"
 WORKWEEK = [
@@ -145,3 +147,34 @@ def test_bad_freezes_and_windows_are_400s_naming_the_field(
         problem = error(c.post("/apps/", json=bad_window), 400, "invalid_environment")
         assert problem.startswith("environments.production.windows.0.duration: ")
         assert "Invalid duration '64 hours'" in problem
+
+
+def test_a_deploy_of_what_did_not_bake_on_staging_is_refused_as_not_promoted(
+    server: ApiServer, origin: GitRepo, clock: Clock
+) -> None:
+    spec = AppSpec.model_validate(
+        {
+            "name": unique_name("promo"),
+            "repository": origin.url,
+            "provider": {"type": "shell", "command": "true"},
+            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
+        }
+    )
+    with session_scope(server.engine) as session:
+        app = apps.save_app(session, spec, source=AppSource.API).name
+    sha = origin.git("rev-parse", "HEAD")
+    with server.client(KEY) as c:
+        staged = body(c.post("/deploys/", json={"app": app, "env": "staging", "user": "ana"}), 201)
+        finish(server.engine, int(staged["id"]), sha=sha)
+        with session_scope(server.engine) as session:
+            finished = deploys.get_deploy(session, int(staged["id"])).date_finished
+        assert finished is not None
+        promote = {"app": app, "env": "production", "ref": sha, "user": "ana"}
+        clock.set(finished + timedelta(minutes=10))
+        met = f"{finished + timedelta(minutes=30):%Y-%m-%d %H:%M}"
+        assert error(c.post("/deploys/", json=promote), 400, "not_promoted") == (
+            f"{app}/production takes only what was live on staging for 30m: {sha[:7]} has been "
+            f"for 10m, met at {met} UTC"
+        )
+        clock.set(finished + timedelta(minutes=30))
+        assert body(c.post("/deploys/", json=promote), 201)["sha"] == sha

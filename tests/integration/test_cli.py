@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from freight.db import session_scope
-from freight.service import apps
+from freight.catalogue import AppSpec
+from freight.db import AppSource, session_scope
+from freight.service import apps, releases
 from freight.settings import Settings
 from tests.apiserver import serve_api
 from tests.conftest import Clock
-from tests.factories import GitRepo, InlineOrchestrator, make_app
+from tests.factories import GitRepo, InlineOrchestrator, make_app, unique_name
 
 FREIGHT = str(Path(sys.executable).parent / "freight")
 APP = """name: {name}
@@ -258,4 +259,49 @@ def test_freezes_and_deploy_windows_from_the_command_line(
         assert endless.stderr.strip() == (
             "error (missing_argument): A freeze needs an end: --until 2027-01-04T08:00"
         )
+    orchestrator.join()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_promote_deploys_what_is_live_on_one_environment_to_another(
+    settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path, clock: Clock
+) -> None:
+    spec = AppSpec.model_validate(
+        {
+            "name": unique_name("promo"),
+            "repository": origin.url,
+            "provider": {"type": "shell", "command": "echo deployed {sha}"},
+            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
+        }
+    )
+    orchestrator = InlineOrchestrator(engine, settings)
+    with serve_api(settings, engine, orchestrator) as server:
+        with session_scope(engine) as session:
+            app = apps.save_app(session, spec, source=AppSource.API).name
+        env = {
+            "FREIGHT_URL": server.url,
+            "FREIGHT_API_KEY": "s3cr3t-api-key",
+            "FREIGHT_USER": "ana",
+            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
+            "COLUMNS": "200",
+        }
+        nothing = freight("promote", app, "staging", "production", **env)
+        assert nothing.returncode == 1
+        assert f"Nothing is live on {app}/staging to promote" in nothing.stderr
+        sha = origin.git("rev-parse", "HEAD")
+        assert freight("deploy", app, "staging", "--follow", **env).returncode == 0
+        origin.commit("newer, not on staging")
+        with session_scope(engine) as session:
+            staged = releases.live_deploy(session, apps.get_app(session, app).id, "staging")
+            assert staged is not None and staged.date_finished
+            finished = staged.date_finished
+        clock.set(finished + timedelta(minutes=5))
+        early = freight("promote", app, "staging", "production", **env)
+        assert early.returncode == 1
+        assert early.stderr.startswith("error (not_promoted): ")
+        assert f"{sha[:7]} has been for 5m" in early.stderr
+        clock.set(finished + timedelta(minutes=30))
+        done = freight("promote", app, "staging", "production", "--follow", **env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"deployed {sha}" in done.stdout  # what staging had, not the branch's head
     orchestrator.join()

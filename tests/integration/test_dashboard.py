@@ -14,17 +14,26 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, update
 
+from freight.catalogue import AppSpec
 from freight.dashboard import session as login
-from freight.db import Deploy, DeployStatus, Machine, Worker, session_scope, utcnow
+from freight.db import (
+    AppSource,
+    Deploy,
+    DeployStatus,
+    Machine,
+    Worker,
+    session_scope,
+    utcnow,
+)
 from freight.execution import delivery, housekeeping
-from freight.service import logins, machines, workers
+from freight.service import apps, deploys, logins, machines, workers
 from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.conftest import Clock
 from tests.contract.helpers import add_deploys
-from tests.factories import GitRepo, InlineOrchestrator, make_app
+from tests.factories import GitRepo, InlineOrchestrator, make_app, unique_name
 from tests.helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -486,3 +495,44 @@ def test_the_app_page_shows_windows_and_freezes_and_a_freeze_holds_its_deploys(
     expect(page.locator(".flash.error")).to_have_text(
         f"{app}/production is frozen until 2026-12-08 12:00 UTC by ana: year-end"
     )
+
+
+def test_a_promote_button_deploys_what_is_live_on_staging_once_it_baked(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo, clock: Clock
+) -> None:
+    spec = AppSpec.model_validate(
+        {
+            "name": unique_name("promo"),
+            "repository": origin.url,
+            "provider": {"type": "shell", "command": "echo deployed"},
+            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
+        }
+    )
+    with session_scope(dashboard.engine) as session:
+        app = apps.save_app(session, spec, source=AppSource.API).name
+    sha = origin.git("rev-parse", "HEAD")
+    page = logged_in(browser, dashboard, name="ana")
+    page.goto(dashboard.url + f"/apps/{app}")
+    expect(page.locator("form.promote-form")).to_have_count(0)  # nothing live on staging
+    staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
+    staging.locator("form.deploy-form button").click()
+    expect(page.locator("#status")).to_have_text("finished")
+    with session_scope(dashboard.engine) as session:
+        (staged,) = deploys.list_deploys(session, deploys.DeployFilter(app=app))
+        assert staged.date_finished
+        finished = staged.date_finished
+
+    clock.set(finished + timedelta(minutes=10))
+    page.goto(dashboard.url + f"/apps/{app}")
+    promote = page.locator("form.promote-form button")
+    expect(promote).to_have_text(f"Promote {sha[:7]} from staging")
+    promote.click()
+    met = f"{finished + timedelta(minutes=30):%Y-%m-%d %H:%M}"
+    expect(page.locator(".flash.error")).to_have_text(
+        f"{app}/production takes only what was live on staging for 30m: {sha[:7]} has been "
+        f"for 10m, met at {met} UTC"
+    )
+    clock.set(finished + timedelta(minutes=30))
+    page.locator("form.promote-form button").click()
+    expect(page.locator(".flash.notice")).to_have_text(f"Queued {app}/production#1")
+    expect(page.locator("#status")).to_have_text("finished")
