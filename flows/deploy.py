@@ -33,13 +33,14 @@ Step = Callable[[RunContext], object]
 
 @dataclass(frozen=True)
 class Steps:
-    """The six steps, as Prefect tasks (`TASKS`) or as the plain functions (`PLAIN`, for tests
+    """The seven steps, as Prefect tasks (`TASKS`) or as the plain functions (`PLAIN`, for tests
     that run deploys without a Prefect server)."""
 
     check_lock: Step
     check_github_status: Step
     prepare_workspace: Step
     run_provider: Step
+    verify: Step
     cleanup_workspace: Step
     notify: Step
 
@@ -49,6 +50,7 @@ PLAIN = Steps(
     steps.check_github_status,
     steps.prepare_workspace,
     steps.run_provider,
+    steps.verify,
     steps.cleanup_workspace,
     steps.notify,
 )
@@ -57,6 +59,7 @@ TASKS = Steps(
     task_of(steps.check_github_status, name="check-github-status"),
     task_of(steps.prepare_workspace, name="prepare-workspace"),
     task_of(steps.run_provider, name="run-provider"),
+    task_of(steps.verify, name="verify"),
     task_of(steps.cleanup_workspace, name="cleanup-workspace"),
     task_of(steps.notify, name="notify"),
 )
@@ -73,6 +76,7 @@ def run_deploy(run: DeployRun, do: Steps) -> DeployStatus | None:
             do.prepare_workspace(ctx)
             try:
                 do.run_provider(ctx)
+                do.verify(ctx)
             finally:
                 do.cleanup_workspace(ctx)
     status = run.finish()

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from freight import checks, notifiers, providers, vcs
+from freight.commands import check_template
 from freight.errors import (
     CatalogueError,
     InvalidCheck,
@@ -99,6 +100,39 @@ class AutoDeploySpec(_Frozen):
     paths: list[NonEmpty] = Field(default_factory=list)
 
 
+class VerifySpec(_Frozen):
+    """How a deploy is verified after its provider ran: `http` answers `expect` `times` times,
+    `interval` apart (each within `timeout`), or `command` (run as the provider's commands are)
+    exits 0. `on_failure: rollback` queues the previous sha at the front and locks."""
+
+    http: NonEmpty | None = None
+    expect: int = Field(default=200, ge=100, le=599)
+    times: int = Field(default=1, ge=1, le=100)
+    interval: Duration = "10s"
+    timeout: Duration = "5s"
+    command: NonEmpty | None = None
+    on_failure: Literal["fail", "rollback"] = "fail"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if (self.http is None) == (self.command is None):
+            raise PydanticCustomError(
+                "invalid_verify", "verify has either `http` (a URL) or `command`"
+            )
+        if self.http is not None and not self.http.startswith(("http://", "https://")):
+            raise PydanticCustomError(
+                "invalid_verify", "verify.http: '{url}' is not an http(s) URL", {"url": self.http}
+            )
+        if self.command is not None:
+            try:
+                check_template(self.command)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "invalid_verify", "verify.command: {problem}", {"problem": str(exc)}
+                ) from None
+        return self
+
+
 class EnvironmentSpec(_Frozen):
     """One environment as written in the file; `None` means "inherit from the app"."""
 
@@ -116,6 +150,7 @@ class EnvironmentSpec(_Frozen):
     requires: dict[Name, Duration] = Field(default_factory=dict)
     # `auto`: deploy what is live on the required environment by itself once it has baked.
     promote: Literal["auto"] | None = None
+    verify: VerifySpec | None = None
 
 
 class EnvironmentConfig(_Frozen):
@@ -132,6 +167,7 @@ class EnvironmentConfig(_Frozen):
     windows: list[Window] = Field(default_factory=list)
     requires: dict[Name, Duration] = Field(default_factory=dict)
     promote: Literal["auto"] | None = None
+    verify: VerifySpec | None = None
 
 
 class AppSpec(_Frozen):
@@ -142,6 +178,7 @@ class AppSpec(_Frozen):
     notifiers: list[NotifierConfig] = Field(default_factory=list)
     work_queue: Name = DEFAULT_WORK_QUEUE
     windows: list[Window] = Field(default_factory=list)
+    verify: VerifySpec | None = None
     environments: dict[Name, EnvironmentSpec]
 
     @field_validator("environments")
@@ -201,6 +238,7 @@ class AppSpec(_Frozen):
             "windows": self.windows if env.windows is None else env.windows,
             "requires": env.requires,
             "promote": env.promote,
+            "verify": self.verify if env.verify is None else env.verify,
         }
 
 

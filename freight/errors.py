@@ -28,6 +28,7 @@ FreightError            .error_name is the wire vocabulary; the message names th
     ├── VcsError              git failed
     ├── CommandFailed         the provider's command exited non-zero
     ├── DeployTimeout         total or no-output time limit exceeded
+    ├── VerifyFailed          the environment's verification after the provider failed
     ├── DeployCancelled       the deploy was cancelled while running
     ├── ClaimLost             the runner's claim was taken (reaped): it must stop, write nothing
     └── IntegrationError      a check or notifier could not talk to its service
@@ -169,6 +170,10 @@ class CommandFailed(ExternalError):
 
 class DeployTimeout(ExternalError):
     error_name = "timeout"
+
+
+class VerifyFailed(ExternalError):
+    error_name = "verify_failed"
 
 
 class DeployCancelled(ExternalError):

@@ -14,7 +14,7 @@ from freight.execution import delivery
 from freight.execution.delivery import Courier
 from freight.execution.fleet import DatabaseFleet
 from freight.execution.monitor import Claim
-from freight.service import barriers, deploys
+from freight.service import barriers, deploys, locks, notifications, rollbacks
 
 
 class RunRecord:
@@ -51,6 +51,20 @@ class RunRecord:
         if passed:
             self._set(forced_past=passed)
         return passed
+
+    def roll_back(self, reason: str, output: Callable[[str], None]) -> str | None:
+        with session_scope(self.engine) as session:
+            made = rollbacks.roll_back(
+                session, deploys.get_deploy(session, self.deploy_id), reason=reason
+            )
+            if made is None:
+                return None
+            back, lock = made
+            name = back.name
+            configs = notifications.environment_notifiers(lock.app, lock.environment)
+            notice = locks.notice(lock, "locked", by=rollbacks.ROLLBACK_USER)
+        delivery.announce(configs, notice, self.courier, output)
+        return name
 
     def set_workspace(self, path: Path | None) -> None:
         self._set(workspace=None if path is None else str(path))

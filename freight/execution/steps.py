@@ -1,4 +1,4 @@
-"""The six steps of a deploy, each a plain function of its run context. The deploy flow
+"""The seven steps of a deploy, each a plain function of its run context. The deploy flow
 (flows/deploy.py) runs them in order as Prefect tasks; tests call them directly."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from contextlib import suppress
 
 from freight import providers, secrets, vcs
 from freight.checks import CheckContext
-from freight.errors import ClaimLost
-from freight.execution import gating
+from freight.errors import ClaimLost, CommandFailed, DeployTimeout, VerifyFailed
+from freight.execution import gating, verification
 from freight.execution.context import RunContext
 from freight.providers import DeployContext, ProviderRuntime
+from freight.providers.shell import ShellConfig
 
 
 def check_lock(ctx: RunContext) -> None:
@@ -71,7 +72,41 @@ def run_provider(ctx: RunContext) -> None:
     ctx.raise_if_cancelled()
     config, found = secrets.resolve_config(ctx.config.provider, ctx.secrets)
     ctx.output.mask(found)
-    context = DeployContext(
+    providers.registry.get(config.type).run(config, _deploy_context(ctx), _runtime(ctx))
+
+
+def verify(ctx: RunContext) -> None:
+    """Check that the deploy took: the environment's `verify` (an HTTP endpoint, or a command
+    run as the provider's are). When it fails with `on_failure: rollback`, what was live goes
+    back at the front of the queue and the environment is locked until someone looks."""
+    spec = ctx.config.verify
+    if spec is None:
+        return
+    ctx.raise_if_cancelled()
+    try:
+        if spec.http is not None:
+            verification.check_http(spec, ctx.http, ctx.output, ctx.cancel.wait)
+        else:
+            assert spec.command is not None
+            ctx.output(">> Verify:")
+            shell = providers.registry.get("shell")
+            shell.run(ShellConfig(command=spec.command), _deploy_context(ctx), _runtime(ctx))
+    except (VerifyFailed, CommandFailed, DeployTimeout) as exc:
+        failure = f"Verify failed: {exc.message}"
+        if spec.on_failure == "rollback":
+            reason = f"rolled back automatically from {ctx.sha[:7]}: {failure}"
+            back = ctx.record.roll_back(reason, ctx.output)
+            ctx.output(
+                f">> Rolling back: {back} is next, and {ctx.app}/{ctx.environment} is locked"
+                if back
+                else ">> No automatic rollback: nothing was live before, or this was one"
+            )
+        raise VerifyFailed(failure) from None
+    ctx.output(">> Verified")
+
+
+def _deploy_context(ctx: RunContext) -> DeployContext:
+    return DeployContext(
         deploy_id=ctx.deploy_id,
         app=ctx.app,
         environment=ctx.environment,
@@ -83,7 +118,10 @@ def run_provider(ctx: RunContext) -> None:
         workspace=ctx.workspace,
         params=ctx.params,
     )
-    runtime = ProviderRuntime(
+
+
+def _runtime(ctx: RunContext) -> ProviderRuntime:
+    return ProviderRuntime(
         output=ctx.output,
         should_cancel=ctx.cancel.is_set,
         timeout=ctx.limits.deploy_timeout,
@@ -97,7 +135,6 @@ def run_provider(ctx: RunContext) -> None:
         urls=ctx.urls,
         fleet=ctx.record.fleet(),
     )
-    providers.registry.get(config.type).run(config, context, runtime)
 
 
 def cleanup_workspace(ctx: RunContext) -> None:

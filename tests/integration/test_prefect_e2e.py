@@ -50,6 +50,7 @@ from freight.service import apps, deploys, logs
 from freight.settings import Settings
 from freight.stack import Stack, prefect_auth, prefect_command, running_stack
 from tests.conftest import database
+from tests.doubles import HttpDouble, Reply
 from tests.doubles.github import GitHubDouble
 from tests.doubles.sentry import SentryDouble
 from tests.doubles.slack import SlackDouble
@@ -64,6 +65,7 @@ STEP_NAMES = {
     "check-github-status",
     "prepare-workspace",
     "run-provider",
+    "verify",
     "cleanup-workspace",
     "notify",
 }
@@ -279,7 +281,7 @@ def test_deploy_started_from_prefect_joins_freights_numbering_and_queue(env: Env
     wait_for(
         lambda: {name for name, state in task_runs() if state == StateType.COMPLETED} == STEP_NAMES,
         30,
-        "six completed tasks",
+        "seven completed tasks",
         lambda: str(task_runs()),
     )
 
@@ -773,3 +775,43 @@ def test_poll_vcs_deploys_a_pushed_commit_and_late_runs_never_pile_up(env: Env) 
     assert spans
     for (_, ended_at), (started_at, _) in itertools.pairwise(spans):
         assert started_at >= ended_at, spans
+
+
+class Health(HttpDouble):
+    """The deployed service's health endpoint; `fail_next` makes it fail a check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route("GET", "/health", lambda request: Reply(200, {"ok": True}))
+
+
+def test_a_failed_verification_task_rolls_back_through_the_engine(env: Env) -> None:
+    with Health().running() as health:
+        origin = env.repo()
+        with session_scope(env.engine) as session:
+            app = make_app(
+                session,
+                origin,
+                command="echo deployed {sha}",
+                verify={"http": f"{health.url}/health", "on_failure": "rollback"},
+            ).name
+        first = env.create(app)
+        good = env.wait_status(first, DeployStatus.FINISHED, DeployStatus.FAILED)
+        assert good.status == DeployStatus.FINISHED, env.log(first)
+        origin.commit("breaks /health")
+        health.fail_next.append(Reply(503, {"ok": False}))
+        second = env.create(app)
+        broken = env.wait_status(second, DeployStatus.FINISHED, DeployStatus.FAILED)
+        assert broken.status == DeployStatus.FAILED
+        assert broken.reason and broken.reason.startswith("Verify failed: GET ")
+        run_id = broken.flow_run_id
+        assert run_id
+        wait_for(lambda: env.run_state(run_id) == StateType.FAILED, 30, "the run to fail")
+        # The rollback ran by itself, first in the queue, and put the good sha back.
+        with session_scope(env.engine) as session:
+            back = deploys.get_deploy_by_number(session, app=app, environment="staging", number=3)
+        restored = env.wait_status(back.id, DeployStatus.FINISHED, DeployStatus.FAILED)
+        assert restored.status == DeployStatus.FINISHED, env.log(back.id)
+        assert (restored.sha, restored.user and restored.user.name) == (good.sha, "freight")
+        assert f"deployed {good.sha}" in env.log(back.id)
+        assert len(health.received("GET", "/health")) == 3

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec
 from freight.db import AppSource, DeployStatus, session_scope
@@ -18,11 +19,11 @@ from freight.errors import Frozen, MissingArgument, NotPromoted, OutsideWindow
 from freight.execution import autodeploy, delivery, housekeeping
 from freight.execution.handover import HandOver
 from freight.execution.intake import DeployRequest, Screen
-from freight.service import apps, deploys, locks, logs, releases
+from freight.service import apps, barriers, deploys, locks, logs, releases
 from freight.service.autodeploy import AutoState
 from freight.settings import Settings
 from tests.conftest import Clock
-from tests.doubles import RecordingServer, recording_server
+from tests.doubles import HttpDouble, RecordingServer, Reply, recording_server
 from tests.factories import (
     GitRepo,
     RecordingOrchestrator,
@@ -88,6 +89,15 @@ class Rig:
         """A deploy started from Prefect (registered by its own run), run to its end."""
         deploy_id, run_id = register(self.handover, app, environment, force=force, reason=reason)
         run_inline(self.settings, self.handover, deploy_id, run_id=run_id, claim=None)
+        return deploy_id
+
+    def execute(self, deploy_id: int) -> int:
+        """Run a deploy as the engine runs the run it was handed to."""
+        with session_scope(self.engine) as session:
+            row = deploys.get_deploy(session, deploy_id)
+            assert row.flow_run_id and row.claim, f"{row.name} was not handed over"
+            run_id, claim = row.flow_run_id, row.claim
+        run_inline(self.settings, self.handover, deploy_id, run_id=run_id, claim=claim)
         return deploy_id
 
     def deploy(self, deploy_id: int) -> tuple[DeployStatus, str | None, str | None, str]:
@@ -340,3 +350,74 @@ def test_promote_auto_deploys_what_baked_on_staging_by_itself(rig: Rig, clock: C
         (now,) = [r for r in releases.release_state(session, app) if r.environment == "production"]
         assert now.auto_deploy is not None
         assert now.auto_deploy.branch == "promotion from staging"
+
+
+class Health(HttpDouble):
+    """The deployed service's health endpoint: it answers `status`, which the test sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = 200
+        self.route("GET", "/health", lambda request: Reply(self.status, {"ok": self.status}))
+
+
+def test_a_deploy_is_verified_over_http_as_many_times_as_asked(rig: Rig) -> None:
+    with Health().running() as health:
+        app = rig.app(verify={"http": f"{health.url}/health", "times": 3, "interval": "1s"})
+        status, _, _, log = rig.deploy(rig.run(app))
+    assert status == DeployStatus.FINISHED, log
+    for attempt in (1, 2, 3):
+        assert f">> Verify: GET {health.url}/health ({attempt} of 3) answered 200\n" in log
+    assert len(health.received("GET", "/health")) == 3
+    assert log.index(">> Verified") < log.index(">> Workspace removed")
+
+
+def test_a_failed_verification_rolls_back_at_the_front_and_locks(rig: Rig) -> None:
+    with Health().running() as health:
+        app = rig.app(
+            verify={"http": f"{health.url}/health", "on_failure": "rollback", "timeout": "2s"}
+        )
+        good = rig.origin.git("rev-parse", "HEAD")
+        assert rig.deploy(rig.run(app))[0] == DeployStatus.FINISHED
+        bad = rig.origin.commit("breaks /health")
+        health.status = 503
+        broken = rig.run(app)
+        status, reason, _, log = rig.deploy(broken)
+        assert status == DeployStatus.FAILED
+        failure = f"Verify failed: GET {health.url}/health (1 of 1) answered 503, not 200"
+        assert reason == failure
+        assert f">> Rolling back: {app}/staging#3 is next, and {app}/staging is locked" in log
+        with session_scope(rig.engine) as session:
+            back = deploys.get_deploy_by_number(session, app=app, environment="staging", number=3)
+            assert (back.sha, back.user and back.user.name) == (good, "freight")
+            assert back.force and back.priority > 0
+            (lock,) = locks.list_locks(session, app=app, environment="staging")
+            assert lock.reason == f"rolled back automatically from {bad[:7]}: {failure}"
+            assert lock.owner == "freight"
+            # Automatic deploys hold until someone unlocks.
+            held = autodeploy_barriers(session, app)
+            assert held == [f"locked by freight: {lock.reason}"]
+        (locked,) = rig.events("locked")
+        assert locked["title"].startswith(f"{app}/staging locked by freight: rolled back")
+        # The rollback runs (the service is healthy on the old version) and restores it.
+        health.status = 200
+        assert rig.deploy(rig.execute(back.id))[0] == DeployStatus.FINISHED
+    with session_scope(rig.engine) as session:
+        assert releases.current_sha(session, back.app_id, "staging") == good
+
+
+def test_a_failed_command_verification_fails_the_deploy_without_rollback(rig: Rig) -> None:
+    app = rig.app(verify={"command": "echo smoke {environment}; exit 3"})
+    assert rig.deploy(rig.run(app))[0] == DeployStatus.FAILED
+    status, reason, _, log = rig.deploy(rig.run(app))
+    assert status == DeployStatus.FAILED
+    assert reason == "Verify failed: Command exited with status 3"
+    assert ">> Verify:\n" in log and "smoke staging\n" in log
+    assert "Rolling back" not in log
+    with session_scope(rig.engine) as session:
+        assert locks.list_locks(session, app=app) == []
+
+
+def autodeploy_barriers(session: Session, app: str) -> list[str]:
+    row = apps.get_app(session, app)
+    return [b.holding for b in barriers.barriers(session, row, "staging", None)]

@@ -3,6 +3,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
 from freight import providers
 from freight.catalogue import AppSpec, EnvironmentConfig, load_dir, load_file
@@ -465,3 +466,49 @@ def test_demo_app_loads() -> None:
     assert app.provider == ShellConfig(command="./deploy.sh {environment} {sha}")
     assert sorted(app.environments) == ["production", "staging"]
     assert app.environment("production").default_ref == "main"
+
+
+PROD = "environments.production"
+
+
+@pytest.mark.parametrize(
+    ("production", "field", "problem"),
+    [
+        ({"verify": {"http": "ftp://x/health"}}, f"{PROD}.verify", "is not an http(s) URL"),
+        ({"verify": {"expect": 200}}, f"{PROD}.verify", "either `http` (a URL) or `command`"),
+        ({"verify": {"command": "smoke {nope}"}}, f"{PROD}.verify", "verify.command: "),
+        ({"verify": {"http": "https://x/", "times": 0}}, f"{PROD}.verify.times", "or equal to 1"),
+        (
+            {"verify": {"http": "https://x/", "on_failure": "pray"}},
+            f"{PROD}.verify.on_failure",
+            "'fail' or 'rollback'",
+        ),
+        ({"requires": {"staging": "an hour"}}, f"{PROD}.requires.staging", "Invalid duration"),
+        ({"requires": {"qa": "30m"}}, "", "'qa' is not another environment of the app"),
+        ({"promote": "auto"}, "", "promote: auto needs exactly one environment"),
+        (
+            {"auto_deploy": {"branch": "main", "paths": [""]}},
+            f"{PROD}.auto_deploy.paths[0]",
+            "at least 1 character",
+        ),
+    ],
+)
+def test_bad_release_rules_are_refused_naming_the_field(
+    tmp_path: Path, production: dict[str, object], field: str, problem: str
+) -> None:
+    path = tmp_path / "deployments" / "web.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "web",
+                "repository": "https://example.com/web.git",
+                "provider": {"type": "shell", "command": "true"},
+                "environments": {"staging": {}, "production": production},
+            }
+        )
+    )
+    with pytest.raises(CatalogueError) as caught:
+        load_file(path, allow_local=False)
+    assert (caught.value.field or "") == field, caught.value.message
+    assert problem in caught.value.message

@@ -1,4 +1,4 @@
-"""The six steps of a deploy as plain functions of a run context: no Prefect, no database (the
+"""The seven steps of a deploy as plain functions of a run context: no Prefect, no database (the
 deploy's row is a recording stand-in), a real git repository and real processes."""
 
 from __future__ import annotations
