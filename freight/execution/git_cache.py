@@ -139,10 +139,12 @@ def serve(
     gc_every: float,
     stop: threading.Event,
     say: Callable[[str], None] = log.info,
+    first_after: float = FIRST_SWEEP_AFTER,
+    every: float = SWEEP_EVERY,
 ) -> None:
-    """Sweep every SWEEP_EVERY seconds until stopped (a thread of its own: a long `git gc`
-    must not hold up the heartbeats of the process that runs it)."""
-    if stop.wait(FIRST_SWEEP_AFTER):
+    """Sweep every `every` seconds until stopped (a thread of its own: a long `git gc` must not
+    hold up the heartbeats of the process that runs it)."""
+    if stop.wait(first_after):
         return
     while True:
         started = time.monotonic()
@@ -154,7 +156,7 @@ def serve(
                 say(line)
         except Exception as exc:  # the database away a moment: the next sweep is in time
             say(f"Could not sweep the git cache: {exc}")
-        if stop.wait(max(0.0, SWEEP_EVERY - (time.monotonic() - started))):
+        if stop.wait(max(0.0, every - (time.monotonic() - started))):
             return
 
 

@@ -6,6 +6,7 @@ cap removes the mirrors used longest ago first, and what is left shows, per host
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from sqlalchemy import Engine
 from freight import vcs
 from freight.db import session_scope
 from freight.execution import delivery, git_cache, housekeeping
+from freight.service import mirrors
 from freight.settings import Settings
 from tests.apiserver import serve_api
 from tests.factories import GitRepo, RecordingOrchestrator, make_app
+from tests.helpers import wait_for
 
 LOCAL = vcs.Access(allow_local=True)
 DAY = 86400.0
@@ -134,3 +137,43 @@ def test_each_host_s_cache_shows_in_health_and_the_maintenance_report(
     assert git_cache.describe(report, 2**30)[-1] == (
         f"Git cache: 1 mirror(s), {size / 2**20:.1f} MB of 1024 MB"
     )
+
+
+def test_the_sweep_runs_on_its_schedule_until_stopped(
+    engine: Engine, settings: Settings, origin: GitRepo, tmp_path: Path
+) -> None:
+    with session_scope(engine) as session:
+        make_app(session, origin)
+    workspace = settings.workspaces
+    kept = vcs.update_mirror(workspace, origin.url, access=LOCAL)
+    said: list[str] = []
+    stop = threading.Event()
+    sweeper = threading.Thread(
+        target=git_cache.serve,
+        args=(engine, workspace, "h2"),
+        kwargs={
+            "limit_bytes": 2**40,
+            "gc_every": DAY,
+            "stop": stop,
+            "say": said.append,
+            "first_after": 0.1,
+            "every": 0.3,
+        },
+    )
+    sweeper.start()
+    try:
+        # A repository no app uses any more appears: the next sweep removes it.
+        stray = vcs.update_mirror(workspace, repo(tmp_path, "stray").url, access=LOCAL)
+        wait_for(lambda: not stray.exists(), 20, "a sweep to remove the stray mirror")
+
+        def recorded() -> list[str]:
+            with session_scope(engine) as session:
+                return [m.name for m in mirrors.by_host(session).get("h2", [])]
+
+        wait_for(lambda: recorded() == [kept.name], 20, "the sweep's record")
+    finally:
+        stop.set()
+        sweeper.join(10)
+    assert not sweeper.is_alive()
+    assert kept.exists()
+    assert f"Git cache: removed {stray.name} (no app uses its repository)" in said
