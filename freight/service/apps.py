@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from freight.catalogue import AppSpec, EnvironmentConfig
 from freight.db import App, AppSource, Deploy, DeployStatus, Repository
 from freight.errors import Conflict, NotFound
+from freight.windows import Window
 
 
 def find_app(session: Session, name: str) -> App | None:
@@ -38,6 +40,17 @@ def environment_names(app: App) -> list[str]:
     """The app's environments, in their order, without validating its whole config again
     (it was validated when saved): cheap enough for a page of hundreds of apps."""
     return list(app.config["environments"])
+
+
+def windows_of(app: App, environment: str) -> list[Window]:
+    """The environment's deploy windows (its own, else the app's), without validating the whole
+    config again: /releases/ asks this for every environment of every app."""
+    own = app.config["environments"][environment].get("windows")
+    found = (app.config.get("windows") or []) if own is None else own
+    return _WINDOWS.validate_python(found) if found else []
+
+
+_WINDOWS = TypeAdapter(list[Window])
 
 
 def environment_of(app: App, environment: str) -> EnvironmentConfig:

@@ -84,7 +84,7 @@ def promotion_barriers(
 
 def window(app: App, environment: str, *, at: datetime | None = None) -> windows.Verdict | None:
     """The environment's deploy windows at `at` (default now): open or not, and until when."""
-    return windows.judge(apps.environment_of(app, environment).windows, at or utcnow())
+    return windows.judge(apps.windows_of(app, environment), at or utcnow())
 
 
 def screen(found: list[Barrier], *, force: bool, reason: str | None) -> str | None:
