@@ -96,8 +96,7 @@ def create_lock(
     expires = args.expires
     if args.duration is not None:
         expires = utcnow() + parse_duration(args.duration)
-    if expires is not None and expires.tzinfo is None:
-        raise InvalidRequest("expires: give a time zone (e.g. 2026-12-24T18:00:00Z)")
+    _zoned("expires", expires)
     lock = locks.create_lock(
         db,
         app=args.app,
@@ -123,9 +122,8 @@ def create_freeze(
     `until`, by anyone, unless forced with a reason. Listed and released as a lock."""
     args = parse(FreezeCreate, values)
     who.require(Scope.DEPLOY, args.app)
-    for name, moment in (("from", args.starts), ("until", args.until)):
-        if moment is not None and moment.tzinfo is None:
-            raise InvalidRequest(f"{name}: give a time zone (e.g. 2026-12-24T18:00:00Z)")
+    _zoned("from", args.starts)
+    _zoned("until", args.until)
     lock = locks.create_lock(
         db,
         app=args.app,
@@ -159,3 +157,8 @@ def release_lock(
     released = locks.release_lock(db, lock, by=by)
     announce_later(later, rt, released, "unlocked", by=by)
     return schemas.lock_public(released)
+
+
+def _zoned(field: str, moment: datetime | None) -> None:
+    if moment is not None and moment.tzinfo is None:
+        raise InvalidRequest(f"{field}: give a time zone (e.g. 2026-12-24T18:00:00Z)")
