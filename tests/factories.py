@@ -79,9 +79,11 @@ def make_app(
     *,
     command: str = "echo deployed {app} {environment} {sha}",
     name: str | None = None,
-    environments: tuple[str, ...] = ("staging", "production"),
+    environments: tuple[str, ...] | dict[str, dict[str, Any]] = ("staging", "production"),
     **extra: Any,
 ) -> App:
+    """An app deploying `repo` with a shell command; `environments` names them, or maps each
+    name to its own settings (`{"production": {"requires": {"staging": "30m"}}}`)."""
     provider = {"type": "shell", "command": command, **extra.pop("provider", {})}
     if provider["type"] != "shell":  # another kind: its own fields only
         provider.pop("command")
@@ -90,7 +92,14 @@ def make_app(
             "name": name or unique_name(),
             "repository": repo.url,
             "provider": provider,
-            "environments": {env: {"default_ref": "main"} for env in environments},
+            "environments": {
+                env: {"default_ref": "main", **(own if isinstance(environments, dict) else {})}
+                for env, own in (
+                    environments.items()
+                    if isinstance(environments, dict)
+                    else ((name, {}) for name in environments)
+                )
+            },
             **extra,
         }
     )

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from freight.catalogue import AppSpec
-from freight.db import AppSource, session_scope
-from freight.service import apps, deploys
+from freight.db import session_scope
+from freight.service import deploys
 from tests.apiserver import ApiServer
 from tests.conftest import Clock
 from tests.contract.helpers import body, error, finish
-from tests.factories import GitRepo, make_app, unique_name
+from tests.factories import GitRepo, make_app
 
 KEY = "s3cr3t-api-key"
 WORKWEEK = [
@@ -152,16 +151,13 @@ def test_bad_freezes_and_windows_are_400s_naming_the_field(
 def test_a_deploy_of_what_did_not_bake_on_staging_is_refused_as_not_promoted(
     server: ApiServer, origin: GitRepo, clock: Clock
 ) -> None:
-    spec = AppSpec.model_validate(
-        {
-            "name": unique_name("promo"),
-            "repository": origin.url,
-            "provider": {"type": "shell", "command": "true"},
-            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
-        }
-    )
     with session_scope(server.engine) as session:
-        app = apps.save_app(session, spec, source=AppSource.API).name
+        app = make_app(
+            session,
+            origin,
+            command="true",
+            environments={"staging": {}, "production": {"requires": {"staging": "30m"}}},
+        ).name
     sha = origin.git("rev-parse", "HEAD")
     with server.client(KEY) as c:
         staged = body(c.post("/deploys/", json={"app": app, "env": "staging", "user": "ana"}), 201)

@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from freight.catalogue import AppSpec
-from freight.db import AppSource, session_scope
+from freight.db import session_scope
 from freight.service import apps, releases
 from freight.settings import Settings
 from tests.apiserver import serve_api
 from tests.conftest import Clock
-from tests.factories import GitRepo, InlineOrchestrator, make_app, unique_name
+from tests.factories import GitRepo, InlineOrchestrator, make_app
 
 FREIGHT = str(Path(sys.executable).parent / "freight")
 APP = """name: {name}
@@ -266,18 +265,15 @@ def test_freezes_and_deploy_windows_from_the_command_line(
 def test_promote_deploys_what_is_live_on_one_environment_to_another(
     settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path, clock: Clock
 ) -> None:
-    spec = AppSpec.model_validate(
-        {
-            "name": unique_name("promo"),
-            "repository": origin.url,
-            "provider": {"type": "shell", "command": "echo deployed {sha}"},
-            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
-        }
-    )
     orchestrator = InlineOrchestrator(engine, settings)
     with serve_api(settings, engine, orchestrator) as server:
         with session_scope(engine) as session:
-            app = apps.save_app(session, spec, source=AppSource.API).name
+            app = make_app(
+                session,
+                origin,
+                command="echo deployed {sha}",
+                environments={"staging": {}, "production": {"requires": {"staging": "30m"}}},
+            ).name
         env = {
             "FREIGHT_URL": server.url,
             "FREIGHT_API_KEY": "s3cr3t-api-key",

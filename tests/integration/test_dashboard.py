@@ -14,10 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, update
 
-from freight.catalogue import AppSpec
 from freight.dashboard import session as login
 from freight.db import (
-    AppSource,
     Deploy,
     DeployStatus,
     Machine,
@@ -26,14 +24,14 @@ from freight.db import (
     utcnow,
 )
 from freight.execution import delivery, housekeeping
-from freight.service import apps, deploys, logins, machines, workers
+from freight.service import deploys, logins, machines, workers
 from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
 from tests.conftest import Clock
 from tests.contract.helpers import add_deploys
-from tests.factories import GitRepo, InlineOrchestrator, make_app, unique_name
+from tests.factories import GitRepo, InlineOrchestrator, make_app
 from tests.helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -500,16 +498,13 @@ def test_the_app_page_shows_windows_and_freezes_and_a_freeze_holds_its_deploys(
 def test_a_promote_button_deploys_what_is_live_on_staging_once_it_baked(
     browser: Browser, dashboard: ApiServer, origin: GitRepo, clock: Clock
 ) -> None:
-    spec = AppSpec.model_validate(
-        {
-            "name": unique_name("promo"),
-            "repository": origin.url,
-            "provider": {"type": "shell", "command": "echo deployed"},
-            "environments": {"staging": {}, "production": {"requires": {"staging": "30m"}}},
-        }
-    )
     with session_scope(dashboard.engine) as session:
-        app = apps.save_app(session, spec, source=AppSource.API).name
+        app = make_app(
+            session,
+            origin,
+            command="echo deployed",
+            environments={"staging": {}, "production": {"requires": {"staging": "30m"}}},
+        ).name
     sha = origin.git("rev-parse", "HEAD")
     page = logged_in(browser, dashboard, name="ana")
     page.goto(dashboard.url + f"/apps/{app}")

@@ -261,19 +261,16 @@ def test_a_freeze_starts_later_holds_everyone_and_ends_announced_both_times(
 
 
 def promoting_app(rig: Rig, **production: object) -> str:
-    spec = AppSpec.model_validate(
-        {
-            "name": unique_name("promo"),
-            "repository": rig.origin.url,
-            "provider": {"type": "shell", "command": "true"},
-            "environments": {
+    with session_scope(rig.engine) as session:
+        return make_app(
+            session,
+            rig.origin,
+            command="true",
+            environments={
                 "staging": {},
                 "production": {"requires": {"staging": "30m"}, **production},
             },
-        }
-    )
-    with session_scope(rig.engine) as session:
-        return apps.save_app(session, spec, source=AppSource.API).name
+        ).name
 
 
 def finished_at(rig: Rig, deploy_id: int) -> datetime:
