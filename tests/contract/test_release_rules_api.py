@@ -129,6 +129,12 @@ def test_bad_freezes_and_windows_are_400s_naming_the_field(
             )
             == "until: a freeze must end in the future"
         )
+        nul = error(
+            c.post("/freezes/", json={**freeze, "reason": "year\x00end", "until": soon}),
+            400,
+            "invalid_request",
+        )
+        assert nul.startswith("reason: ") and "NUL" in nul
         assert error(
             c.post("/freezes/", json={**freeze, "env": "moon", "until": soon}),
             400,
