@@ -36,6 +36,19 @@ def freight(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def as_user(
+    url: str, tmp_path: Path, *, user: str | None = "ana", columns: int = 200
+) -> dict[str, str]:
+    """The environment of `freight` talking to the API at `url` (as `user`, if any)."""
+    env = {
+        "FREIGHT_URL": url,
+        "FREIGHT_API_KEY": "s3cr3t-api-key",
+        "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
+        "COLUMNS": str(columns),
+    }
+    return env if user is None else {**env, "FREIGHT_USER": user}
+
+
 def test_validate_lists_apps_and_names_file_and_field_of_a_problem(tmp_path: Path) -> None:
     catalogue = tmp_path / "deployments"
     catalogue.mkdir()
@@ -96,13 +109,7 @@ def test_release_history_commits_and_locks_from_the_command_line(
     with serve_api(settings, engine, orchestrator) as server:
         with session_scope(engine) as session:
             app = make_app(session, origin, command="echo ok").name
-        env = {
-            "FREIGHT_URL": server.url,
-            "FREIGHT_API_KEY": "s3cr3t-api-key",
-            "FREIGHT_USER": "ana",
-            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
-            "COLUMNS": "200",
-        }
+        env = as_user(server.url, tmp_path)
         first = origin.git("rev-parse", "HEAD")
         assert freight("deploy", app, "staging", "--follow", **env).returncode == 0
         # What people type is printed as typed, brackets and all (no markup).
@@ -176,12 +183,7 @@ def test_the_queues_from_the_command_line(
                 origin,
                 command=f'[ "$FREIGHT_NUMBER" != 1 ] || until [ -e {gate} ]; do sleep 0.1; done',
             ).name
-        env = {
-            "FREIGHT_URL": server.url,
-            "FREIGHT_API_KEY": "s3cr3t-api-key",
-            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
-            "COLUMNS": "200",
-        }
+        env = as_user(server.url, tmp_path, user=None)
         queued = [
             ("staging", "ana"),
             ("production", "ana"),
@@ -227,13 +229,7 @@ def test_freezes_and_deploy_windows_from_the_command_line(
                 origin,
                 windows=[{"allow": "0 9 * * 1-4", "duration": "8h", "timezone": "Europe/Berlin"}],
             ).name
-        env = {
-            "FREIGHT_URL": server.url,
-            "FREIGHT_API_KEY": "s3cr3t-api-key",
-            "FREIGHT_USER": "ana",
-            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
-            "COLUMNS": "250",
-        }
+        env = as_user(server.url, tmp_path, columns=250)
         state = freight("releases", app, **env)
         assert state.stdout.count("closed, opens Mon 09:00 Europe/Berlin") == 2, state.stdout
         refused = freight("deploy", app, "staging", **env)
@@ -274,13 +270,7 @@ def test_promote_deploys_what_is_live_on_one_environment_to_another(
                 command="echo deployed {sha}",
                 environments={"staging": {}, "production": {"requires": {"staging": "30m"}}},
             ).name
-        env = {
-            "FREIGHT_URL": server.url,
-            "FREIGHT_API_KEY": "s3cr3t-api-key",
-            "FREIGHT_USER": "ana",
-            "FREIGHT_CONFIG": str(tmp_path / "none.toml"),
-            "COLUMNS": "200",
-        }
+        env = as_user(server.url, tmp_path)
         nothing = freight("promote", app, "staging", "production", **env)
         assert nothing.returncode == 1
         assert f"Nothing is live on {app}/staging to promote" in nothing.stderr
