@@ -9,7 +9,7 @@ waits for its turn. The body below is the deploy, step by step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -23,6 +23,7 @@ from freight.execution.context import RunContext
 from freight.execution.intake import DeployRequest, create
 from freight.execution.run import DeployRun
 from freight.orchestrator import PrefectOrchestrator
+from freight.service.steps import ORDER
 from freight.settings import get_settings
 from freight.telemetry import report_errors
 
@@ -54,15 +55,8 @@ PLAIN = Steps(
     steps.cleanup_workspace,
     steps.notify,
 )
-TASKS = Steps(
-    task_of(steps.check_lock, name="check-lock"),
-    task_of(steps.check_github_status, name="check-github-status"),
-    task_of(steps.prepare_workspace, name="prepare-workspace"),
-    task_of(steps.run_provider, name="run-provider"),
-    task_of(steps.verify, name="verify"),
-    task_of(steps.cleanup_workspace, name="cleanup-workspace"),
-    task_of(steps.notify, name="notify"),
-)
+# Each task is named as the deploy page lists it.
+TASKS = Steps(*(task_of(step, name=name) for step, name in zip(astuple(PLAIN), ORDER, strict=True)))
 
 
 def run_deploy(run: DeployRun, do: Steps) -> DeployStatus | None:
@@ -70,18 +64,26 @@ def run_deploy(run: DeployRun, do: Steps) -> DeployStatus | None:
     with run.steps():  # what stops them (a failure, a cancel, a signal) decides the outcome
         if run.wait_for_turn(announce=lambda: do.notify(run.context)) and run.start():
             ctx = run.context
-            do.notify(ctx)
-            do.check_lock(ctx)
-            do.check_github_status(ctx)
-            do.prepare_workspace(ctx)
+            do.notify(ctx)  # that it started; the step "notify" is the notices at the end
+            with run.step("check-lock"):
+                do.check_lock(ctx)
+            with run.step("check-github-status"):
+                do.check_github_status(ctx)
+            with run.step("prepare-workspace"):
+                do.prepare_workspace(ctx)
             try:
-                do.run_provider(ctx)
-                do.verify(ctx)
+                with run.step("run-provider"):
+                    do.run_provider(ctx)
+                if ctx.config.verify is not None:
+                    with run.step("verify"):
+                        do.verify(ctx)
             finally:
-                do.cleanup_workspace(ctx)
+                with run.step("cleanup-workspace"):
+                    do.cleanup_workspace(ctx)
     status = run.finish()
     if status is not None:
-        do.notify(run.context)
+        with run.step("notify"):
+            do.notify(run.context)
         run.keep_release_notes()
     return status
 

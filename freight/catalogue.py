@@ -151,6 +151,9 @@ class EnvironmentSpec(_Frozen):
     # `auto`: deploy what is live on the required environment by itself once it has baked.
     promote: Literal["auto"] | None = None
     verify: VerifySpec | None = None
+    # Production-like: the dashboard asks whoever deploys, rolls back or promotes here to type
+    # the environment's name first.
+    protected: bool = False
 
 
 class EnvironmentConfig(_Frozen):
@@ -168,6 +171,7 @@ class EnvironmentConfig(_Frozen):
     requires: dict[Name, Duration] = Field(default_factory=dict)
     promote: Literal["auto"] | None = None
     verify: VerifySpec | None = None
+    protected: bool = False
 
 
 class AppSpec(_Frozen):
@@ -239,6 +243,7 @@ class AppSpec(_Frozen):
             "requires": env.requires,
             "promote": env.promote,
             "verify": self.verify if env.verify is None else env.verify,
+            "protected": env.protected,
         }
 
 

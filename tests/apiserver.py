@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from freight.api import create_app
+from freight.dashboard.stream import STREAMS_CLOSE_WITHIN
 from freight.db import session_scope
 from freight.execution.handover import HandOver
 from freight.execution.ports import Orchestrator
@@ -52,7 +53,14 @@ def serve_api(
         git=settings.request_git_access(),
     )
     app = create_app(settings, handover=handover)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=STREAMS_CLOSE_WITHIN,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

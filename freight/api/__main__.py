@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from freight.api import create_app
+from freight.dashboard.stream import STREAMS_CLOSE_WITHIN
 from freight.settings import get_settings
 
 
@@ -17,6 +18,8 @@ def main() -> None:
         log_level="info",
         # Behind a proxy, the public URL is what links use; the request's own scheme is kept.
         proxy_headers=True,
+        # Open event streams (dashboards) never end by themselves: a stop cuts them after this.
+        timeout_graceful_shutdown=STREAMS_CLOSE_WITHIN,
     )
 
 

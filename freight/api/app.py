@@ -28,7 +28,7 @@ from freight.api.routes import (
     workers,
 )
 from freight.api.routing import PREFIX
-from freight.dashboard import pages
+from freight.dashboard import actions, events, pages, stream, web
 from freight.db import session_scope
 from freight.execution import api_beat
 from freight.execution.handover import HandOver
@@ -59,8 +59,12 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
             with session_scope(path.engine) as db:
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
             app.state.runtime = Runtime(settings, path.engine, path, http, secret)
+            app.state.hub = stream.Hub(path.engine, heartbeat_interval=settings.heartbeat_interval)
             stack.enter_context(api_beat.beating(path.engine))
-            yield
+            try:
+                yield
+            finally:
+                await app.state.hub.stop()
 
     app = FastAPI(
         title="Freight",
@@ -77,9 +81,10 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(webhooks.router)
     app.include_router(health.router)
-    app.include_router(pages.router)
+    for dashboard in (pages, actions, events):
+        app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
-    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
+    app.add_exception_handler(web.LoginRequired, web.login_redirect)
 
     # Freight's catch-all: any other path (or method) is a JSON 404.
     @app.api_route(

@@ -13,15 +13,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+# Records dashboard-visible changes on every flush (see the module).
+from freight.db import changes as changes
 from freight.db.models import (
     ApiKey,
     App,
     AppSource,
     AutoDeployState,
     Base,
+    Change,
     ControlPlane,
     Deploy,
     DeployStatus,
+    DeployStep,
     GitMirror,
     HookDelivery,
     Lease,
@@ -51,9 +55,11 @@ __all__ = [
     "AppSource",
     "AutoDeployState",
     "Base",
+    "Change",
     "ControlPlane",
     "Deploy",
     "DeployStatus",
+    "DeployStep",
     "GitMirror",
     "HookDelivery",
     "Lease",

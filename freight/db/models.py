@@ -509,3 +509,32 @@ class GitMirror(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     date_used: Mapped[datetime | None] = mapped_column(UTCDateTime)
     date_measured: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeployStep(Base):
+    """One step of a deploy's run (check-lock … notify) as its runner went through it."""
+
+    __tablename__ = "deploy_step"
+
+    deploy_id: Mapped[int] = mapped_column(
+        ForeignKey("deploy.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # running, completed, failed or cancelled
+    state: Mapped[str] = mapped_column(String(16))
+    date_started: Mapped[datetime] = mapped_column(UTCDateTime)
+    date_finished: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Change(Base):
+    """A committed change that open dashboards show: the event streams read these, one query
+    per API process, instead of each page polling (freight/service/changes.py writes them)."""
+
+    __tablename__ = "change"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The deploy it concerns; None: something else (a lock, an app, an auto-deploy look).
+    deploy_id: Mapped[int | None] = mapped_column(Integer)
+    # Only the deploy's log grew (the overview need not look again).
+    log_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from freight import vcs
-from freight.db import Deploy, DeployStatus, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, changes, session_scope, utcnow
 from freight.execution import delivery
 from freight.execution.delivery import Courier
 from freight.service import locks, logins, machines, mirrors, notifications
@@ -100,6 +100,7 @@ def run_maintenance(
         report.notified.append(deploy_id)
     with session_scope(engine) as session:
         report.forgotten_sessions = logins.forget_expired(session)
+        changes.forget_older(session)
     with session_scope(engine, read_only=True) as session:
         report.git_caches = {
             host: [(m.name, m.bytes) for m in held]

@@ -3,6 +3,7 @@ the repository's mirror fetched first (no transaction is held across the fetch).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,3 +107,37 @@ def commits_apart(workspace_root: Path) -> Callable[[App, str, str], tuple[int |
         return _apart(vcs.mirror_path(workspace_root, app.repository.url), version, sha)
 
     return distance
+
+
+# (mirror, ref) -> (sha, when read): a page of hundreds of environments reads each branch once
+# a while, not at every view.
+_HEADS: dict[tuple[Path, str], tuple[str | None, float]] = {}
+HEAD_FRESH_FOR = 30.0
+
+
+def _head(mirror: Path, ref: str) -> str | None:
+    key = (mirror, ref)
+    known = _HEADS.get(key)
+    if known is not None and time.monotonic() - known[1] < HEAD_FRESH_FOR:
+        return known[0]
+    try:
+        sha: str | None = vcs.resolve_ref(mirror, ref, timeout=5)
+    except FreightError:
+        sha = None
+    _HEADS[key] = (sha, time.monotonic())
+    return sha
+
+
+def behind_default(workspace_root: Path) -> Callable[[App, str, str], int | None]:
+    """How many commits an environment's live sha is behind its default ref, as the app's
+    mirror last fetched it (deploys, automatic deploys and the app page fetch it); None when
+    the mirror does not know."""
+
+    def behind(app: App, environment: str, live_sha: str) -> int | None:
+        mirror = vcs.mirror_path(workspace_root, app.repository.url)
+        if not mirror.exists():
+            return None
+        head = _head(mirror, apps.default_ref_of(app, environment))
+        return None if head is None else _apart(mirror, live_sha, head)[0]
+
+    return behind

@@ -15,8 +15,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from types import TracebackType
 
 from sqlalchemy import select
@@ -33,7 +33,8 @@ from freight.execution.logwriter import DeployOutput, LogWriter
 from freight.execution.monitor import Monitor, Watch
 from freight.execution.ports import Orchestrator
 from freight.execution.record import RunRecord
-from freight.service import deploys, logs, notifications, queue, releases
+from freight.service import deploys, logs, notifications, queue, releases, steps
+from freight.service.steps import StepState
 from freight.settings import Settings, secret_source
 
 
@@ -216,6 +217,27 @@ class DeployRun:
     def steps(self) -> _Steps:
         """`with run.steps():` around the steps keeps what stopped them for the outcome."""
         return _Steps(self)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Record one step's state and times around it, for the deploy page."""
+        self._record_step(steps.began, name)
+        try:
+            yield
+        except BaseException:
+            cancelled = self.context.cancel.is_set()
+            self._record_step(
+                steps.ended, name, StepState.CANCELLED if cancelled else StepState.FAILED
+            )
+            raise
+        self._record_step(steps.ended, name, StepState.COMPLETED)
+
+    def _record_step(self, write: Callable[..., None], name: str, *state: StepState) -> None:
+        try:
+            with session_scope(self.engine) as session:
+                write(session, self.deploy_id, name, *state, claim=self.record.claim)
+        except Exception as exc:  # the record is for people: the deploy goes on without it
+            self._echo(f"Could not record step {name}: {type(exc).__name__}: {exc}")
 
     def _lost(self, why: str) -> None:
         """Stop acting for the deploy: kill the command's group, cancel the steps."""

@@ -53,6 +53,16 @@ def windows_of(app: App, environment: str) -> list[Window]:
 _WINDOWS = TypeAdapter(list[Window])
 
 
+def default_ref_of(app: App, environment: str) -> str:
+    """The environment's default ref, read from the stored config alone (see windows_of)."""
+    return str(app.config["environments"][environment].get("default_ref") or "main")
+
+
+def is_protected(app: App, environment: str) -> bool:
+    """Production-like: deploying there from the dashboard asks for its name to be typed."""
+    return bool(app.config["environments"][environment].get("protected"))
+
+
 def environment_of(app: App, environment: str) -> EnvironmentConfig:
     return spec_of(app).environment(environment)
 

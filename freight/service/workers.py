@@ -158,6 +158,16 @@ def list_workers(
     ]
 
 
+def fleet_state(session: Session, *, heartbeat_interval: float) -> tuple[tuple[object, ...], ...]:
+    """What the overview shows of the workers, as of now: it changes when one comes, goes,
+    changes its queues or limit, or goes silent (no row changes then: only time passes)."""
+    now = utcnow()
+    return tuple(
+        (w.name, state_of(w, now=now, heartbeat_interval=heartbeat_interval), w.limit, *w.queues)
+        for w in session.scalars(select(Worker).order_by(Worker.name))
+    )
+
+
 def unserved(
     session: Session, queues: Collection[str], *, heartbeat_interval: float
 ) -> dict[str, str]:

@@ -80,6 +80,12 @@ def logged_in(
     return page
 
 
+def confirm(page: Page) -> None:
+    """Say yes on the confirmation a deploy, rollback or promotion opens."""
+    expect(page.locator("#confirmation")).to_be_visible()
+    page.locator("#confirm button[type=submit]").click()
+
+
 def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     browser: Browser, dashboard: ApiServer, origin: GitRepo, tmp_path: Path
 ) -> None:
@@ -99,11 +105,20 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
 
     # A wrong key is refused, and a page without a session sends you to log in.
     other = browser.new_page()
-    other.goto(dashboard.url + f"/apps/{app}")
-    expect(other).to_have_url(re.compile(r"/login$"))
+    other.goto(dashboard.url + f"/apps/{app}?env=staging")
+    expect(other).to_have_url(re.compile(rf"/login\?next=%2Fapps%2F{app}%3Fenv%3Dstaging$"))
     other.fill("input[name=key]", "nope")
     other.click("button[type=submit]")
     expect(other.locator(".flash.error")).to_contain_text("not valid")
+    # Logged in, you land on the page you asked for (and only ever on a page of this site).
+    other.fill("input[name=key]", KEY)
+    other.click("button[type=submit]")
+    expect(other).to_have_url(dashboard.url + f"/apps/{app}?env=staging")
+    other.context.clear_cookies()
+    other.goto(dashboard.url + "/login?next=//evil.example/x")
+    other.fill("input[name=key]", KEY)
+    other.click("button[type=submit]")
+    expect(other).to_have_url(dashboard.url + "/")
     other.close()
 
     row = page.locator(f"tr[data-app='{app}'][data-env='staging']")
@@ -113,7 +128,8 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     page.click(f"a[href='/apps/{app}']")
     staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
     staging.locator("form.deploy-form button").click()
-    expect(page).to_have_url(re.compile(rf"/deploys/{app}/staging/1\?notice="))
+    confirm(page)
+    expect(page).to_have_url(re.compile(rf"/deploys/{app}/staging/1$"))
     expect(page.locator(".flash.notice")).to_have_text(f"Queued {app}/staging#1")
     expect(page.locator("#log")).to_contain_text("step-3")
     expect(page.locator("#log .ansi-green")).to_have_text("building")
@@ -124,8 +140,9 @@ def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(
     page.goto(dashboard.url + f"/apps/{app}")
     staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
     staging.locator("form.deploy-form button").click()
+    confirm(page)
     expect(page.locator("#log")).to_contain_text("step-3")
-    expect(page.locator("#status")).to_have_text("in_progress")
+    expect(page.locator("#status")).to_have_text("in progress")
     page.click("#cancel button")
     expect(page.locator(".flash.notice")).to_contain_text("Cancel of")
     expect(page.locator("#status")).to_have_text("cancelled")
@@ -183,8 +200,11 @@ def test_the_overview_refreshes_itself_and_fits_a_phone(
     expect(row).to_contain_text("ana", timeout=20_000)
     wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not wide, "the page is wider than a phone"
-    # The session ends (here: its cookie is gone): the page goes to the login by itself.
+    # The session ends (here: its cookie is gone): at the next change it shows, the page goes
+    # to the login by itself.
     page.context.clear_cookies()
+    with dashboard.client(KEY) as client:
+        assert client.post("/deploys/", json={"app": app, "user": "bob"}).status_code == 201
     expect(page).to_have_url(re.compile(r"/login$"))
 
 
@@ -200,8 +220,20 @@ def test_a_read_key_sees_but_cannot_act_and_a_form_without_its_token_is_refused(
     page.fill("input[name=key]", reader)
     page.click("button[type=submit]")
     page.goto(dashboard.url + f"/apps/{app}")
-    page.locator("tr", has_text="staging").locator("form.deploy-form button").click()
+    expect(page.locator("h1")).to_contain_text(app)
+    # No control to act with anywhere: not on the app page, nor on a deploy's page.
+    expect(page.locator("main form[method=post], main form.deploy-form")).to_have_count(0)
+    expect(page.locator("main button")).to_have_count(1)  # the history's Filter
+    page.goto(dashboard.url + f"/confirm?app={app}&env=staging")
     expect(page.locator(".flash.error")).to_contain_text("lacks the 'deploy' scope")
+    # The form posted anyway, with the page's own token, is refused the same.
+    csrf = page.locator("header input[name=csrf]").input_value()
+    response = page.request.post(
+        dashboard.url + "/actions/deploy",
+        form={"app": app, "env": "staging", "csrf": csrf},
+        max_redirects=0,
+    )
+    assert "lacks" in (response.headers.get("location") or "")
     # The same form posted from elsewhere, without the page's CSRF token, does nothing.
     response = page.request.post(
         dashboard.url + "/actions/deploy", form={"app": app, "env": "staging"}, max_redirects=0
@@ -275,7 +307,7 @@ def test_the_app_page_shows_what_would_ship_the_queue_in_order_and_the_charts(
     # carl's deploy, queued: no Prefect run yet. When #2 ends it runs, and its page, without
     # a reload, links to the flow run it was given.
     page.goto(dashboard.url + f"/deploys/{app}/staging/4")
-    expect(page.locator("#status")).to_have_text("pending")
+    expect(page.locator("#status")).to_have_text("queued")
     prefect = page.locator("#prefect a", has_text="flow run")
     expect(prefect).to_be_hidden()
     gate.touch()
@@ -463,6 +495,8 @@ def test_the_app_page_shows_windows_and_freezes_and_a_freeze_holds_its_deploys(
     staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
     expect(staging.locator("td.window")).to_have_text("closed, opens Mon 09:00 Europe/Berlin")
     staging.locator("form.deploy-form button").click()
+    expect(page.locator("#confirmation .standing")).to_contain_text("outside its deploy windows")
+    confirm(page)
     expect(page.locator(".flash.error")).to_have_text(
         f"{app}/staging is outside its deploy windows; the next opens Mon 09:00 Europe/Berlin"
     )
@@ -490,6 +524,7 @@ def test_the_app_page_shows_windows_and_freezes_and_a_freeze_holds_its_deploys(
     )
     expect(production).to_contain_text("frozen ana: year-end")
     production.locator("form.deploy-form button").click()
+    confirm(page)
     expect(page.locator(".flash.error")).to_have_text(
         f"{app}/production is frozen until 2026-12-08 12:00 UTC by ana: year-end"
     )
@@ -511,6 +546,7 @@ def test_a_promote_button_deploys_what_is_live_on_staging_once_it_baked(
     expect(page.locator("form.promote-form")).to_have_count(0)  # nothing live on staging
     staging = page.locator("tr", has_text="staging").filter(has=page.locator("form.deploy-form"))
     staging.locator("form.deploy-form button").click()
+    confirm(page)
     expect(page.locator("#status")).to_have_text("finished")
     with session_scope(dashboard.engine) as session:
         (staged,) = deploys.list_deploys(session, deploys.DeployFilter(app=app))
@@ -522,6 +558,8 @@ def test_a_promote_button_deploys_what_is_live_on_staging_once_it_baked(
     promote = page.locator("form.promote-form button")
     expect(promote).to_have_text(f"Promote {sha[:7]} from staging")
     promote.click()
+    expect(page.locator("#confirmation h1")).to_have_text(f"Promote {app}/production?")
+    confirm(page)
     met = f"{finished + timedelta(minutes=30):%Y-%m-%d %H:%M}"
     expect(page.locator(".flash.error")).to_have_text(
         f"{app}/production takes only what was live on staging for 30m: {sha[:7]} has been "
@@ -529,5 +567,6 @@ def test_a_promote_button_deploys_what_is_live_on_staging_once_it_baked(
     )
     clock.set(finished + timedelta(minutes=30))
     page.locator("form.promote-form button").click()
+    confirm(page)
     expect(page.locator(".flash.notice")).to_have_text(f"Queued {app}/production#1")
     expect(page.locator("#status")).to_have_text("finished")

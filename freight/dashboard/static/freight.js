@@ -1,43 +1,102 @@
-// Freight's dashboard: refresh parts of pages, and follow a deploy's log. No libraries.
+// Freight's dashboard: times in the viewer's zone, parts of pages kept current by the server's
+// event streams, a deploy's page following its state and log. No libraries, nothing fetched
+// from elsewhere.
 "use strict";
 
-const FINAL = ["finished", "failed", "cancelled"];
-
-// A session that ran out: log in again rather than show a page that silently stops changing.
+// A session that ran out: log in again (and come back) rather than show a page that silently
+// stops changing.
 function loggedOut(response) {
   return response.status === 401 || (response.redirected && new URL(response.url).pathname === "/login");
 }
+function toLogin() {
+  const here = window.location.pathname + window.location.search;
+  window.location.href = here === "/" ? "/login" : `/login?next=${encodeURIComponent(here)}`;
+}
 
-// Dates as ages ("5 min ago"), kept current.
-function showAges(root) {
-  for (const element of root.querySelectorAll("[data-date]")) {
-    const seconds = (Date.now() - Date.parse(element.dataset.date)) / 1000;
-    if (Number.isNaN(seconds)) continue;
-    const [value, unit] = seconds < 90 ? [seconds, "s"] : seconds < 5400 ? [seconds / 60, "min"]
-      : seconds < 129600 ? [seconds / 3600, "h"] : [seconds / 86400, "d"];
-    element.textContent = `${Math.max(0, Math.round(value))} ${unit} ago`;
-    element.title = element.dataset.date;
+// Times: written by the server in UTC; shown in the viewer's zone, UTC on hover. Ages ("5 min
+// ago") stay current.
+const LOCAL = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+function age(seconds) {
+  const [value, unit] = seconds < 90 ? [seconds, "s"] : seconds < 5400 ? [seconds / 60, "min"]
+    : seconds < 129600 ? [seconds / 3600, "h"] : [seconds / 86400, "d"];
+  return `${Math.max(0, Math.round(value))} ${unit} ago`;
+}
+function showTimes(root) {
+  for (const element of root.querySelectorAll("time[datetime]")) {
+    const when = Date.parse(element.getAttribute("datetime"));
+    if (Number.isNaN(when)) continue;
+    const utc = new Date(when).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+    element.title = element.hasAttribute("data-age") ? `${LOCAL.format(when)} (${utc})` : utc;
+    element.textContent = element.hasAttribute("data-age") ? age((Date.now() - when) / 1000) : LOCAL.format(when);
   }
 }
-showAges(document);
+// Older parts (workers) carry data-date: the same, as ages.
+function showAges(root) {
+  for (const element of root.querySelectorAll("[data-date]")) {
+    const when = Date.parse(element.dataset.date);
+    if (Number.isNaN(when)) continue;
+    element.textContent = age((Date.now() - when) / 1000);
+    element.title = new Date(when).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+}
+function seconds(value) {
+  if (value === null || value === undefined || value === "") return "-";
+  const s = Math.round(Number(value));
+  return s < 90 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+}
+// Running deploys: elapsed time and progress move on between updates.
+function tick(root) {
+  for (const element of root.querySelectorAll(".elapsed[data-started]")) {
+    const started = Date.parse(element.dataset.started);
+    if (Number.isNaN(started)) continue;
+    const elapsed = (Date.now() - started) / 1000;
+    const estimate = Number(element.dataset.estimate || 0);
+    element.textContent = seconds(elapsed) + (estimate ? ` of ~${seconds(estimate)}` : "");
+    const bar = element.parentElement.querySelector("progress");
+    if (bar && estimate) bar.value = Math.min(99, Math.floor((100 * elapsed) / estimate));
+  }
+  showTimes(root);
+}
+function refreshShown(root) { showTimes(root); showAges(root); }
+refreshShown(document);
+setInterval(() => { tick(document); showAges(document); }, 1000);
 
-// Parts of a page that refresh themselves: <div data-refresh="/partials/..." data-every="2000">
-for (const part of document.querySelectorAll("[data-refresh]")) {
-  const every = Number(part.dataset.every || 2000);
-  const refresh = async () => {
+// A notice that says what a form just did ("Queued …#1") belongs to that moment: a reload
+// must not say it again.
+const params = new URLSearchParams(window.location.search);
+if (params.has("notice") || params.has("error")) {
+  params.delete("notice"); params.delete("error");
+  const query = params.toString();
+  history.replaceState(null, "", window.location.pathname + (query ? `?${query}` : "") + window.location.hash);
+}
+
+// Parts fed by an event stream: <div data-stream="/events" data-part="/partials/overview">.
+// Each `changed` fetches the part again (at most one fetch at a time; changes that come while
+// one is under way make one more).
+for (const part of document.querySelectorAll("[data-stream][data-part]")) {
+  let busy = false, again = false;
+  const load = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
     try {
-      const response = await fetch(part.dataset.refresh, { credentials: "same-origin" });
-      if (loggedOut(response)) { window.location.href = "/login"; return; }
-      if (response.ok && !response.redirected) {
-        part.innerHTML = await response.text();
-        showAges(part);
-      }
-    } catch (error) {
-      // A failed refresh keeps what is shown; the next one tries again.
-    }
-    setTimeout(refresh, every);
+      const response = await fetch(part.dataset.part, { credentials: "same-origin" });
+      if (loggedOut(response)) { toLogin(); return; }
+      if (response.ok) { part.innerHTML = await response.text(); refreshShown(part); part.dataset.updated = String(Date.now()); }
+    } catch (error) { /* the stream's next event tries again */ }
+    busy = false;
+    if (again) { again = false; load(); }
   };
-  setTimeout(refresh, every);
+  const events = new EventSource(part.dataset.stream);
+  events.addEventListener("changed", load);
+  events.addEventListener("hello", () => { part.dataset.connected = "yes"; });
+  events.onerror = async () => {
+    part.dataset.connected = "no";
+    // The browser reconnects by itself, except when refused (a session that ended).
+    if (events.readyState === EventSource.CLOSED) {
+      const response = await fetch(part.dataset.part, { credentials: "same-origin" }).catch(() => null);
+      if (response && loggedOut(response)) toLogin(); else setTimeout(() => window.location.reload(), 2000);
+    }
+  };
 }
 
 // ANSI colours (SGR) in log text, as HTML; everything else escaped.
@@ -69,51 +128,78 @@ function ansiToHtml(text, state) {
   return html;
 }
 
-// The deploy page: the log grows while the deploy runs, from the last offset read.
+// The deploy page: its state and log from its event stream. The stream resumes at the log
+// offset it had reached (the browser sends it back), so no line is lost or shown twice.
 const deployCard = document.getElementById("deploy");
 if (deployCard) {
-  const id = deployCard.dataset.deploy;
-  const log = document.getElementById("log");
-  const status = document.getElementById("status");
-  const duration = document.getElementById("duration");
-  const reason = document.getElementById("reason");
-  const waiting = document.getElementById("waiting");
-  const prefect = document.getElementById("prefect");
-  // Shown once known: a queued deploy gets its reason and its Prefect run later.
-  const reveal = (element) => { element.hidden = false; element.previousElementSibling.hidden = false; };
+  const $ = (id) => document.getElementById(id);
+  const log = $("log");
   const ansi = { bold: false, fg: null };
-  let offset = 0;
-  const follow = async () => {
-    let ended = false;
-    try {
-      const response = await fetch(`/api/0/deploys/${id}/`, { credentials: "same-origin" });
-      if (loggedOut(response)) { window.location.href = "/login"; return; }
-      const deploy = await response.json();
-      ended = FINAL.includes(deploy.status);
-      status.textContent = deploy.status;
-      status.className = `status ${deploy.status}`;
-      if (deploy.duration !== null) duration.textContent = `${Math.round(deploy.duration)} s`;
-      if (deploy.reason) { reason.textContent = deploy.reason; reveal(reason); }
-      // Why no worker starts it, while that lasts.
-      waiting.textContent = deploy.waitingFor || "";
-      waiting.hidden = waiting.previousElementSibling.hidden = !deploy.waitingFor;
-      if (deploy.flowRunId && prefect.hidden) {
-        prefect.querySelector("a").href = prefect.dataset.base + deploy.flowRunId;
-        reveal(prefect);
-      }
-      if (ended) document.getElementById("cancel")?.remove();
-      const page = await (await fetch(`/api/0/deploys/${id}/log/?offset=${offset}`, { credentials: "same-origin" })).json();
-      if (page.chunks.length) {
-        const atBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
-        log.insertAdjacentHTML("beforeend", page.chunks.map((c) => ansiToHtml(c.text, ansi)).join(""));
-        if (atBottom) window.scrollTo(0, document.body.scrollHeight);
-      }
-      offset = page.nextOffset;
-      if (ended && !page.chunks.length) return;  // all of it is shown
-    } catch (error) {
-      // Offline for a moment: the next look resumes at the same offset.
-    }
-    setTimeout(follow, ended ? 300 : 700);
+  const firstStatus = $("status").className;
+  let lineStart = true;
+  const reveal = (element, shown) => { element.hidden = !shown; element.previousElementSibling.hidden = !shown; };
+  const setTime = (element, iso) => {
+    if (!iso) return;
+    element.innerHTML = `<time datetime="${escapeHtml(iso)}"></time>`;
+    showTimes(element);
   };
-  follow();
+  const clock = (iso) => {
+    const when = new Date(Date.parse(iso));
+    return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour12: false });
+  };
+  const appendLog = (chunks) => {
+    let html = "";
+    for (const chunk of chunks) {
+      const stamp = `<span class="ts" title="${escapeHtml(chunk.date || "")} UTC">${clock(chunk.date)} </span>`;
+      const lines = chunk.text.split("\n");
+      lines.forEach((line, index) => {
+        const last = index === lines.length - 1;
+        if (lineStart && (line || !last)) html += stamp;
+        html += ansiToHtml(line, ansi);
+        if (!last) { html += "\n"; lineStart = true; } else if (line) lineStart = false;
+      });
+    }
+    if (!html) return;
+    const atBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
+    log.insertAdjacentHTML("beforeend", html);
+    if (atBottom) window.scrollTo(0, document.body.scrollHeight);
+  };
+  const show = (deploy) => {
+    const status = $("status");
+    status.textContent = deploy.statusText;
+    status.className = `status ${deploy.status}`;
+    // What a form said when this page opened ("Queued …") is past once the deploy moved on.
+    if (status.className !== firstStatus) $("notice")?.remove();
+    $("duration").textContent = seconds(deploy.duration);
+    $("estimate").textContent = deploy.estimatedDuration && !deploy.dateFinished ? `usually ~${seconds(deploy.estimatedDuration)}` : "";
+    setTime($("started"), deploy.dateStarted);
+    setTime($("finished"), deploy.dateFinished);
+    $("reason").textContent = deploy.reason || "";
+    reveal($("reason"), Boolean(deploy.reason));
+    $("waiting").textContent = deploy.waitingFor || "";
+    reveal($("waiting"), Boolean(deploy.waitingFor));
+    if (deploy.flowRunId) {
+      $("prefect").querySelector("a").href = deployCard.dataset.prefect + deploy.flowRunId;
+      reveal($("prefect"), true);
+    }
+    const running = deploy.status === "pending" || deploy.status === "in_progress";
+    for (const id of ["redeploy", "rollback"]) { if ($(id)) $(id).hidden = running; }
+    if ($("cancel")) $("cancel").hidden = !running;
+    const steps = $("steps");
+    steps.innerHTML = deploy.steps.map((step) =>
+      `<li class="step ${escapeHtml(step.state)}" data-step="${escapeHtml(step.name)}"><span class="name">${escapeHtml(step.name)}</span> `
+      + `<span class="state">${escapeHtml(step.state)}</span> <span class="took">${step.duration === null ? "" : seconds(step.duration)}</span></li>`).join("");
+    appendLog(deploy.log.chunks);
+    deployCard.dataset.offset = String(deploy.log.nextOffset);
+  };
+  const events = new EventSource(`${deployCard.dataset.stream}?offset=0`);
+  events.addEventListener("deploy", (event) => show(JSON.parse(event.data)));
+  events.addEventListener("end", () => { events.close(); deployCard.dataset.ended = "yes"; });
+  events.onerror = async () => {
+    if (events.readyState === EventSource.CLOSED && deployCard.dataset.ended !== "yes") {
+      const response = await fetch(`/api/0/deploys/${deployCard.dataset.deploy}/`, { credentials: "same-origin" }).catch(() => null);
+      if (response && loggedOut(response)) toLogin();
+    }
+  };
+  $("log-times").addEventListener("change", (event) => log.classList.toggle("with-times", event.target.checked));
 }

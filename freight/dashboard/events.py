@@ -1,0 +1,84 @@
+"""The dashboard's event streams (server-sent events; see freight/dashboard/stream.py): one
+for the overview, one per deploy page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from freight.api import schemas
+from freight.api.deps import RuntimeDep
+from freight.dashboard import stream, views
+from freight.dashboard.web import Viewer
+from freight.db import DeployStatus, session_scope
+from freight.service import deploys, logs
+
+router = APIRouter(include_in_schema=False)
+# Log sent per event at most: a long log arrives in parts, each resumable by its offset.
+LOG_PART = 256 * 1024
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def hub_of(request: Request) -> stream.Hub:
+    hub = request.app.state.hub
+    assert isinstance(hub, stream.Hub)
+    return hub
+
+
+@router.get("/events")
+async def overview_events(
+    request: Request,
+    who: Viewer,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    return StreamingResponse(
+        stream.overview(hub_of(request), last_event_id, request.is_disconnected),
+        media_type="text/event-stream",
+        headers=HEADERS,
+    )
+
+
+@router.get("/events/deploys/{deploy_id}")
+async def deploy_events(
+    request: Request,
+    rt: RuntimeDep,
+    who: Viewer,
+    deploy_id: int,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    # The page's own offset on a reconnect (what it had shown), else the one it asked for.
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else offset
+    await run_in_threadpool(_check_visible, rt, who, deploy_id)
+
+    def look(at: int) -> tuple[dict[str, Any], bool]:
+        with session_scope(rt.engine, read_only=True) as session:
+            deploy = deploys.get_deploy(session, deploy_id, apps=who.apps)
+            state = views.deploy_state(session, deploy)
+            page = logs.read_log(session, deploy_id, offset=at, limit=LOG_PART)
+            complete = page.next_offset >= (deploy.log_size or 0)
+            over = DeployStatus(deploy.status).is_final and complete
+        state["log"] = {
+            "nextOffset": page.next_offset,
+            "more": not complete,
+            "chunks": [{"text": c.text, "date": schemas.wire_date(c.date)} for c in page.chunks],
+        }
+        return state, over
+
+    async def looked(at: int) -> tuple[dict[str, Any], bool]:
+        return await run_in_threadpool(look, at)
+
+    return StreamingResponse(
+        stream.deploy(hub_of(request), deploy_id, start, looked, request.is_disconnected),
+        media_type="text/event-stream",
+        headers=HEADERS,
+    )
+
+
+def _check_visible(rt: RuntimeDep, who: Viewer, deploy_id: int) -> None:
+    """A deploy of an app outside the viewer's key answers as an unknown one (404)."""
+    with session_scope(rt.engine, read_only=True) as session:
+        deploys.get_deploy(session, deploy_id, apps=who.apps)

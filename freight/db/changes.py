@@ -1,0 +1,103 @@
+"""What changed, for the dashboards' event streams: every flush that touches what a dashboard
+shows (a deploy, its log or steps, a lock, what is live, an auto-deploy look, an app) adds a
+`change` row in the same transaction, so a change is seen exactly when it is committed, by
+whichever process made it. Statements (UPDATE, DELETE) add one too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from freight.db.models import (
+    App,
+    AutoDeployState,
+    Change,
+    Deploy,
+    DeployStep,
+    LiveRelease,
+    Lock,
+    LogChunk,
+    utcnow,
+)
+
+# A deploy's row changes without anything a person sees changing: its runner's beats and
+# the log's size (the log's chunks make their own change).
+_UNSEEN = frozenset({"heartbeat_at", "log_size", "date_claimed", "runner_pid", "runner_pgid"})
+_ELSEWHERE = (Lock, LiveRelease, AutoDeployState, App)
+# Rows are kept this long: a page whose stream was away longer reloads what it shows.
+KEPT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Seen:
+    id: int
+    deploy_id: int | None
+    log_only: bool
+
+
+def _shown_change(obj: Any) -> bool:
+    if not isinstance(obj, Deploy):
+        return True
+    state = inspect(obj)
+    return any(attr.key not in _UNSEEN and attr.history.has_changes() for attr in state.attrs)
+
+
+@event.listens_for(Session, "after_flush")
+def _record(session: Session, _context: Any) -> None:
+    deploys: dict[int, bool] = {}  # deploy id -> only its log changed
+    elsewhere = False
+    for obj in (*session.new, *session.deleted):
+        if isinstance(obj, Deploy | DeployStep):
+            deploys[obj.id if isinstance(obj, Deploy) else obj.deploy_id] = False
+        elif isinstance(obj, LogChunk):
+            deploys.setdefault(obj.deploy_id, True)
+        elif isinstance(obj, _ELSEWHERE):
+            elsewhere = True
+    for obj in session.dirty:
+        if isinstance(obj, Deploy | DeployStep) and _shown_change(obj):
+            deploys[obj.id if isinstance(obj, Deploy) else obj.deploy_id] = False
+        elif isinstance(obj, _ELSEWHERE) and session.is_modified(obj):
+            elsewhere = True
+    rows = [{"deploy_id": key, "log_only": only} for key, only in deploys.items()]
+    if elsewhere:
+        rows.append({"deploy_id": None, "log_only": False})
+    if rows:
+        session.connection().execute(insert(Change.__table__), rows)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _record_statement(state: ORMExecuteState) -> None:
+    """An UPDATE or DELETE statement on what dashboards show: which deploy it touched is not
+    known here, so every open page looks again (unless it only set a beat or a log size)."""
+    if not (state.is_update or state.is_delete) or state.bind_mapper is None:
+        return
+    entity = state.bind_mapper.class_
+    if entity is Deploy:
+        values = getattr(state.statement, "_values", None) or {}
+        if values and {getattr(column, "key", str(column)) for column in values} <= _UNSEEN:
+            return
+    elif not issubclass(entity, (*_ELSEWHERE, DeployStep, LogChunk)):
+        return
+    state.session.connection().execute(
+        insert(Change.__table__), [{"deploy_id": None, "log_only": False}]
+    )
+
+
+def since(session: Session, after: int, *, lookback: int = 64) -> list[Seen]:
+    """Changes with ids above `after - lookback`: on PostgreSQL a lower id may commit after a
+    higher one was read, so the reader looks a little behind and drops what it has seen."""
+    query = select(Change.id, Change.deploy_id, Change.log_only).where(Change.id > after - lookback)
+    return [Seen(*row) for row in session.execute(query.order_by(Change.id))]
+
+
+def latest(session: Session) -> int:
+    return session.scalar(select(func.max(Change.id))) or 0
+
+
+def forget_older(session: Session, now: datetime | None = None) -> int:
+    done = session.execute(delete(Change).where(Change.date_created < (now or utcnow()) - KEPT))
+    return int(done.rowcount)  # type: ignore[attr-defined]
