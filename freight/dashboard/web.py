@@ -76,9 +76,9 @@ def safe_next(path: str | None) -> str:
 
 async def login_redirect(request: Request, exc: Exception) -> Response:
     asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.url.path.startswith(("/partials/", "/events")):
-        return Response(status_code=401)  # a page's own fetch: the page goes to the login
-    return back("/login", **({"next": asked} if asked != "/" else {}))
+    # A page's own fetches and streams come back to the page, not to themselves.
+    own = request.url.path.startswith(("/partials/", "/events"))
+    return back("/login", **({} if own or asked == "/" else {"next": asked}))
 
 
 def app_path(app: str) -> str:

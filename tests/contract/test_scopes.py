@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select, update
 
 from freight.api.routing import PREFIX
-from freight.dashboard import pages
+from freight.dashboard import actions, events, pages
 from freight.db import ApiKey, App, Deploy, DeployStatus, Lock, session_scope, utcnow
 from freight.service import apps, hooks, keys, locks, machines, pulls, workers
 from freight.service.keys import Scope
@@ -94,6 +94,8 @@ class Route:
     creates: bool = False
     # Answers 200 with what it refused in the body's `refused` (an agent's check-in).
     refuses_in_body: bool = False
+    # An event stream: it never ends, so only its start is read.
+    stream: bool = False
 
     @property
     def name(self) -> str:
@@ -239,7 +241,19 @@ ROUTES = [
     # The dashboard, with the session a login with the key gives.
     Route("GET", "/", Scope.READ, dashboard=True),
     Route("GET", "/partials/overview", Scope.READ, dashboard=True),
-    Route("GET", "/partials/workers", Scope.READ, dashboard=True),
+    Route("GET", "/events", Scope.READ, dashboard=True, stream=True),
+    Route(
+        "GET", "/events/deploys/{deploy_id}", Scope.READ, on_app=True, dashboard=True, stream=True
+    ),
+    # What a deploy would do, before it is asked: only for who may deploy.
+    Route(
+        "GET",
+        "/confirm",
+        Scope.DEPLOY,
+        on_app=True,
+        dashboard=True,
+        query=lambda t: {"app": t.app, "env": "staging"},
+    ),
     Route("GET", "/apps/{app}", Scope.READ, on_app=True, dashboard=True),
     Route("GET", "/deploys/{app}/{env}/{number}", Scope.READ, on_app=True, dashboard=True),
     Route("GET", "/deploys/{app}/{env}/{number}/", Scope.READ, on_app=True, dashboard=True),
@@ -339,7 +353,8 @@ def test_the_table_names_every_route(server: ApiServer) -> None:
         for method in (m.upper() for m in methods)
     } | {
         f"{method} {route.path}"
-        for route in pages.router.routes
+        for router in (pages.router, actions.router, events.router)
+        for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
     }
@@ -505,6 +520,8 @@ class Caller:
             data = {**(route.body(target) if route.body else {}), "csrf": self.csrf}
             if route.method == "POST":
                 return self.browser.post(path, params=params, data=data)
+            if route.stream:
+                return _start_of(self.browser, path)
             return self.browser.request(route.method, path, params=params)
         body = route.body(target) if route.body else None
         return self.api.request(route.method, path, params=params, json=body)
@@ -512,6 +529,19 @@ class Caller:
     def close(self) -> None:
         self.api.close()
         self.browser.close()
+
+
+def _start_of(client: httpx.Client, path: str) -> httpx.Response:
+    """An event stream's answer with its first event only (the rest never ends); any other
+    answer whole."""
+    with client.stream("GET", path) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            first = next(response.iter_text())
+            return httpx.Response(response.status_code, headers=response.headers, text=first)
+        response.read()
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=response.content
+        )
 
 
 # read < deploy < admin; an agent's key has none of them, and an admin may do what it does.
@@ -551,7 +581,8 @@ def _check(route: Route, kind: Kind, response: httpx.Response, what: str) -> Non
 
 def _refused(response: httpx.Response) -> bool:
     location = response.headers.get("location", "")
-    return 400 <= response.status_code < 500 or "error=" in location or location == "/login"
+    to_login = location == "/login" or location.startswith("/login?next=")
+    return 400 <= response.status_code < 500 or "error=" in location or to_login
 
 
 def _shape(response: httpx.Response, target: Target) -> tuple[int, str, str]:
