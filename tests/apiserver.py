@@ -44,8 +44,9 @@ class ApiServer:
 
 @contextmanager
 def serve_api(
-    settings: Settings, engine: Engine, orchestrator: Orchestrator
+    settings: Settings, engine: Engine, orchestrator: Orchestrator, *, port: int = 0
 ) -> Iterator[ApiServer]:
+    """On `port` (default: a free one), to come back on the same one after a restart."""
     handover = HandOver(
         engine,
         orchestrator,
@@ -56,7 +57,7 @@ def serve_api(
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=STREAMS_CLOSE_WITHIN,

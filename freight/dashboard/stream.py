@@ -87,6 +87,7 @@ class Hub:
     async def _run(self) -> None:
         await self.current()
         seen = set(self._seen)
+        started = False
         while True:
             try:
                 rows, workers_moved = await run_in_threadpool(self._read, self.last_id)
@@ -94,6 +95,11 @@ class Hub:
             except Exception:  # the database away: streams stay open, reading resumes
                 rows, workers_moved = [], False
             fresh = [row for row in rows if row.id not in seen]
+            if not started:  # what was there before the first stream is no news to it
+                seen.update(row.id for row in fresh if row.id <= self.last_id)
+                self._seen.extend(row.id for row in fresh if row.id <= self.last_id)
+                fresh = [row for row in fresh if row.id > self.last_id]
+                started = True
             if fresh or workers_moved:
                 for row in fresh:
                     seen.add(row.id)

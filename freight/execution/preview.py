@@ -18,8 +18,6 @@ from freight.execution import gating, refs
 from freight.execution.intake import Screen
 from freight.service import apps, barriers, deploys, releases
 
-# A preview reads refs from a mirror fetched at most this long ago (the deploy itself fetches).
-FRESH_WITHIN = 60.0
 SHOWN = 100
 
 
@@ -70,8 +68,7 @@ def preview(
         repository=repository,
         ref=wanted,
         workspace_root=workspace_root,
-        git=git,
-        fresh_within=FRESH_WITHIN,
+        git=git,  # fetched now: a person decides on what it shows
     )
     mirror = vcs.mirror_with(workspace_root, repository, sha, access=git)
     shipped = vcs.commits_between(mirror, live, sha, limit=SHOWN, timeout=git.timeout)

@@ -3,7 +3,6 @@ the repository's mirror fetched first (no transaction is held across the fetch).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,22 +108,31 @@ def commits_apart(workspace_root: Path) -> Callable[[App, str, str], tuple[int |
     return distance
 
 
-# (mirror, ref) -> (sha, when read): a page of hundreds of environments reads each branch once
-# a while, not at every view.
-_HEADS: dict[tuple[Path, str], tuple[str | None, float]] = {}
-HEAD_FRESH_FOR = 30.0
+# (mirror, ref) -> (the mirror's refs as of, sha): a ref is read again only after a fetch
+# changed the mirror's refs, not at every view of a page of hundreds of environments.
+_HEADS: dict[tuple[Path, str], tuple[int, str | None]] = {}
+
+
+def _refs_stamp(mirror: Path) -> int:
+    """When the mirror's refs last changed (a fetch writes FETCH_HEAD; a clone, packed-refs)."""
+    stamps = [
+        (mirror / name).stat().st_mtime_ns
+        for name in ("FETCH_HEAD", "packed-refs", "refs/heads")
+        if (mirror / name).exists()
+    ]
+    return max(stamps, default=0)
 
 
 def _head(mirror: Path, ref: str) -> str | None:
-    key = (mirror, ref)
+    key, stamp = (mirror, ref), _refs_stamp(mirror)
     known = _HEADS.get(key)
-    if known is not None and time.monotonic() - known[1] < HEAD_FRESH_FOR:
-        return known[0]
+    if known is not None and known[0] == stamp:
+        return known[1]
     try:
         sha: str | None = vcs.resolve_ref(mirror, ref, timeout=5)
     except FreightError:
         sha = None
-    _HEADS[key] = (sha, time.monotonic())
+    _HEADS[key] = (stamp, sha)
     return sha
 
 

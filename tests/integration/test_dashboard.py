@@ -5,13 +5,11 @@ width; the overview's screenshot is kept in .artifacts/."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import Engine, update
 
 from freight.dashboard import session as login
@@ -28,62 +26,12 @@ from freight.service import deploys, logins, machines, workers
 from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
-from tests.apiserver import ApiServer, serve_api
+from tests.apiserver import ApiServer
+from tests.browsing import ARTIFACTS, KEY, confirm, logged_in
 from tests.conftest import Clock
 from tests.contract.helpers import add_deploys
-from tests.factories import GitRepo, InlineOrchestrator, make_app
+from tests.factories import GitRepo, make_app
 from tests.helpers import wait_for
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
-KEY = "s3cr3t-api-key"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "Chromium is missing: `make test` installs it (see Makefile)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def dashboard(settings: Settings, engine: Engine) -> Iterator[ApiServer]:
-    orchestrator = InlineOrchestrator(engine, settings)
-    with serve_api(settings, engine, orchestrator) as running:
-        yield running
-    orchestrator.join()
-
-
-def logged_in(
-    browser: Browser, server: ApiServer, *, width: int = 1280, height: int = 800, name: str = ""
-) -> Page:
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(20_000)
-    page.goto(server.url + "/")
-    expect(page).to_have_url(re.compile(r"/login$"))
-    page.fill("input[name=key]", KEY)
-    page.fill("input[name=name]", name)
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("What runs where")
-    return page
-
-
-def confirm(page: Page) -> None:
-    """Say yes on the confirmation a deploy, rollback or promotion opens."""
-    expect(page.locator("#confirmation")).to_be_visible()
-    page.locator("#confirm button[type=submit]").click()
 
 
 def test_log_in_deploy_watch_the_log_cancel_lock_and_unlock(

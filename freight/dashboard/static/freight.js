@@ -136,6 +136,14 @@ if (deployCard) {
   const log = $("log");
   const ansi = { bold: false, fg: null };
   const firstStatus = $("status").className;
+  const opened = Date.now();
+  const FINAL = ["finished", "failed", "cancelled"];
+  // What a form said when this page opened ("Queued …", "Cancel … asked") belongs to that
+  // moment: it leaves once the deploy moved on or ended, after a few seconds to be read.
+  const pastNotice = () => {
+    const notice = $("notice");
+    if (notice) setTimeout(() => notice.remove(), Math.max(0, opened + 3000 - Date.now()));
+  };
   let lineStart = true;
   const reveal = (element, shown) => { element.hidden = !shown; element.previousElementSibling.hidden = !shown; };
   const setTime = (element, iso) => {
@@ -168,8 +176,7 @@ if (deployCard) {
     const status = $("status");
     status.textContent = deploy.statusText;
     status.className = `status ${deploy.status}`;
-    // What a form said when this page opened ("Queued …") is past once the deploy moved on.
-    if (status.className !== firstStatus) $("notice")?.remove();
+    if (status.className !== firstStatus || FINAL.includes(deploy.status)) pastNotice();
     $("duration").textContent = seconds(deploy.duration);
     $("estimate").textContent = deploy.estimatedDuration && !deploy.dateFinished ? `usually ~${seconds(deploy.estimatedDuration)}` : "";
     setTime($("started"), deploy.dateStarted);
