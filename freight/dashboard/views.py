@@ -4,23 +4,28 @@ deploy's page (its times, commits, steps and log)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, literal, select, true, union_all
 from sqlalchemy.orm import Session
 
 from freight import vcs
 from freight.api import schemas
 from freight.api.deps import Runtime
 from freight.dashboard import charts
-from freight.db import App, Deploy, DeployStatus, utcnow
+from freight.db import App, Deploy, DeployStatus, User, changes, utcnow
 from freight.errors import FreightError
 from freight.execution import refs
 from freight.service import apps, deploys, releases, steps, workers
 from freight.service.keys import Principal, Scope
 
 RECENT = 12
+REBUILT_EVERY = 30.0
 SHOWN_COMMITS = 50
 # What a person reads for each status (the wire keeps the classic names).
 STATUS_WORDS = {
@@ -44,20 +49,79 @@ def progress(deploy: schemas.DeployPublic | None) -> int | None:
     return min(99, int(100 * deploy["duration"] / deploy["estimatedDuration"]))
 
 
-def _unsettled(session: Session, app_ids: list[int]) -> dict[tuple[int, str], Deploy]:
+@dataclass(frozen=True)
+class Unsettled:
+    """An environment's last deploy that failed or was cancelled, as its row shows it."""
+
+    id: int
+    number: int
+    status: str
+    user: str
+    reason: str | None
+    dateFinished: str | None
+
+
+def _unsettled(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Unsettled]:
     """Per app/env, its last deploy that failed or was cancelled (shown until a later one
-    finishes: the caller compares it with what is live)."""
-    newest = (
-        select(func.max(Deploy.id))
-        .where(
-            Deploy.app_id.in_(app_ids),
-            Deploy.status.in_([DeployStatus.FAILED, DeployStatus.CANCELLED]),
+    finishes: the caller compares it with what is live): an index probe per app, environment
+    and outcome, instead of reading every failure of a long history."""
+    if not keys:
+        return {}
+    # The environments' names as a table (a UNION of literals: SQLite's VALUES takes no names).
+    names = union_all(
+        *(select(literal(name).label("environment")) for name in sorted({e for _, e in keys}))
+    ).subquery("names")
+
+    def newest(status: DeployStatus) -> ScalarSelect[int | None]:
+        return (
+            select(func.max(Deploy.id))
+            .where(
+                Deploy.app_id == App.id,
+                Deploy.environment == names.c.environment,
+                Deploy.status == status,
+            )
+            .scalar_subquery()
         )
-        .group_by(Deploy.app_id, Deploy.environment)
+
+    rows = session.execute(
+        select(
+            App.id,
+            names.c.environment,
+            newest(DeployStatus.FAILED),
+            newest(DeployStatus.CANCELLED),
+        )
+        .select_from(App)
+        .join(names, true())
+        .where(App.id.in_({app_id for app_id, _ in keys}))
+    )
+    wanted = set(keys)
+    ids = [
+        max(found)
+        for app_id, environment, *outcomes in rows
+        if (app_id, environment) in wanted and (found := [i for i in outcomes if i is not None])
+    ]
+    if not ids:
+        return {}
+    # Only what the row shows: not each deploy with its app's whole config.
+    shown = session.execute(
+        select(
+            Deploy.id,
+            Deploy.app_id,
+            Deploy.environment,
+            Deploy.number,
+            Deploy.status,
+            User.name,
+            Deploy.reason,
+            Deploy.date_finished,
+        )
+        .outerjoin(User, User.id == Deploy.user_id)
+        .where(Deploy.id.in_(ids))
     )
     return {
-        (d.app_id, d.environment): d
-        for d in session.scalars(select(Deploy).where(Deploy.id.in_(newest)))
+        (app_id, environment): Unsettled(
+            deploy_id, number, str(status), user or "", reason, schemas.wire_date(finished)
+        )
+        for deploy_id, app_id, environment, number, status, user, reason, finished in shown
     }
 
 
@@ -67,26 +131,23 @@ def release_rows(
     """Per app and environment: what is live, what runs, what waits, what holds it, and the
     last failure not yet made good."""
     state = releases.release_state(session, app, apps_allowed=who.apps)
-    names = {r.app for r in state}
-    rows_by_name = {a.name: a for a in session.scalars(select(App).where(App.name.in_(names)))}
-    bad = _unsettled(session, [a.id for a in rows_by_name.values()])
+    # The apps release_state loaded, from the session's identity map: no second query.
+    app_rows = {r.app: r.app_row for r in state}
+    bad = _unsettled(session, [(app_rows[r.app].id, r.environment) for r in state])
     behind = refs.behind_default(rt.settings.workspaces)
     shown_bad = {}
     for release in state:
-        app_row = rows_by_name[release.app]
-        failed = bad.get((app_row.id, release.environment))
+        failed = bad.get((app_rows[release.app].id, release.environment))
         if failed is not None and (release.live is None or failed.id > release.live.id):
             shown_bad[(release.app, release.environment)] = failed
-    bad_wire = {int(d["id"]): d for d in schemas.deploy_page(session, list(shown_bad.values()))}
     rows = []
     for release, public in zip(state, schemas.release_page(session, state), strict=True):
-        app_row = rows_by_name[release.app]
-        failed = shown_bad.get((release.app, release.environment))
+        app_row = app_rows[release.app]
         rows.append(
             {
                 **public,
                 "progress": progress(public["running"]),
-                "unsettled": bad_wire[failed.id] if failed else None,
+                "unsettled": shown_bad.get((release.app, release.environment)),
                 "behind": behind(app_row, release.environment, release.live.sha)
                 if release.live and release.live.sha
                 else None,
@@ -99,6 +160,19 @@ def release_rows(
 
 
 def overview(session: Session, rt: Runtime, who: Principal) -> dict[str, Any]:
+    """The overview as this viewer's key sees it. Built once per change: a hundred open pages
+    fetching it after the same change cost one build (see `_Overviews`)."""
+    version = (
+        changes.version(session),
+        workers.fleet_state(session, heartbeat_interval=rt.settings.heartbeat_interval),
+        # What only time changes (a window opening, a progress bar) is built again this often.
+        int(time.monotonic() // REBUILT_EVERY),
+    )
+    seen_as = (who.apps, who.allows(Scope.DEPLOY))
+    return _OVERVIEWS.get(seen_as, version, lambda: _build_overview(session, rt, who))
+
+
+def _build_overview(session: Session, rt: Runtime, who: Principal) -> dict[str, Any]:
     rows = release_rows(session, rt, who)
     recent = deploys.list_deploys(session, deploys.DeployFilter(apps=who.apps), limit=RECENT)
     return {
@@ -113,6 +187,34 @@ def overview(session: Session, rt: Runtime, who: Principal) -> dict[str, Any]:
             deploys.daily_outcomes(session, days=31, today=utcnow(), apps=who.apps)
         ),
     }
+
+
+class _Overviews:
+    """The last overview built for each way of seeing it (the apps a key may see, whether it
+    may act), with the version of the database it was built from."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._built: OrderedDict[Hashable, tuple[Hashable, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(
+        self, seen_as: Hashable, version: Hashable, build: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        with self._lock:
+            kept = self._built.get(seen_as)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        made = build()
+        with self._lock:
+            self._built[seen_as] = (version, made)
+            self._built.move_to_end(seen_as)
+            while len(self._built) > self._size:
+                self._built.popitem(last=False)
+        return made
+
+
+_OVERVIEWS = _Overviews()
 
 
 @dataclass(frozen=True)

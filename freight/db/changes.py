@@ -94,6 +94,13 @@ def since(session: Session, after: int, *, lookback: int = 64) -> list[Seen]:
     return [Seen(*row) for row in session.execute(query.order_by(Change.id))]
 
 
+def version(session: Session) -> tuple[int, int]:
+    """Changes so far as (highest id, how many): a change whose lower id committed late
+    changes the count."""
+    top, count = session.execute(select(func.max(Change.id), func.count(Change.id))).one()
+    return top or 0, count
+
+
 def latest(session: Session) -> int:
     return session.scalar(select(func.max(Change.id))) or 0
 

@@ -124,6 +124,7 @@ class Deploy(Base):
             postgresql_where=text("status = 'in_progress'"),
         ),
         Index("ix_deploy_queue", "app_id", "environment", "status", "id"),
+        Index("ix_deploy_date_started", "date_started"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

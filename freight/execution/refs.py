@@ -141,8 +141,11 @@ def behind_default(workspace_root: Path) -> Callable[[App, str, str], int | None
     mirror last fetched it (deploys, automatic deploys and the app page fetch it); None when
     the mirror does not know."""
 
+    mirrors: dict[str, Path] = {}  # one app's environments share its mirror
+
     def behind(app: App, environment: str, live_sha: str) -> int | None:
-        mirror = vcs.mirror_path(workspace_root, app.repository.url)
+        url = app.repository.url
+        mirror = mirrors.get(url) or mirrors.setdefault(url, vcs.mirror_path(workspace_root, url))
         if not mirror.exists():
             return None
         head = _head(mirror, apps.default_ref_of(app, environment))

@@ -7,13 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from freight.catalogue import EnvironmentConfig
 from freight.db import App, Deploy, DeployStatus, User, utcnow
-from freight.db.functions import seconds_between
+from freight.db.functions import seconds_between, whole_days_between
+from freight.db.models import UTCDateTime
 from freight.errors import (
     DeployFinished,
     InvalidRef,
@@ -253,17 +254,19 @@ def daily_outcomes(
     `days` days ending with today's; of `app`, or of the `apps` a key may see."""
     midnight = today.replace(hour=0, minute=0, second=0, microsecond=0)
     first = midnight - timedelta(days=days - 1)
-    query = select(Deploy.date_started, Deploy.status).join(App).where(Deploy.date_started >= first)
+    day = whole_days_between(literal(first, UTCDateTime()), Deploy.date_started)
+    query = select(day, Deploy.status, func.count()).where(Deploy.date_started >= first)
+    if app is not None or apps is not None:
+        query = query.join(App)
     if app is not None:
         query = query.where(App.name == app)
     if apps is not None:
         query = query.where(App.name.in_(apps))
     counts: list[dict[str, int]] = [{} for _ in range(days)]
-    for started, status in session.execute(query):
-        index = (started - first).days
+    for index, status, count in session.execute(query.group_by(day, Deploy.status)):
         if 0 <= index < days:
             outcome = status if DeployStatus(status).is_final else "other"
-            counts[index][outcome] = counts[index].get(outcome, 0) + 1
+            counts[index][outcome] = counts[index].get(outcome, 0) + count
     return [(first + timedelta(days=i), counts[i]) for i in range(days)]
 
 

@@ -111,6 +111,7 @@ class AutoDeploy:
 class Release:
     app: str
     environment: str
+    app_row: App
     live: Deploy | None
     running: Deploy | None
     queued: int
@@ -165,6 +166,7 @@ def release_state(
                 Release(
                     app=app.name,
                     environment=environment,
+                    app_row=app,
                     live=live.get(key),
                     running=running.get(key),
                     queued=queued.get(key, 0),

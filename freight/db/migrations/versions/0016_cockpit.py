@@ -1,4 +1,5 @@
-"""deploy_step (each step's state and times) and change (what the dashboards' streams read)
+"""deploy_step (each step's state and times), change (what the dashboards' streams read),
+an index on deploy.date_started (deploys per day)
 
 Revision ID: 0016
 Revises: 0015
@@ -41,9 +42,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_change")),
     )
     op.create_index(op.f("ix_change_date_created"), "change", ["date_created"])
+    # Deploys per day on the overview read the last month of a long history.
+    op.create_index("ix_deploy_date_started", "deploy", ["date_started"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deploy_date_started", table_name="deploy")
     op.drop_index(op.f("ix_change_date_created"), table_name="change")
     op.drop_table("change")
     op.drop_table("deploy_step")

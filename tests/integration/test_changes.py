@@ -1,0 +1,156 @@
+"""What the dashboards' streams are fed: each write that changes what a page shows leaves a
+change row in its own transaction (beats and log sizes do not); one reader per API process
+hands them to the open streams, also a change whose id committed after a higher one's; a
+deploy's recorded steps read in order. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import Engine, insert, select, update
+
+from freight.dashboard import stream
+from freight.db import Change, Deploy, DeployStatus, changes, session_scope, utcnow
+from freight.service import deploys, locks, logs, steps
+from freight.service.steps import StepState
+from tests.contract.helpers import add_deploys
+from tests.factories import GitRepo, make_app
+
+
+def recorded(engine: Engine, after: int = 0) -> list[tuple[int | None, bool]]:
+    with session_scope(engine, read_only=True) as session:
+        return [
+            (seen.deploy_id, seen.log_only)
+            for seen in changes.since(session, after)
+            if seen.id > after
+        ]
+
+
+def latest(engine: Engine) -> int:
+    with session_scope(engine, read_only=True) as session:
+        return changes.latest(session)
+
+
+def test_writes_a_page_shows_leave_a_change_and_beats_do_not(
+    engine: Engine, origin: GitRepo
+) -> None:
+    with session_scope(engine) as session:
+        app = make_app(session, origin, command="true")
+        app_id, name = app.id, app.name
+    add_deploys(engine, app_id, "staging", 1, status=DeployStatus.IN_PROGRESS)
+    with session_scope(engine, read_only=True) as session:
+        (made,) = deploys.list_deploys(session, deploys.DeployFilter(app=name))
+        deploy_id = made.id
+    mark = latest(engine)
+    # A beat and a log size are not news to anyone; the log's new chunk is, to its page only.
+    with session_scope(engine) as session:
+        session.execute(update(Deploy).where(Deploy.id == deploy_id).values(heartbeat_at=utcnow()))
+    assert recorded(engine, mark) == []
+    with session_scope(engine) as session:
+        logs.write_chunk(session, deploy_id, "line\n")
+    assert recorded(engine, mark) == [(deploy_id, True)]
+    # A deploy's state, its steps: news to its page and the overview.
+    mark = latest(engine)
+    with session_scope(engine) as session:
+        deploy = deploys.get_deploy(session, deploy_id)
+        deploy.waiting_for = "no worker serves work queue 'deploys'"
+    with session_scope(engine) as session:
+        steps.began(session, deploy_id, "check-lock", claim=None)
+    assert recorded(engine, mark) == [(deploy_id, False), (deploy_id, False)]
+    # A lock; a statement that sets what a page shows (which deploy: unknown, so everyone's).
+    mark = latest(engine)
+    with session_scope(engine) as session:
+        locks.create_lock(session, app=name, environment="staging", reason="r", owner="o")
+    with session_scope(engine) as session:
+        session.execute(update(Deploy).where(Deploy.id == deploy_id).values(waiting_for=None))
+    assert recorded(engine, mark) == [(None, False), (None, False)]
+    # Kept an hour.
+    with session_scope(engine) as session:
+        assert changes.forget_older(session, now=utcnow() + timedelta(hours=2)) > 0
+    assert recorded(engine) == []
+
+
+def test_the_reader_hands_every_change_to_the_streams_also_one_committed_late(
+    engine: Engine,
+) -> None:
+    async def scenario() -> list[stream.Batch]:
+        hub = stream.Hub(engine, heartbeat_interval=5, poll=0.05)
+        hub.start()
+        await hub.current()
+        seq = hub.seq
+        with session_scope(engine) as session:
+            session.execute(insert(Change).values(id=100, deploy_id=7, log_only=False))
+        first = await hub.after(seq, 5)
+        # Id 90 commits after 100 was read (PostgreSQL hands ids out before commit).
+        with session_scope(engine) as session:
+            session.execute(insert(Change).values(id=90, deploy_id=8, log_only=True))
+        second = await hub.after(first[-1].seq, 5)
+        quiet = await hub.after(second[-1].seq, 0.3)
+        await hub.stop()
+        return [*first, *second, *quiet]
+
+    batches = asyncio.run(scenario())
+    assert [(b.deploys, b.log_only) for b in batches] == [
+        (frozenset({7}), frozenset()),
+        (frozenset({8}), frozenset({8})),
+    ]
+    assert batches[-1].last_id == 100
+
+
+def test_the_overview_stream_says_changed_and_a_stream_back_from_away_catches_up(
+    engine: Engine,
+) -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        hub = stream.Hub(engine, heartbeat_interval=5, poll=0.05)
+
+        async def never() -> bool:
+            return False
+
+        live = stream.overview(hub, None, never)
+        opening = [await anext(live), await anext(live)]
+        with session_scope(engine) as session:
+            session.execute(insert(Change).values(deploy_id=None, log_only=False))
+        opening.append(await asyncio.wait_for(anext(live), 5))
+        # A page that was away (its last id is older) is told at once that it missed something.
+        back = stream.overview(hub, "0", never)
+        again = [await anext(back), await anext(back), await anext(back)]
+        await hub.stop()
+        return opening, again
+
+    opening, again = asyncio.run(scenario())
+    assert opening[0].startswith("retry: ")
+    assert opening[1].startswith("event: hello\n")
+    assert opening[2].startswith("event: changed\n")
+    assert again[2].startswith("event: changed\n") and '"missed":true' in again[2]
+
+
+def test_a_deploys_steps_read_in_order_waiting_then_skipped(
+    engine: Engine, origin: GitRepo
+) -> None:
+    with session_scope(engine) as session:
+        app_id = make_app(session, origin, command="true").id
+    add_deploys(engine, app_id, "staging", 1, status=DeployStatus.IN_PROGRESS)
+    with session_scope(engine) as session:
+        deploy = session.scalars(select(Deploy).where(Deploy.app_id == app_id)).one()
+        deploy.date_finished = None
+        steps.began(session, deploy.id, "check-lock", claim=None)
+        steps.ended(session, deploy.id, "check-lock", StepState.COMPLETED, claim=None)
+        steps.began(session, deploy.id, "check-github-status", claim=None)
+        shown = steps.of(session, deploy, shows_verify=False)
+        assert [(s.name, s.state) for s in shown] == [
+            ("check-lock", StepState.COMPLETED),
+            ("check-github-status", StepState.RUNNING),
+            ("prepare-workspace", StepState.WAITING),
+            ("run-provider", StepState.WAITING),
+            ("cleanup-workspace", StepState.WAITING),
+            ("notify", StepState.WAITING),
+        ]
+        # A claim taken by another run: this one records nothing more.
+        deploy.claim = "theirs"
+        steps.ended(session, deploy.id, "check-github-status", StepState.FAILED, claim="mine")
+        deploy.date_finished = utcnow()
+        shown = steps.of(session, deploy, shows_verify=True)
+        assert shown[1].state == StepState.RUNNING
+        assert [s.state for s in shown[2:]] == [StepState.SKIPPED] * 5
+        assert [s.name for s in shown][4] == "verify"
