@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from bench.api import ENVS, KEY, admin, percentile, populate, timed
 from freight import procs
-from freight.db import App, Deploy, make_engine, session_scope
+from freight.db import App, Change, Deploy, make_engine, session_scope
 from freight.db.migrate import upgrade
 from freight.demo import ensure_demo_repo
 from freight.service import locks
@@ -103,8 +103,11 @@ class Changes:
 async def follow(
     base: str, cookies: httpx.Cookies, seen: list[float], ready: asyncio.Event, until: float
 ) -> None:
+    """One open overview: on each `changed`, it fetches its part again, as the page does; the
+    time kept is when the fresh part arrived."""
     async with (
         httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as client,
+        httpx.AsyncClient(base_url=base, cookies=cookies, timeout=30) as fetcher,
         client.stream("GET", "/events") as response,
     ):
         assert response.status_code == 200
@@ -112,6 +115,7 @@ async def follow(
             if line == "event: hello":
                 ready.set()
             elif line == "event: changed":
+                assert (await fetcher.get("/partials/overview")).status_code == 200
                 seen.append(time.monotonic())
             if time.monotonic() > until:
                 return
@@ -217,6 +221,22 @@ def main() -> None:
                     f"{percentile(values, 0.95) * 1000:.1f} ms | {args.samples} | p50 ≤ 50 ms |",
                     flush=True,
                 )
+            # The first view after a change builds the overview again; the others share it.
+            writer = make_engine(url)
+            cold = []
+            for _ in range(30):
+                with session_scope(writer) as session:
+                    session.add(Change(deploy_id=None, log_only=False))
+                t0 = time.perf_counter()
+                assert browser.get("/partials/overview").status_code == 200
+                cold.append(time.perf_counter() - t0)
+            writer.dispose()
+            print(
+                f"| overview part, first view after a change | "
+                f"{statistics.median(cold) * 1000:.1f} ms | {percentile(cold, 0.95) * 1000:.1f} ms "
+                f"| {len(cold)} | p50 ≤ 50 ms |",
+                flush=True,
+            )
             cookies = browser.cookies
             usage = api_usage(stack)
             print(
@@ -257,13 +277,11 @@ def main() -> None:
                     if after:
                         delays.append(min(after))
             missed = len(counted) * args.streams - len(delays)
-            part = timed(lambda: browser.get("/partials/overview"), 20)
             print(
-                f"\nUpdate latency, commit → event at each stream: p50 "
+                f"\nUpdate latency, commit → the page's part fetched again, at each: p50 "
                 f"{statistics.median(delays) * 1000:.0f} ms, p95 "
                 f"{percentile(delays, 0.95) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms over "
-                f"{len(delays)} (change, stream) pairs, {missed} missed (target p95 ≤ 1 s); the "
-                f"page then fetches its part: p50 {statistics.median(part) * 1000:.0f} ms.",
+                f"{len(delays)} (change, page) pairs, {missed} missed (target p95 ≤ 1 s).",
                 flush=True,
             )
             browser.close()

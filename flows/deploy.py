@@ -80,10 +80,11 @@ def run_deploy(run: DeployRun, do: Steps) -> DeployStatus | None:
             finally:
                 with run.step("cleanup-workspace"):
                     do.cleanup_workspace(ctx)
-    status = run.finish()
-    if status is not None:
-        with run.step("notify"):
+    with run.step("notify"):  # begun before the outcome is recorded: a page waits for it
+        status = run.finish()
+        if status is not None:
             do.notify(run.context)
+    if status is not None:
         run.keep_release_notes()
     return status
 

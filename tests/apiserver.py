@@ -12,7 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from freight.api import create_app
-from freight.dashboard.stream import STREAMS_CLOSE_WITHIN
+from freight.api.app import stopping
 from freight.db import session_scope
 from freight.execution.handover import HandOver
 from freight.execution.ports import Orchestrator
@@ -60,7 +60,6 @@ def serve_api(
         port=port,
         log_level="warning",
         lifespan="on",
-        timeout_graceful_shutdown=STREAMS_CLOSE_WITHIN,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -70,5 +69,6 @@ def serve_api(
     try:
         yield ApiServer(f"http://127.0.0.1:{port}", settings, engine, orchestrator)
     finally:
+        stopping(app)
         server.should_exit = True
         thread.join(30)

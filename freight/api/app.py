@@ -97,3 +97,11 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
 
     app.add_middleware(RequestGate, limit=settings.max_body_bytes)
     return app
+
+
+def stopping(app: FastAPI) -> None:
+    """The server was told to stop: end the dashboards' event streams, which never end by
+    themselves (the server waits for open responses before it stops)."""
+    hub = getattr(app.state, "hub", None)
+    if isinstance(hub, stream.Hub):
+        hub.close()

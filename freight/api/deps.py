@@ -69,6 +69,16 @@ SessionDep = Annotated[Session, Depends(session, scope="function")]
 Values = Annotated[dict[str, Any], Depends(collect)]
 
 
+def reading(rt: RuntimeDep) -> Iterator[Session]:
+    with session_scope(rt.engine, read_only=True) as db:
+        yield db
+
+
+# For pages that only read: on SQLite they take no write lock (every open dashboard fetches
+# after each change; they must not queue behind the runners' log writes).
+ReadSessionDep = Annotated[Session, Depends(reading)]
+
+
 def presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

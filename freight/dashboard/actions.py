@@ -19,6 +19,7 @@ from freight.dashboard.web import Viewer, app_path, checked
 from freight.db import utcnow
 from freight.durations import parse_duration
 from freight.errors import FreightError, InvalidRequest
+from freight.execution import preview
 from freight.execution.intake import DeployRequest
 from freight.service import apps, deploys, locks, queue
 from freight.service.keys import Principal, Scope
@@ -67,9 +68,19 @@ def act_deploy(
     not what was confirmed); a protected environment's name typed."""
 
     def start() -> tuple[str, str]:
-        if apps.is_protected(apps.get_app(db, app), env) and typed.strip() != env:
+        if apps.environment_of(apps.get_app(db, app), env).protected and typed.strip() != env:
             raise InvalidRequest(f"typed: type '{env}' to deploy to this protected environment")
         db.commit()  # no transaction of ours may stand in the way of the deploy's
+        if sha.strip():
+            preview.still_names(
+                rt.engine,
+                app=app,
+                environment=env,
+                ref=ref.strip() or None,
+                sha=sha.strip(),
+                workspace_root=rt.settings.workspaces,
+                git=rt.settings.request_git_access(),
+            )
         deploy_id = request_deploy(
             rt,
             later,

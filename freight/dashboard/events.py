@@ -15,6 +15,7 @@ from freight.dashboard import stream, views
 from freight.dashboard.web import Viewer
 from freight.db import DeployStatus, session_scope
 from freight.service import deploys, logs
+from freight.service.steps import StepState
 
 router = APIRouter(include_in_schema=False)
 # Log sent per event at most: a long log arrives in parts, each resumable by its offset.
@@ -60,7 +61,9 @@ async def deploy_events(
             state = views.deploy_state(session, deploy)
             page = logs.read_log(session, deploy_id, offset=at, limit=LOG_PART)
             complete = page.next_offset >= (deploy.log_size or 0)
-            over = DeployStatus(deploy.status).is_final and complete
+            # Ended, all of its log sent, and no step left to end (the notices come last).
+            settled = all(step["state"] != StepState.RUNNING for step in state["steps"])
+            over = DeployStatus(deploy.status).is_final and complete and settled
         state["log"] = {
             "nextOffset": page.next_offset,
             "more": not complete,

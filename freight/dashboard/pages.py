@@ -5,21 +5,22 @@ streams of freight/dashboard/events.py. Assets are served from this package: no 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from freight.api import schemas
-from freight.api.deps import Runtime, RuntimeDep, SessionDep
+from freight.api.deps import ReadSessionDep, Runtime, RuntimeDep, SessionDep
 from freight.dashboard import charts, views
 from freight.dashboard import session as login
-from freight.dashboard.web import HERE, Viewer, back, checked, page, safe_next
-from freight.db import DeployStatus, session_scope, utcnow
+from freight.dashboard.web import HERE, Viewer, back, checked, page, safe_next, templates
+from freight.db import DeployStatus, changes, session_scope, utcnow
 from freight.errors import FreightError
 from freight.execution import preview, refs
 from freight.queue_places import places
@@ -32,6 +33,8 @@ from freight.service.machines import AppState, Filters, MachineStatus, MachineVi
 SHIP_FRESH_WITHIN = 60.0
 PERSON_MAX = 200  # as a deploy's user
 HISTORY_PAGE = 50
+RENDERED = "rendered"  # the overview's part as HTML, kept with the build it shows
+_rendering = threading.Lock()
 VERBS = {"deploy": "Deploy", "redeploy": "Redeploy", "rollback": "Roll back", "promote": "Promote"}
 router = APIRouter(include_in_schema=False)
 
@@ -98,13 +101,25 @@ def logout(
 
 
 @router.get("/")
-def overview(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
-    return page(request, rt, "overview.html", who, **views.overview(db, rt, who))
+def overview(request: Request, rt: RuntimeDep, db: ReadSessionDep, who: Viewer) -> Response:
+    return page(
+        request,
+        rt,
+        "overview.html",
+        who,
+        version=changes.latest(db),  # its stream tells it if it missed a change since
+        **views.overview(db, rt, who),
+    )
 
 
 @router.get("/partials/overview")
-def overview_partial(request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer) -> Response:
-    return page(request, rt, "_overview.html", who, **views.overview(db, rt, who))
+def overview_partial(request: Request, rt: RuntimeDep, db: ReadSessionDep, who: Viewer) -> Response:
+    """What every open overview fetches after a change: rendered once per build of it."""
+    shown = views.overview(db, rt, who)
+    with _rendering:  # after a change, every open page asks at once: one renders
+        if RENDERED not in shown:
+            shown[RENDERED] = templates.get_template("_overview.html").render(**shown)
+    return HTMLResponse(shown[RENDERED])
 
 
 @dataclass(frozen=True)
@@ -139,7 +154,7 @@ def _fleets(db: Session, rt: Runtime, who: Principal, app: str) -> dict[str, Fle
 def app_page(
     request: Request,
     rt: RuntimeDep,
-    db: SessionDep,
+    db: ReadSessionDep,
     who: Viewer,
     app: str,
     env: str | None = None,
@@ -232,7 +247,13 @@ def app_page(
 @router.get("/deploys/{app}/{env}/{number}")
 @router.get("/deploys/{app}/{env}/{number}/")
 def deploy_page(
-    request: Request, rt: RuntimeDep, db: SessionDep, who: Viewer, app: str, env: str, number: int
+    request: Request,
+    rt: RuntimeDep,
+    db: ReadSessionDep,
+    who: Viewer,
+    app: str,
+    env: str,
+    number: int,
 ) -> Response:
     deploy = deploys.get_deploy_by_number(
         db, app=app, environment=env, number=number, apps=who.apps
@@ -253,7 +274,7 @@ def deploy_page(
 def confirm_page(
     request: Request,
     rt: RuntimeDep,
-    db: SessionDep,
+    db: ReadSessionDep,
     who: Viewer,
     app: str,
     env: str,

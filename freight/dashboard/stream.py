@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,10 +26,13 @@ from freight.service import workers
 
 POLL = 0.5
 KEEPALIVE = 15.0  # a comment now and then: proxies close silent connections
+# A stream ends after this and the browser opens it again (resuming): who watches is checked
+# again, so a logged-out session or a revoked key stops seeing changes.
+LIFETIME = 600.0
 RETRY_MS = 1000  # how soon a browser reconnects
-KEPT = 2048  # changes remembered for streams that are a little behind
-# A server stopping cuts open streams after this (they reconnect to the next one).
-STREAMS_CLOSE_WITHIN = 2
+KEPT = 2048  # batches remembered for streams that are a little behind
+GAPS_WAITED = 30.0  # longer than a write transaction may stay open (freight/db: 5 s idle)
+MAX_GAPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,16 @@ class Hub:
         self.last_id = 0
         self.seq = 0
         self._batches: deque[Batch] = deque(maxlen=KEPT)
-        self._seen: deque[int] = deque(maxlen=4 * KEPT)
+        self._gaps: dict[int, float] = {}  # id -> until when it is asked for
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
         self._wake = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self.reads = 0  # for the benchmark: queries made
 
     def start(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,63 +81,72 @@ class Hub:
         with session_scope(self.engine, read_only=True) as session:
             return changes.latest(session)
 
-    def _read(self, after: int) -> tuple[list[changes.Seen], bool]:
-        """The changes after `after`, and whether the workers look different now."""
+    def _read(self) -> tuple[list[changes.Seen], bool]:
+        """The changes not seen yet, and whether the workers look different now."""
         with session_scope(self.engine, read_only=True) as session:
-            found = changes.since(session, after)
+            found = changes.since(session, self.last_id, self._gaps)
             fleet = workers.fleet_state(session, heartbeat_interval=self.heartbeat_interval)
         moved = self._workers is not None and fleet != self._workers
         self._workers = fleet
         return found, moved
 
+    def _note_gaps(self, fresh: list[changes.Seen], now: float) -> None:
+        """Ids skipped by what was read may still commit: they are asked for again a while."""
+        got = {row.id for row in fresh}
+        for found in got:
+            self._gaps.pop(found, None)
+        top = max(got, default=self.last_id)
+        for skipped in range(self.last_id + 1, min(top, self.last_id + MAX_GAPS)):
+            if skipped not in got:
+                self._gaps[skipped] = now + GAPS_WAITED
+        for gone in [i for i, until in self._gaps.items() if until < now]:
+            del self._gaps[gone]
+        self.last_id = max(self.last_id, top)
+
     async def _run(self) -> None:
-        await self.current()
-        seen = set(self._seen)
-        started = False
-        while True:
+        while not self.closing:
             try:
-                rows, workers_moved = await run_in_threadpool(self._read, self.last_id)
-                self.reads += 1
+                await self.current()
+                fresh, workers_moved = await run_in_threadpool(self._read)
             except Exception:  # the database away: streams stay open, reading resumes
-                rows, workers_moved = [], False
-            fresh = [row for row in rows if row.id not in seen]
-            if not started:  # what was there before the first stream is no news to it
-                seen.update(row.id for row in fresh if row.id <= self.last_id)
-                self._seen.extend(row.id for row in fresh if row.id <= self.last_id)
-                fresh = [row for row in fresh if row.id > self.last_id]
-                started = True
+                fresh, workers_moved = [], False
+            self._note_gaps(fresh, time.monotonic())
             if fresh or workers_moved:
-                for row in fresh:
-                    seen.add(row.id)
-                    self._seen.append(row.id)
-                if len(seen) > 8 * KEPT:
-                    seen = set(self._seen)
-                self.last_id = max([self.last_id, *(row.id for row in fresh)])
                 self.seq += 1
+                touched = {r.deploy_id for r in fresh if r.deploy_id is not None}
+                shown = {r.deploy_id for r in fresh if r.deploy_id is not None and not r.log_only}
                 self._batches.append(
                     Batch(
                         seq=self.seq,
                         last_id=self.last_id,
-                        deploys=frozenset(r.deploy_id for r in fresh if r.deploy_id is not None),
-                        log_only=frozenset(
-                            r.deploy_id for r in fresh if r.deploy_id is not None and r.log_only
-                        )
-                        - frozenset(
-                            r.deploy_id for r in fresh if r.deploy_id is not None and not r.log_only
-                        ),
+                        deploys=frozenset(touched),
+                        log_only=frozenset(touched - shown),
                         elsewhere=workers_moved or any(r.deploy_id is None for r in fresh),
                     )
                 )
-                async with self._wake:
-                    self._wake.notify_all()
+                await self._notify()
             await asyncio.sleep(self.poll)
 
+    async def _notify(self) -> None:
+        async with self._wake:
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """The server stops: open streams end now (browsers reconnect to the next server).
+        Safe to call from a signal handler or another thread."""
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._notify(), loop)
+
     async def after(self, seq: int, timeout: float) -> list[Batch]:
-        """The batches after `seq`, waiting up to `timeout` for one."""
-        if self.seq <= seq:
+        """The batches after `seq`, waiting up to `timeout` for one (or the server closing)."""
+        if self.seq <= seq and not self.closing:
             async with self._wake:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait_for(lambda: self.seq > seq), timeout)
+                    await asyncio.wait_for(
+                        self._wake.wait_for(lambda: self.seq > seq or self.closing), timeout
+                    )
         return [batch for batch in self._batches if batch.seq > seq]
 
 
@@ -155,16 +170,17 @@ async def overview(
     yield frame("hello", {"id": current}, event_id=str(current))
     if last_event_id is not None and last_event_id != str(current):
         yield frame("changed", {"missed": True}, event_id=str(current))
-    while not await disconnected():
+    ends = time.monotonic() + LIFETIME
+    while not await disconnected() and time.monotonic() < ends:
         batches = await hub.after(seq, KEEPALIVE)
+        if hub.closing:
+            return
         if not batches:
             yield ": still here\n\n"
             continue
         seq = batches[-1].seq
-        shown = [b for b in batches if b.elsewhere or (b.deploys - b.log_only)]
-        if shown:
-            ids = sorted(set().union(*(b.deploys - b.log_only for b in shown)))
-            yield frame("changed", {"deploys": ids}, event_id=str(batches[-1].last_id))
+        if any(b.elsewhere or (b.deploys - b.log_only) for b in batches):
+            yield frame("changed", {}, event_id=str(batches[-1].last_id))
 
 
 async def deploy(
@@ -179,8 +195,9 @@ async def deploy(
     the chunks from there, and whether that was all."""
     hub.start()
     seq = hub.seq
+    ends = time.monotonic() + LIFETIME
     yield f"retry: {RETRY_MS}\n\n"
-    while True:
+    while time.monotonic() < ends:
         state, over = await look(offset)
         offset = state["log"]["nextOffset"]
         yield frame("deploy", state, event_id=str(offset))
@@ -190,9 +207,11 @@ async def deploy(
         if state["log"]["more"]:  # a long log, sent part by part
             continue
         while True:
-            if await disconnected():
+            if await disconnected() or time.monotonic() >= ends:
                 return
             batches = await hub.after(seq, KEEPALIVE)
+            if hub.closing:
+                return
             if not batches:
                 yield ": still here\n\n"
                 continue

@@ -26,6 +26,7 @@ from freight.service.keys import Principal, Scope
 
 RECENT = 12
 REBUILT_EVERY = 30.0
+BUILD_WAIT = 10.0  # how long a page waits on another's build before it builds its own
 SHOWN_COMMITS = 50
 # What a person reads for each status (the wire keeps the classic names).
 STATUS_WORDS = {
@@ -191,27 +192,40 @@ def _build_overview(session: Session, rt: Runtime, who: Principal) -> dict[str, 
 
 class _Overviews:
     """The last overview built for each way of seeing it (the apps a key may see, whether it
-    may act), with the version of the database it was built from."""
+    may act), with the version of the database it was built from. After a change every open
+    page asks at once: one of them builds, the others wait for that build."""
 
     def __init__(self, size: int = 64) -> None:
         self._built: OrderedDict[Hashable, tuple[Hashable, dict[str, Any]]] = OrderedDict()
+        self._building: dict[tuple[Hashable, Hashable], threading.Event] = {}
         self._lock = threading.Lock()
         self._size = size
 
     def get(
         self, seen_as: Hashable, version: Hashable, build: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        with self._lock:
-            kept = self._built.get(seen_as)
-        if kept is not None and kept[0] == version:
-            return kept[1]
-        made = build()
-        with self._lock:
-            self._built[seen_as] = (version, made)
-            self._built.move_to_end(seen_as)
-            while len(self._built) > self._size:
-                self._built.popitem(last=False)
-        return made
+        key = (seen_as, version)
+        while True:
+            with self._lock:
+                kept = self._built.get(seen_as)
+                if kept is not None and kept[0] == version:
+                    return kept[1]
+                underway = self._building.get(key)
+                if underway is None:
+                    self._building[key] = threading.Event()
+                    break
+            underway.wait(BUILD_WAIT)  # then look again (or build, if that one failed)
+        try:
+            made = build()
+            with self._lock:
+                self._built[seen_as] = (version, made)
+                self._built.move_to_end(seen_as)
+                while len(self._built) > self._size:
+                    self._built.popitem(last=False)
+            return made
+        finally:
+            with self._lock:
+                self._building.pop(key).set()
 
 
 _OVERVIEWS = _Overviews()

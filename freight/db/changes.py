@@ -5,11 +5,12 @@ whichever process made it. Statements (UPDATE, DELETE) add one too."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, func, insert, inspect, select
+from sqlalchemy import delete, event, func, insert, inspect, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from freight.db.models import (
@@ -87,18 +88,24 @@ def _record_statement(state: ORMExecuteState) -> None:
     )
 
 
-def since(session: Session, after: int, *, lookback: int = 64) -> list[Seen]:
-    """Changes with ids above `after - lookback`: on PostgreSQL a lower id may commit after a
-    higher one was read, so the reader looks a little behind and drops what it has seen."""
-    query = select(Change.id, Change.deploy_id, Change.log_only).where(Change.id > after - lookback)
+def since(session: Session, after: int, missing: Collection[int] = ()) -> list[Seen]:
+    """Changes with ids above `after`, and those of `missing`: ids below it not seen yet (on
+    PostgreSQL an id is taken before its transaction commits, so a lower one may commit after
+    a higher one was read)."""
+    wanted = Change.id > after
+    if missing:
+        wanted = or_(wanted, Change.id.in_(sorted(missing)))
+    query = select(Change.id, Change.deploy_id, Change.log_only).where(wanted)
     return [Seen(*row) for row in session.execute(query.order_by(Change.id))]
 
 
-def version(session: Session) -> tuple[int, int]:
-    """Changes so far as (highest id, how many): a change whose lower id committed late
-    changes the count."""
-    top, count = session.execute(select(func.max(Change.id), func.count(Change.id))).one()
-    return top or 0, count
+def version(session: Session) -> tuple[int, int, int]:
+    """Changes so far as (lowest id, highest id, how many): a change whose lower id committed
+    late changes the count, a sweep the lowest."""
+    low, top, count = session.execute(
+        select(func.min(Change.id), func.max(Change.id), func.count(Change.id))
+    ).one()
+    return low or 0, top or 0, count
 
 
 def latest(session: Session) -> int:

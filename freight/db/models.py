@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -532,8 +532,11 @@ class Change(Base):
     per API process, instead of each page polling (freight/service/changes.py writes them)."""
 
     __tablename__ = "change"
+    # Ids never come back once the old rows are swept (SQLite would reuse them otherwise):
+    # streams read by id.
+    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     # The deploy it concerns; None: something else (a lock, an app, an auto-deploy look).
     deploy_id: Mapped[int | None] = mapped_column(Integer)
     # Only the deploy's log grew (the overview need not look again).

@@ -13,7 +13,7 @@ from freight import secrets, vcs
 from freight.catalogue import EnvironmentConfig
 from freight.checks import CheckContext
 from freight.db import session_scope
-from freight.errors import FreightError
+from freight.errors import FreightError, InvalidRequest
 from freight.execution import gating, refs
 from freight.execution.intake import Screen
 from freight.service import apps, barriers, deploys, releases
@@ -92,6 +92,32 @@ def preview(
         window=verdict.describe() if verdict else None,
         protected=config.protected,
     )
+
+
+def still_names(
+    engine: Engine,
+    *,
+    app: str,
+    environment: str,
+    ref: str | None,
+    sha: str,
+    workspace_root: Path,
+    git: vcs.Access,
+) -> None:
+    """Refuse a confirmed sha that its ref no longer names: the branch moved (or what was
+    live changed) since the confirmation was shown, so what it showed is not what would ship."""
+    with session_scope(engine, read_only=True) as session:
+        row = apps.get_app(session, app)
+        wanted = ref or apps.environment_of(row, environment).default_ref
+        known = deploys.symbolic_sha(session, app=row, environment=environment, ref=wanted)
+        repository = row.repository.url
+    now = known or refs.resolve(
+        app=app, repository=repository, ref=wanted, workspace_root=workspace_root, git=git
+    )
+    if now != sha:
+        raise InvalidRequest(
+            f"sha: {wanted} is {now[:7]} now, not the {sha[:7]} you confirmed; look again"
+        )
 
 
 def _checks(

@@ -4,7 +4,7 @@ state and duration. The steps themselves are freight/execution/steps.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -24,6 +24,9 @@ ORDER = (
 )
 
 
+NOTICES_WITHIN = timedelta(minutes=2)
+
+
 class StepState(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -31,6 +34,7 @@ class StepState(StrEnum):
     CANCELLED = "cancelled"
     WAITING = "waiting"  # not begun, the deploy still going
     SKIPPED = "skipped"  # not begun, the deploy over
+    STOPPED = "stopped"  # its runner stopped before it ended (reaped, killed)
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,16 @@ def of(session: Session, deploy: Deploy, *, shows_verify: bool) -> list[StepView
             views.append(
                 StepView(name, StepState.SKIPPED if over else StepState.WAITING, None, None)
             )
+        elif step.state == StepState.RUNNING and _long_over(deploy):
+            views.append(StepView(name, StepState.STOPPED, step.date_started, deploy.date_finished))
         else:
             views.append(
                 StepView(name, StepState(step.state), step.date_started, step.date_finished)
             )
     return views
+
+
+def _long_over(deploy: Deploy) -> bool:
+    """Ended long enough ago that a step still running has no runner left to end it (the
+    last step, the notices, runs just after the outcome is recorded)."""
+    return deploy.date_finished is not None and utcnow() - deploy.date_finished > NOTICES_WITHIN

@@ -340,6 +340,34 @@ def test_the_overview_is_one_card_per_environment_on_a_phone(
     screenshot(page, "cockpit-overview-phone")
 
 
+def test_every_page_fits_a_laptop_and_a_phone_and_is_kept_as_a_screenshot(
+    browser: Browser, dashboard: ApiServer, origin: GitRepo
+) -> None:
+    with session_scope(dashboard.engine) as session:
+        app = make_app(session, origin, command="echo hi").name
+    deploy(dashboard, app)
+    wait_for(lambda: status_of(dashboard, app, "staging", 1) == "finished", 30, "#1 to finish")
+    origin.commit("Add search")
+    pages = {
+        "overview": "/",
+        "app": f"/apps/{app}",
+        "deploy": f"/deploys/{app}/staging/1",
+        "confirm": f"/confirm?app={app}&env=staging",
+    }
+    for width, height, suffix in ((1280, 800, "laptop"), (390, 844, "phone")):
+        page = logged_in(browser, dashboard, width=width, height=height)
+        for name, path in pages.items():
+            page.goto(dashboard.url + path)
+            expect(page.locator("main h1")).to_be_visible()
+            assert no_side_scroll(page), f"{name} is wider than the {suffix}'s screen"
+            screenshot(page, f"page-{name}-{suffix}")
+        page.context.clear_cookies()
+        page.goto(dashboard.url + "/login")
+        assert no_side_scroll(page)
+        screenshot(page, f"page-login-{suffix}")
+        page.context.close()
+
+
 def test_pages_follow_one_event_stream_and_resume_after_the_api_restarts(
     browser: Browser, settings: Settings, engine: Engine, origin: GitRepo, tmp_path: Path
 ) -> None:

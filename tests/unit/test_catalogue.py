@@ -466,6 +466,9 @@ def test_demo_app_loads() -> None:
     assert app.provider == ShellConfig(command="./deploy.sh {environment} {sha}")
     assert sorted(app.environments) == ["production", "staging"]
     assert app.environment("production").default_ref == "main"
+    # Production-like: the dashboard asks for its name before deploying there.
+    assert app.environment("production").protected
+    assert not app.environment("staging").protected
 
 
 PROD = "environments.production"

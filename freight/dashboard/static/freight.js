@@ -87,8 +87,13 @@ for (const part of document.querySelectorAll("[data-stream][data-part]")) {
     if (again) { again = false; load(); }
   };
   const events = new EventSource(part.dataset.stream);
-  events.addEventListener("changed", load);
-  events.addEventListener("hello", () => { part.dataset.connected = "yes"; });
+  events.addEventListener("changed", (event) => { part.dataset.version = event.lastEventId; load(); });
+  // A change between this page's making and its stream's start: look again.
+  events.addEventListener("hello", (event) => {
+    part.dataset.connected = "yes";
+    if (part.dataset.version && event.lastEventId !== part.dataset.version) load();
+    part.dataset.version = event.lastEventId;
+  });
   events.onerror = async () => {
     part.dataset.connected = "no";
     // The browser reconnects by itself, except when refused (a session that ended).
@@ -203,9 +208,11 @@ if (deployCard) {
   events.addEventListener("deploy", (event) => show(JSON.parse(event.data)));
   events.addEventListener("end", () => { events.close(); deployCard.dataset.ended = "yes"; });
   events.onerror = async () => {
+    // The browser reconnects by itself, except when refused: a session that ended, or a
+    // proxy's error page while the API restarts (then the page starts over).
     if (events.readyState === EventSource.CLOSED && deployCard.dataset.ended !== "yes") {
       const response = await fetch(`/api/0/deploys/${deployCard.dataset.deploy}/`, { credentials: "same-origin" }).catch(() => null);
-      if (response && loggedOut(response)) toLogin();
+      if (response && loggedOut(response)) toLogin(); else setTimeout(() => window.location.reload(), 2000);
     }
   };
   $("log-times").addEventListener("change", (event) => log.classList.toggle("with-times", event.target.checked));

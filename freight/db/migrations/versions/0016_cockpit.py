@@ -35,11 +35,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "change",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("deploy_id", sa.Integer(), nullable=True),
         sa.Column("log_only", sa.Boolean(), nullable=False),
         sa.Column("date_created", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_change")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_change_date_created"), "change", ["date_created"])
     # Deploys per day on the overview read the last month of a long history.
