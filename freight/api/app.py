@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, handover: HandOver | None = None) -> FastA
                 secret = server_secrets.get_or_create(db, DASHBOARD_SECRET)
             app.state.runtime = Runtime(settings, path.engine, path, http, secret)
             app.state.hub = stream.Hub(path.engine, heartbeat_interval=settings.heartbeat_interval)
+            app.state.hub.start()  # pages built from it know what changed, streams or not
             stack.enter_context(api_beat.beating(path.engine))
             try:
                 yield

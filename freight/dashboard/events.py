@@ -3,6 +3,7 @@ for the overview, one per deploy page."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -11,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from freight.api import schemas
 from freight.api.deps import RuntimeDep
-from freight.dashboard import stream, views
-from freight.dashboard.web import Viewer
+from freight.dashboard import pages, stream, views
+from freight.dashboard.web import LoginRequired, Viewer, viewer
 from freight.db import DeployStatus, session_scope
 from freight.service import deploys, logs
 from freight.service.steps import StepState
@@ -23,20 +24,29 @@ LOG_PART = 256 * 1024
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def hub_of(request: Request) -> stream.Hub:
-    hub = request.app.state.hub
-    assert isinstance(hub, stream.Hub)
-    return hub
-
-
 @router.get("/events")
 async def overview_events(
     request: Request,
+    rt: RuntimeDep,
     who: Viewer,
+    since: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
+    """`since`: the change id the page was made at; on a reconnect the browser's Last-Event-ID
+    says what it last had."""
+
+    def render(seen: Hashable) -> str | None:
+        if not _still_allowed(request, rt):
+            return None
+        return pages.overview_html(rt, who, seen=seen)
+
+    async def rendered(seen: Hashable) -> str | None:
+        return await run_in_threadpool(render, seen)
+
     return StreamingResponse(
-        stream.overview(hub_of(request), last_event_id, request.is_disconnected),
+        stream.overview(
+            stream.hub_of(request.app), last_event_id or since, rendered, request.is_disconnected
+        ),
         media_type="text/event-stream",
         headers=HEADERS,
     )
@@ -55,7 +65,9 @@ async def deploy_events(
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else offset
     await run_in_threadpool(_check_visible, rt, who, deploy_id)
 
-    def look(at: int) -> tuple[dict[str, Any], bool]:
+    def look(at: int) -> tuple[dict[str, Any], bool] | None:
+        if not _still_allowed(request, rt):
+            return None
         with session_scope(rt.engine, read_only=True) as session:
             deploy = deploys.get_deploy(session, deploy_id, apps=who.apps)
             state = views.deploy_state(session, deploy)
@@ -71,11 +83,13 @@ async def deploy_events(
         }
         return state, over
 
-    async def looked(at: int) -> tuple[dict[str, Any], bool]:
+    async def looked(at: int) -> tuple[dict[str, Any], bool] | None:
         return await run_in_threadpool(look, at)
 
     return StreamingResponse(
-        stream.deploy(hub_of(request), deploy_id, start, looked, request.is_disconnected),
+        stream.deploy(
+            stream.hub_of(request.app), deploy_id, start, looked, request.is_disconnected
+        ),
         media_type="text/event-stream",
         headers=HEADERS,
     )
@@ -85,3 +99,13 @@ def _check_visible(rt: RuntimeDep, who: Viewer, deploy_id: int) -> None:
     """A deploy of an app outside the viewer's key answers as an unknown one (404)."""
     with session_scope(rt.engine, read_only=True) as session:
         deploys.get_deploy(session, deploy_id, apps=who.apps)
+
+
+def _still_allowed(request: Request, rt: RuntimeDep) -> bool:
+    """Whether the session that opened a stream still holds (not logged out, its key not
+    revoked), asked before each event: a stream outlives the request that checked it."""
+    try:
+        viewer(request, rt)
+    except LoginRequired:
+        return False
+    return True

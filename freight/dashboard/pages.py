@@ -6,6 +6,7 @@ streams of freight/dashboard/events.py. Assets are served from this package: no 
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from freight.api import schemas
 from freight.api.deps import ReadSessionDep, Runtime, RuntimeDep, SessionDep
-from freight.dashboard import charts, views
+from freight.dashboard import charts, stream, views
 from freight.dashboard import session as login
 from freight.dashboard.web import HERE, Viewer, back, checked, page, safe_next, templates
-from freight.db import DeployStatus, changes, session_scope, utcnow
+from freight.db import DeployStatus, session_scope, utcnow
 from freight.errors import FreightError
 from freight.execution import preview, refs
 from freight.queue_places import places
@@ -101,25 +102,30 @@ def logout(
 
 
 @router.get("/")
-def overview(request: Request, rt: RuntimeDep, db: ReadSessionDep, who: Viewer) -> Response:
+def overview(request: Request, rt: RuntimeDep, who: Viewer) -> Response:
+    hub = stream.hub_of(request.app)
     return page(
         request,
         rt,
         "overview.html",
         who,
-        version=changes.latest(db),  # its stream tells it if it missed a change since
-        **views.overview(db, rt, who),
+        version=hub.last_id,  # its stream tells it whether it missed a change since
+        **views.overview(rt, who, seen=hub.version),
     )
 
 
 @router.get("/partials/overview")
-def overview_partial(request: Request, rt: RuntimeDep, db: ReadSessionDep, who: Viewer) -> Response:
-    """What every open overview fetches after a change: rendered once per build of it."""
-    shown = views.overview(db, rt, who)
-    with _rendering:  # after a change, every open page asks at once: one renders
+def overview_partial(request: Request, rt: RuntimeDep, who: Viewer) -> Response:
+    return HTMLResponse(overview_html(rt, who, seen=stream.hub_of(request.app).version))
+
+
+def overview_html(rt: Runtime, who: Principal, *, seen: Hashable) -> str:
+    """The overview's part, as its stream sends it after a change: rendered once per build."""
+    shown = views.overview(rt, who, seen=seen)
+    with _rendering:
         if RENDERED not in shown:
             shown[RENDERED] = templates.get_template("_overview.html").render(**shown)
-    return HTMLResponse(shown[RENDERED])
+    return str(shown[RENDERED])
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +59,16 @@ class Hub:
         self._gaps: dict[int, float] = {}  # id -> until when it is asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
+        self._begun = False
+        self._starting = asyncio.Lock()
+        self._token = uuid.uuid4().hex  # another process's (or server's) counts are not ours
         self._wake = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def version(self) -> tuple[str, int]:
+        """What this reader has seen so far: it moves with every batch of changes it finds."""
+        return self._token, self.seq
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -73,8 +82,12 @@ class Hub:
                 await self._task
 
     async def current(self) -> int:
-        if not self.last_id:
-            self.last_id = await run_in_threadpool(self._latest)
+        """The last change id read; at first, the newest in the database (what came before
+        is no news to anyone)."""
+        async with self._starting:
+            if not self._begun:
+                self.last_id = await run_in_threadpool(self._latest)
+                self._begun = True
         return self.last_id
 
     def _latest(self) -> int:
@@ -150,6 +163,13 @@ class Hub:
         return [batch for batch in self._batches if batch.seq > seq]
 
 
+def hub_of(app: Any) -> Hub:
+    """The reader of this API process (made when the app starts)."""
+    hub = app.state.hub
+    assert isinstance(hub, Hub)
+    return hub
+
+
 def frame(event: str, data: Any, *, event_id: str | None = None) -> str:
     lines = [f"event: {event}"]
     if event_id is not None:
@@ -159,17 +179,24 @@ def frame(event: str, data: Any, *, event_id: str | None = None) -> str:
 
 
 async def overview(
-    hub: Hub, last_event_id: str | None, disconnected: Callable[[], Awaitable[bool]]
+    hub: Hub,
+    known: str | None,
+    render: Callable[[Hashable], Awaitable[str | None]],
+    disconnected: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
-    """`changed` whenever a deploy's state, a lock, a release or an app changed (not for log
-    lines): the page then fetches its parts again."""
+    """The overview's part, rendered (once for every page that sees it alike), whenever a
+    deploy's state, a lock, a release, an app or a worker changed (not for log lines). A page
+    whose `known` change id is not the current one gets it at once: it missed something."""
     hub.start()
     current = await hub.current()
-    seq = hub.seq
     yield f"retry: {RETRY_MS}\n\n"
     yield frame("hello", {"id": current}, event_id=str(current))
-    if last_event_id is not None and last_event_id != str(current):
-        yield frame("changed", {"missed": True}, event_id=str(current))
+    seq = hub.seq
+    if known is not None and known != str(current):
+        html = await render(hub.version)
+        if html is None:  # the session ended: the browser comes back to be refused
+            return
+        yield frame("part", {"html": html}, event_id=str(current))
     ends = time.monotonic() + LIFETIME
     while not await disconnected() and time.monotonic() < ends:
         batches = await hub.after(seq, KEEPALIVE)
@@ -180,25 +207,31 @@ async def overview(
             continue
         seq = batches[-1].seq
         if any(b.elsewhere or (b.deploys - b.log_only) for b in batches):
-            yield frame("changed", {}, event_id=str(batches[-1].last_id))
+            html = await render(hub.version)
+            if html is None:
+                return
+            yield frame("part", {"html": html}, event_id=str(batches[-1].last_id))
 
 
 async def deploy(
     hub: Hub,
     deploy_id: int,
     offset: int,
-    look: Callable[[int], Awaitable[tuple[dict[str, Any], bool]]],
+    look: Callable[[int], Awaitable[tuple[dict[str, Any], bool] | None]],
     disconnected: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
     """The deploy's state and its log from `offset`, again each time either changed; ends
     once the deploy is over and all of its log was sent. `look(offset)` gives the state with
-    the chunks from there, and whether that was all."""
+    the chunks from there, and whether that was all (None: the viewer may no longer look)."""
     hub.start()
     seq = hub.seq
     ends = time.monotonic() + LIFETIME
     yield f"retry: {RETRY_MS}\n\n"
     while time.monotonic() < ends:
-        state, over = await look(offset)
+        looked = await look(offset)
+        if looked is None:  # the session ended: the browser comes back to be refused
+            return
+        state, over = looked
         offset = state["log"]["nextOffset"]
         yield frame("deploy", state, event_id=str(offset))
         if over:

@@ -18,7 +18,7 @@ from freight import vcs
 from freight.api import schemas
 from freight.api.deps import Runtime
 from freight.dashboard import charts
-from freight.db import App, Deploy, DeployStatus, User, changes, utcnow
+from freight.db import App, Deploy, DeployStatus, User, session_scope, utcnow
 from freight.errors import FreightError
 from freight.execution import refs
 from freight.service import apps, deploys, releases, steps, workers
@@ -160,17 +160,20 @@ def release_rows(
     return rows
 
 
-def overview(session: Session, rt: Runtime, who: Principal) -> dict[str, Any]:
-    """The overview as this viewer's key sees it. Built once per change: a hundred open pages
-    fetching it after the same change cost one build (see `_Overviews`)."""
-    version = (
-        changes.version(session),
-        workers.fleet_state(session, heartbeat_interval=rt.settings.heartbeat_interval),
-        # What only time changes (a window opening, a progress bar) is built again this often.
-        int(time.monotonic() // REBUILT_EVERY),
-    )
+def overview(rt: Runtime, who: Principal, *, seen: Hashable) -> dict[str, Any]:
+    """The overview as this viewer's key sees it, as of what this API process's reader of
+    changes has `seen` (freight/dashboard/stream.py, Hub.version). Built once per change: a
+    hundred open pages after the same change cost one build (see `_Overviews`), and one that
+    finds it built reads no database at all."""
+    # What only time changes (a window opening, a worker going silent) counts as a change too.
+    version = (seen, int(time.monotonic() // REBUILT_EVERY))
     seen_as = (who.apps, who.allows(Scope.DEPLOY))
-    return _OVERVIEWS.get(seen_as, version, lambda: _build_overview(session, rt, who))
+
+    def build() -> dict[str, Any]:
+        with session_scope(rt.engine, read_only=True) as session:
+            return _build_overview(session, rt, who)
+
+    return _OVERVIEWS.get(seen_as, version, build)
 
 
 def _build_overview(session: Session, rt: Runtime, who: Principal) -> dict[str, Any]:

@@ -99,15 +99,6 @@ def since(session: Session, after: int, missing: Collection[int] = ()) -> list[S
     return [Seen(*row) for row in session.execute(query.order_by(Change.id))]
 
 
-def version(session: Session) -> tuple[int, int, int]:
-    """Changes so far as (lowest id, highest id, how many): a change whose lower id committed
-    late changes the count, a sweep the lowest."""
-    low, top, count = session.execute(
-        select(func.min(Change.id), func.max(Change.id), func.count(Change.id))
-    ).one()
-    return low or 0, top or 0, count
-
-
 def latest(session: Session) -> int:
     return session.scalar(select(func.max(Change.id))) or 0
 

@@ -98,22 +98,27 @@ def test_the_reader_hands_every_change_to_the_streams_also_one_committed_late(
     assert batches[-1].last_id == 100
 
 
-def test_the_overview_stream_says_changed_and_a_stream_back_from_away_catches_up(
+def test_the_overview_stream_sends_the_part_and_a_stream_back_from_away_catches_up(
     engine: Engine,
 ) -> None:
+    rendered: list[object] = []
+
+    async def render(seen: object) -> str | None:
+        rendered.append(seen)
+        return f"<p>as of {seen}</p>"
+
+    async def never() -> bool:
+        return False
+
     async def scenario() -> tuple[list[str], list[str]]:
         hub = stream.Hub(engine, heartbeat_interval=5, poll=0.05)
-
-        async def never() -> bool:
-            return False
-
-        live = stream.overview(hub, None, never)
+        live = stream.overview(hub, None, render, never)
         opening = [await anext(live), await anext(live)]
         with session_scope(engine) as session:
             session.execute(insert(Change).values(deploy_id=None, log_only=False))
         opening.append(await asyncio.wait_for(anext(live), 5))
-        # A page that was away (its last id is older) is told at once that it missed something.
-        back = stream.overview(hub, "0", never)
+        # A page that was away (the change id it knows is older) gets the part at once.
+        back = stream.overview(hub, "0", render, never)
         again = [await anext(back), await anext(back), await anext(back)]
         await hub.stop()
         return opening, again
@@ -121,8 +126,10 @@ def test_the_overview_stream_says_changed_and_a_stream_back_from_away_catches_up
     opening, again = asyncio.run(scenario())
     assert opening[0].startswith("retry: ")
     assert opening[1].startswith("event: hello\n")
-    assert opening[2].startswith("event: changed\n")
-    assert again[2].startswith("event: changed\n") and '"missed":true' in again[2]
+    assert opening[2].startswith("event: part\n")
+    assert again[2].startswith("event: part\n")
+    # Both as of the same change: the one build every page that sees it alike shares.
+    assert len(rendered) == 2 and rendered[0] == rendered[1]
 
 
 def test_a_deploys_steps_read_in_order_waiting_then_skipped(

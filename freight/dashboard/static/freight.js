@@ -70,33 +70,22 @@ if (params.has("notice") || params.has("error")) {
   history.replaceState(null, "", window.location.pathname + (query ? `?${query}` : "") + window.location.hash);
 }
 
-// Parts fed by an event stream: <div data-stream="/events" data-part="/partials/overview">.
-// Each `changed` fetches the part again (at most one fetch at a time; changes that come while
-// one is under way make one more).
+// Parts fed by an event stream: <div data-stream="/events" data-part="/partials/overview"
+// data-version="ID">. The stream sends the part itself after each change it shows (rendered
+// once on the server for every page that sees it alike), and at once if the page, made at
+// change ID, missed one before its stream began.
 for (const part of document.querySelectorAll("[data-stream][data-part]")) {
-  let busy = false, again = false;
-  const load = async () => {
-    if (busy) { again = true; return; }
-    busy = true;
-    try {
-      const response = await fetch(part.dataset.part, { credentials: "same-origin" });
-      if (loggedOut(response)) { toLogin(); return; }
-      if (response.ok) { part.innerHTML = await response.text(); refreshShown(part); part.dataset.updated = String(Date.now()); }
-    } catch (error) { /* the stream's next event tries again */ }
-    busy = false;
-    if (again) { again = false; load(); }
-  };
-  const events = new EventSource(part.dataset.stream);
-  events.addEventListener("changed", (event) => { part.dataset.version = event.lastEventId; load(); });
-  // A change between this page's making and its stream's start: look again.
-  events.addEventListener("hello", (event) => {
-    part.dataset.connected = "yes";
-    if (part.dataset.version && event.lastEventId !== part.dataset.version) load();
-    part.dataset.version = event.lastEventId;
+  const events = new EventSource(`${part.dataset.stream}?since=${encodeURIComponent(part.dataset.version || "")}`);
+  events.addEventListener("part", (event) => {
+    part.innerHTML = JSON.parse(event.data).html;
+    refreshShown(part);
+    part.dataset.updated = String(Date.now());
   });
+  events.addEventListener("hello", () => { part.dataset.connected = "yes"; });
   events.onerror = async () => {
     part.dataset.connected = "no";
-    // The browser reconnects by itself, except when refused (a session that ended).
+    // The browser reconnects by itself, except when refused: a session that ended, or a
+    // proxy's error page while the API restarts (then the page starts over).
     if (events.readyState === EventSource.CLOSED) {
       const response = await fetch(part.dataset.part, { credentials: "same-origin" }).catch(() => null);
       if (response && loggedOut(response)) toLogin(); else setTimeout(() => window.location.reload(), 2000);
