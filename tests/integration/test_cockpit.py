@@ -260,6 +260,17 @@ def test_confirmations_show_locks_checks_and_windows_and_protected_names_must_be
         )
         expect(standing).to_contain_text("Check github: pending")
         expect(standing).to_contain_text("Deploy window: any time")
+        # main moves on while the page is open: what was confirmed is not what would ship.
+        moved = origin.commit("Moved on")
+        page.locator("#confirm input[name=force]").check()
+        page.locator("#confirm input[name=reason]").fill("bob said yes")
+        confirm(page)
+        expect(page.locator(".flash.error")).to_have_text(
+            f"sha: main is {moved[:7]} now, not the {sha[:7]} you confirmed; look again"
+        )
+        github.set_status(moved, "ci/build", "pending", "building")
+        page.goto(server.url + f"/confirm?app={app}&env=staging")
+        expect(page.locator("#confirmation .target")).to_contain_text(moved[:7])
         # Forcing past bob's lock needs a reason, asked for on the same form.
         page.locator("#confirm input[name=force]").check()
         page.locator("#confirm input[name=reason]").fill("bob said yes")
@@ -287,7 +298,7 @@ def test_confirmations_show_locks_checks_and_windows_and_protected_names_must_be
         typed.fill("production")
         confirm(page)
         expect(page.locator(".flash.notice")).to_have_text(f"Queued {app}/production#1")
-        github.set_status(sha, "ci/build", "success", "built")
+        github.set_status(moved, "ci/build", "success", "built")
         expect(page.locator("#status")).to_have_text("finished", timeout=30_000)
 
         # Every field of the app page's forms carries a label a person reads (not a placeholder).
