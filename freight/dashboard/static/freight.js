@@ -41,6 +41,7 @@ function showAges(root) {
 }
 function seconds(value) {
   if (value === null || value === undefined || value === "") return "-";
+  if (Number(value) < 1) return "<1 s";
   const s = Math.round(Number(value));
   return s < 90 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
 }
@@ -166,9 +167,12 @@ if (deployCard) {
     log.insertAdjacentHTML("beforeend", html);
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
   };
+  const title = document.title;
   const show = (deploy) => {
     const status = $("status");
     status.textContent = deploy.statusText;
+    // The tab says how it goes, for whoever watches another tab.
+    document.title = `[${deploy.statusText}] ${title}`;
     status.className = `status ${deploy.status}`;
     if (status.className !== firstStatus || FINAL.includes(deploy.status)) pastNotice();
     $("duration").textContent = seconds(deploy.duration);
