@@ -5,6 +5,7 @@ width; the overview's screenshot is kept in .artifacts/."""
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -355,6 +356,18 @@ def test_the_overview_shows_each_worker_and_a_deploy_says_why_it_waits(
             )  # fmt: skip
         silent = utcnow() - timedelta(minutes=5)
         session.execute(update(Worker).where(Worker.name == "deploy-2").values(heartbeat_at=silent))
+    # deploy-1 beats as a live worker does, while the page is looked at (a loaded machine may
+    # take longer to show the page than a few missed beats at the tests' 0.5 s).
+    stop_beating = threading.Event()
+
+    def beat() -> None:
+        while not stop_beating.wait(0.1):
+            with session_scope(dashboard.engine) as session:
+                alive = update(Worker).where(Worker.name == "deploy-1")
+                session.execute(alive.values(heartbeat_at=utcnow()))
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
     page = logged_in(browser, dashboard)
     first = page.locator("tr[data-worker='deploy-1']")
     expect(first).to_contain_text("running")
@@ -364,6 +377,8 @@ def test_the_overview_shows_each_worker_and_a_deploy_says_why_it_waits(
     expect(second.locator(".worker-state")).to_have_text("lost")
     expect(second).to_contain_text("prod-net")
     # deploy-1 goes silent: the table says so without a reload.
+    stop_beating.set()
+    beating.join()
     with session_scope(dashboard.engine) as session:
         session.execute(update(Worker).where(Worker.name == "deploy-1").values(heartbeat_at=silent))
     expect(first.locator(".worker-state")).to_have_text("lost", timeout=20_000)
