@@ -27,6 +27,7 @@ from freight.service import workers
 
 POLL = 0.5
 KEEPALIVE = 15.0  # a comment now and then: proxies close silent connections
+KEPT_ALIVE = ": still here\n\n"
 # A stream ends after this and the browser opens it again (resuming): who watches is checked
 # again, so a logged-out session or a revoked key stops seeing changes.
 LIFETIME = 600.0
@@ -178,6 +179,22 @@ def frame(event: str, data: Any, *, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+async def _watch(
+    hub: Hub, seq: int, disconnected: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[list[Batch] | None]:
+    """What a stream waits on: each run of batches after `seq` (taken before the stream's
+    first look, so that nothing between is missed), or None when a keepalive is due; over when
+    the browser left, the server stops or the stream's lifetime ran out."""
+    ends = time.monotonic() + LIFETIME
+    while not await disconnected() and time.monotonic() < ends:
+        batches = await hub.after(seq, KEEPALIVE)
+        if hub.closing:
+            return
+        if batches:
+            seq = batches[-1].seq
+        yield batches or None
+
+
 async def overview(
     hub: Hub,
     known: str | None,
@@ -189,24 +206,18 @@ async def overview(
     whose `known` change id is not the current one gets it at once: it missed something."""
     hub.start()
     current = await hub.current()
+    watching = _watch(hub, hub.seq, disconnected)
     yield f"retry: {RETRY_MS}\n\n"
     yield frame("hello", {"id": current}, event_id=str(current))
-    seq = hub.seq
     if known is not None and known != str(current):
         html = await render(hub.version)
         if html is None:  # the session ended: the browser comes back to be refused
             return
         yield frame("part", {"html": html}, event_id=str(current))
-    ends = time.monotonic() + LIFETIME
-    while not await disconnected() and time.monotonic() < ends:
-        batches = await hub.after(seq, KEEPALIVE)
-        if hub.closing:
-            return
-        if not batches:
-            yield ": still here\n\n"
-            continue
-        seq = batches[-1].seq
-        if any(b.elsewhere or (b.deploys - b.log_only) for b in batches):
+    async for batches in watching:
+        if batches is None:
+            yield KEPT_ALIVE
+        elif any(b.elsewhere or (b.deploys - b.log_only) for b in batches):
             html = await render(hub.version)
             if html is None:
                 return
@@ -224,10 +235,9 @@ async def deploy(
     once the deploy is over and all of its log was sent. `look(offset)` gives the state with
     the chunks from there, and whether that was all (None: the viewer may no longer look)."""
     hub.start()
-    seq = hub.seq
-    ends = time.monotonic() + LIFETIME
+    watching = _watch(hub, hub.seq, disconnected)
     yield f"retry: {RETRY_MS}\n\n"
-    while time.monotonic() < ends:
+    while True:
         looked = await look(offset)
         if looked is None:  # the session ended: the browser comes back to be refused
             return
@@ -239,15 +249,10 @@ async def deploy(
             return
         if state["log"]["more"]:  # a long log, sent part by part
             continue
-        while True:
-            if await disconnected() or time.monotonic() >= ends:
-                return
-            batches = await hub.after(seq, KEEPALIVE)
-            if hub.closing:
-                return
-            if not batches:
-                yield ": still here\n\n"
-                continue
-            seq = batches[-1].seq
-            if any(deploy_id in b.deploys or b.elsewhere for b in batches):
+        async for batches in watching:
+            if batches is None:
+                yield KEPT_ALIVE
+            elif any(deploy_id in b.deploys or b.elsewhere for b in batches):
                 break
+        else:
+            return  # the browser left, the server stops, or the stream's time is up
