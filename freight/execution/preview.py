@@ -16,7 +16,7 @@ from freight.db import session_scope
 from freight.errors import FreightError, InvalidRequest
 from freight.execution import gating, refs
 from freight.execution.intake import Screen
-from freight.service import apps, barriers, deploys, releases
+from freight.service import apps, barriers, releases
 
 SHOWN = 100
 
@@ -56,29 +56,26 @@ def preview(
 ) -> Preview:
     """What deploying `ref` (default: the environment's default ref; `:previous` goes back)
     to the environment would change and meet; raises what a bad ref or app would."""
-    with session_scope(engine, read_only=True) as session:
-        row = apps.get_app(session, app)
-        config = apps.environment_of(row, environment)
-        wanted = ref or config.default_ref
-        live = releases.current_sha(session, row.id, environment)
-        known = deploys.symbolic_sha(session, app=row, environment=environment, ref=wanted)
-        repository = row.repository.url
-    sha = known or refs.resolve(
+    wanted, sha = refs.target(
+        engine,
         app=app,
-        repository=repository,
-        ref=wanted,
+        environment=environment,
+        ref=ref,
         workspace_root=workspace_root,
         git=git,  # fetched now: a person decides on what it shows
     )
+    with session_scope(engine, read_only=True) as session:
+        row = apps.get_app(session, app)
+        config = apps.environment_of(row, environment)
+        live = releases.current_sha(session, row.id, environment)
+        repository = row.repository.url
+        standing = [b.text for b in barriers.barriers(session, row, environment, user, sha=sha)]
+        verdict = barriers.window(row, environment)
     mirror = vcs.mirror_with(workspace_root, repository, sha, access=git)
     shipped = vcs.commits_between(mirror, live, sha, limit=SHOWN, timeout=git.timeout)
     removed = (
         vcs.commits_between(mirror, sha, live, limit=SHOWN, timeout=git.timeout) if live else []
     )
-    with session_scope(engine, read_only=True) as session:
-        row = apps.get_app(session, app)
-        standing = [b.text for b in barriers.barriers(session, row, environment, user, sha=sha)]
-        verdict = barriers.window(row, environment)
     return Preview(
         app=app,
         environment=environment,
@@ -106,13 +103,13 @@ def still_names(
 ) -> None:
     """Refuse a confirmed sha that its ref no longer names: the branch moved (or what was
     live changed) since the confirmation was shown, so what it showed is not what would ship."""
-    with session_scope(engine, read_only=True) as session:
-        row = apps.get_app(session, app)
-        wanted = ref or apps.environment_of(row, environment).default_ref
-        known = deploys.symbolic_sha(session, app=row, environment=environment, ref=wanted)
-        repository = row.repository.url
-    now = known or refs.resolve(
-        app=app, repository=repository, ref=wanted, workspace_root=workspace_root, git=git
+    wanted, now = refs.target(
+        engine,
+        app=app,
+        environment=environment,
+        ref=ref,
+        workspace_root=workspace_root,
+        git=git,
     )
     if now != sha:
         raise InvalidRequest(

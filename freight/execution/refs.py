@@ -31,6 +31,36 @@ def resolve(
         raise InvalidRef(f"Unknown ref '{ref}' for app {app}") from None
 
 
+def target(
+    engine: Engine,
+    *,
+    app: str,
+    environment: str,
+    ref: str | None,
+    workspace_root: Path,
+    git: vcs.Access,
+    fresh_within: float = 0,
+) -> tuple[str, str]:
+    """The ref a deploy would take (`ref`, or the environment's default ref) and its sha:
+    `:current` and `:previous` from the database, anything else from git, fetched now (or
+    within `fresh_within` seconds)."""
+    with session_scope(engine, read_only=True) as session:
+        app_row = apps.get_app(session, app)
+        wanted = ref or apps.environment_of(app_row, environment).default_ref
+        known = deploys.symbolic_sha(session, app=app_row, environment=environment, ref=wanted)
+        repository = app_row.repository.url
+    if known is not None:
+        return wanted, known
+    return wanted, resolve(
+        app=app,
+        repository=repository,
+        ref=wanted,
+        workspace_root=workspace_root,
+        git=git,
+        fresh_within=fresh_within,
+    )
+
+
 def commits_between(
     engine: Engine,
     *,
@@ -47,33 +77,33 @@ def commits_between(
     first. By default from what is live to the environment's default ref: what a deploy
     would ship now. Refs are fetched now, or within `fresh_within` seconds. Returns (start
     sha, end sha, commits)."""
+    _, end_sha = target(
+        engine,
+        app=app,
+        environment=environment,
+        ref=end,
+        workspace_root=workspace_root,
+        git=git,
+        fresh_within=fresh_within,
+    )
     with session_scope(engine, read_only=True) as session:
         app_row = apps.get_app(session, app)
-        config = apps.environment_of(app_row, environment)
         repository = app_row.repository.url
-        end = end or config.default_ref
         if start is None:
             start_sha = releases.current_sha(session, app_row.id, environment)
         else:
             start_sha = deploys.symbolic_sha(
                 session, app=app_row, environment=environment, ref=start
             )
-        end_sha = deploys.symbolic_sha(session, app=app_row, environment=environment, ref=end)
-
-    def sha_of(ref: str) -> str:
-        return resolve(
+    if start is not None and start_sha is None:
+        start_sha = resolve(
             app=app,
             repository=repository,
-            ref=ref,
+            ref=start,
             workspace_root=workspace_root,
             git=git,
             fresh_within=fresh_within,
         )
-
-    if start is not None and start_sha is None:
-        start_sha = sha_of(start)
-    if end_sha is None:
-        end_sha = sha_of(end)
     mirror = vcs.mirror_path(workspace_root, repository)
     commits = vcs.commits_between(mirror, start_sha, end_sha, limit=limit, timeout=git.timeout)
     return start_sha, end_sha, commits
