@@ -82,8 +82,11 @@ def ended(
     session.flush()
 
 
-def of(session: Session, deploy: Deploy, *, shows_verify: bool) -> list[StepView]:
-    """Every step in order; those not begun are waiting, or skipped once the deploy ended."""
+def of(
+    session: Session, deploy: Deploy, *, shows_verify: bool, at: datetime | None = None
+) -> list[StepView]:
+    """Every step in order, as of `at` (default now); those not begun are waiting, or skipped
+    once the deploy ended; one its runner never ended (killed, reaped) reads stopped."""
     found = {
         step.name: step
         for step in session.scalars(select(DeployStep).where(DeployStep.deploy_id == deploy.id))
@@ -98,7 +101,7 @@ def of(session: Session, deploy: Deploy, *, shows_verify: bool) -> list[StepView
             views.append(
                 StepView(name, StepState.SKIPPED if over else StepState.WAITING, None, None)
             )
-        elif step.state == StepState.RUNNING and _long_over(deploy):
+        elif step.state == StepState.RUNNING and _long_over(deploy, at or utcnow()):
             views.append(StepView(name, StepState.STOPPED, step.date_started, deploy.date_finished))
         else:
             views.append(
@@ -107,7 +110,7 @@ def of(session: Session, deploy: Deploy, *, shows_verify: bool) -> list[StepView
     return views
 
 
-def _long_over(deploy: Deploy) -> bool:
+def _long_over(deploy: Deploy, at: datetime) -> bool:
     """Ended long enough ago that a step still running has no runner left to end it (the
     last step, the notices, runs just after the outcome is recorded)."""
-    return deploy.date_finished is not None and utcnow() - deploy.date_finished > NOTICES_WITHIN
+    return deploy.date_finished is not None and at - deploy.date_finished > NOTICES_WITHIN

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -36,7 +36,8 @@ from sqlalchemy import Engine, select
 from freight import procs
 from freight.db import App, Deploy, DeployStatus, Lease, get_engine, session_scope, utcnow
 from freight.orchestrator import PrefectOrchestrator
-from freight.service import logs
+from freight.service import logs, steps
+from freight.service.steps import StepState
 from freight.settings import Settings
 from freight.stack import Stack, prefect_auth, prefect_command, running_stack
 from tests.factories import GitRepo, make_app
@@ -396,6 +397,21 @@ def test_the_reconciler_killed_with_a_runner_still_unblocks_within_30s(
     assert lost.status == DeployStatus.FAILED and lost.reason.startswith("Runner lost")
     assert live_pids_with_env(f"FREIGHT_PARAM_MARKER={marker}") == []
     assert plant.restart_count("reconciler") == restarts + 1
+    # Its page: the step the runner died in never ended; once the notices could no longer come,
+    # it reads stopped, and the steps it never reached skipped.
+    assert lost.date_finished
+    with session_scope(plant.engine, read_only=True) as session:
+        shown = steps.of(
+            session, lost, shows_verify=False, at=lost.date_finished + timedelta(minutes=3)
+        )
+    assert [(s.name, s.state) for s in shown] == [
+        ("check-lock", StepState.COMPLETED),
+        ("check-github-status", StepState.COMPLETED),
+        ("prepare-workspace", StepState.COMPLETED),
+        ("run-provider", StepState.STOPPED),
+        ("cleanup-workspace", StepState.SKIPPED),
+        ("notify", StepState.SKIPPED),
+    ]
 
 
 def test_a_worker_killed_between_taking_a_run_and_starting_it_holds_nothing(plant: Plant) -> None:
