@@ -5,6 +5,9 @@ both databases; the server goes on serving."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from urllib.parse import quote, unquote_plus
 
 import httpx
 import pytest
@@ -87,3 +90,47 @@ def test_json_nested_too_deep_is_a_400_naming_the_field(server: ApiServer, app: 
         content=f'{{"ref": {_deep(100_000)}}}',
     )
     assert "nested" in error(hook, 400, "invalid_request")
+
+
+def test_the_dashboards_confirmation_streams_and_deploy_form_refuse_bad_and_hostile_input(
+    server: ApiServer, app: str, tmp_path: Path
+) -> None:
+    pwned = tmp_path / "pwned"
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        browser.post("/login", data={"key": KEY, "name": "ana"})
+        token = re.search(r'name="csrf" value="([^"]+)"', browser.get("/").text)
+        assert token
+        csrf = token.group(1)
+
+        def refused(response: httpx.Response) -> str:
+            """A form or page that sends the browser back with the error, never a 500."""
+            assert response.status_code == 303, response.text
+            location = response.headers["location"]
+            assert "error=" in location, location
+            return unquote_plus(location.split("error=", 1)[1])
+
+        confirm = "/confirm?app=web&env=staging&ref="
+        nul = browser.get(confirm + "main%00")
+        assert error(nul, 400, "invalid_request").startswith("ref: ")
+        hostile = f"--upload-pack=touch {pwned}"
+        assert "Unknown ref" in refused(browser.get(confirm + quote(hostile)))
+        assert "Unknown ref" in refused(browser.get(confirm + quote(f"$(touch {pwned})")))
+        assert "Unknown environment" in refused(browser.get("/confirm?app=web&env=nope"))
+        form = {"csrf": csrf, "app": app, "env": "staging", "ref": "main"}
+        for sha in ("zzz", f"$(touch {pwned})", "0" * 40):
+            message = refused(browser.post("/actions/deploy", data={**form, "sha": sha}))
+            assert message.startswith("sha: main is "), message
+        typed = browser.post("/actions/deploy", data={**form, "typed": f"staging{NUL}"})
+        assert error(typed, 400, "invalid_request").startswith("typed: ")
+        # The deploy streams: ids and offsets that are not, resume ids that are junk.
+        assert browser.get("/events/deploys/abc").status_code == 400
+        assert browser.get("/events/deploys/1?offset=-5").status_code == 400
+        assert browser.get("/events/deploys/99999").status_code == 404
+        with browser.stream(
+            "GET", "/events?since=%ff%fe", headers={"Last-Event-ID": "x" * 500}
+        ) as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_text()).startswith("retry: ")
+    assert not pwned.exists()
+    with server.client(KEY) as client:
+        assert body(client.get("/deploys/"), 200) == []
