@@ -6,14 +6,17 @@ deploy's recorded steps read in order. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
-from sqlalchemy import Engine, insert, select, update
+import pytest
+from sqlalchemy import Engine, insert, make_url, select, update
 
 from freight.dashboard import stream
 from freight.db import Change, Deploy, DeployStatus, changes, session_scope, utcnow
 from freight.service import deploys, locks, logs, steps
 from freight.service.steps import StepState
+from tests.conftest import _pg_admin
 from tests.contract.helpers import add_deploys
 from tests.factories import GitRepo, make_app
 
@@ -161,3 +164,51 @@ def test_a_deploys_steps_read_in_order_waiting_then_skipped(
         assert shown[1].state == StepState.RUNNING
         assert [s.state for s in shown[2:]] == [StepState.SKIPPED] * 5
         assert [s.name for s in shown][4] == "verify"
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_streams_outlive_their_database_away_for_30s_and_then_see_the_next_change(
+    engine: Engine, database_url: str
+) -> None:
+    name = make_url(database_url).database
+
+    def away(allowed: bool) -> None:
+        admin = _pg_admin()
+        with admin.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:  # and every connection it had is cut
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+        admin.close()
+
+    async def render(seen: object) -> str | None:
+        return "<p>the part</p>"
+
+    async def never() -> bool:
+        return False
+
+    async def scenario() -> str:
+        hub = stream.Hub(engine, heartbeat_interval=5, poll=0.1)
+        live = stream.overview(hub, None, render, never)
+        assert (await anext(live)).startswith("retry: ")
+        assert (await anext(live)).startswith("event: hello\n")
+        await asyncio.to_thread(away, False)
+        await asyncio.sleep(30)  # the reader keeps failing to read, and keeps trying
+        await asyncio.to_thread(away, True)
+        with session_scope(engine) as session:
+            session.execute(insert(Change).values(deploy_id=None, log_only=False))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            event = await asyncio.wait_for(anext(live), 20)
+            if event.startswith("event: part\n"):
+                break
+        await hub.stop()
+        return event
+
+    event = asyncio.run(scenario())
+    # Only a reader that lived through it could have seen this change.
+    assert event.startswith("event: part\n") and "the part" in event
