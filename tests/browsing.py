@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright): launching it,
-logging in, saying yes to a confirmation, keeping screenshots."""
+logging in, saying yes to a confirmation, keeping screenshots; and the API calls its tests
+make beside the browser (a deploy, its status)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,14 @@ def confirm(page: Page) -> None:
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def status_of(server: ApiServer, app: str, env: str, number: int) -> str:
+    with server.client(KEY) as client:
+        return str(client.get(f"/deploys/{app}/{env}/{number}/").json()["status"])
+
+
+def deploy(server: ApiServer, app: str, env: str = "staging", user: str = "ana") -> None:
+    with server.client(KEY) as client:
+        made = client.post("/deploys/", json={"app": app, "env": env, "user": user})
+        assert made.status_code == 201, made.text

@@ -20,7 +20,7 @@ from freight.db import session_scope
 from freight.service import deploys, locks
 from freight.settings import Settings
 from tests.apiserver import ApiServer, serve_api
-from tests.browsing import KEY, confirm, logged_in, screenshot
+from tests.browsing import KEY, confirm, deploy, logged_in, screenshot, status_of
 from tests.doubles.github import GitHubDouble
 from tests.factories import GitRepo, InlineOrchestrator, make_app
 from tests.helpers import wait_for
@@ -34,17 +34,6 @@ STEPS = [
     "cleanup-workspace",
     "notify",
 ]
-
-
-def status_of(server: ApiServer, app: str, env: str, number: int) -> str:
-    with server.client(KEY) as client:
-        return str(client.get(f"/deploys/{app}/{env}/{number}/").json()["status"])
-
-
-def deploy(server: ApiServer, app: str, env: str = "staging", user: str = "ana") -> None:
-    with server.client(KEY) as client:
-        made = client.post("/deploys/", json={"app": app, "env": env, "user": user})
-        assert made.status_code == 201, made.text
 
 
 def no_side_scroll(page: Page) -> bool:

@@ -28,7 +28,7 @@ from freight.service.machines import AppReport, CheckIn, MachineStatus
 from freight.service.workers import WorkerState
 from freight.settings import Settings
 from tests.apiserver import ApiServer
-from tests.browsing import ARTIFACTS, KEY, confirm, logged_in
+from tests.browsing import ARTIFACTS, KEY, confirm, deploy, logged_in
 from tests.conftest import Clock
 from tests.contract.helpers import add_deploys
 from tests.factories import GitRepo, make_app
@@ -143,8 +143,7 @@ def test_the_overview_refreshes_itself_and_fits_a_phone(
     page = logged_in(browser, dashboard, width=390, height=844)
     row = page.locator(f"tr[data-app='{app}'][data-env='production']")
     expect(row).to_contain_text("never deployed")
-    with dashboard.client(KEY) as client:
-        assert client.post("/deploys/", json={"app": app, "user": "ana"}).status_code == 201
+    deploy(dashboard, app, env="production")
     # No reload: the grid fetches itself again.
     expect(row).to_contain_text("ana", timeout=20_000)
     wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
@@ -155,8 +154,7 @@ def test_the_overview_refreshes_itself_and_fits_a_phone(
     other.goto(dashboard.url + "/")
     other.locator("header form button", has_text="Log out").click()
     expect(other.locator(".flash.notice")).to_have_text("Logged out.")
-    with dashboard.client(KEY) as client:
-        assert client.post("/deploys/", json={"app": app, "user": "bob"}).status_code == 201
+    deploy(dashboard, app, env="production", user="bob")
     expect(page).to_have_url(re.compile(r"/login$"))
 
 
