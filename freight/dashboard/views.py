@@ -132,28 +132,21 @@ def release_rows(
     """Per app and environment: what is live, what runs, what waits, what holds it, and the
     last failure not yet made good."""
     state = releases.release_state(session, app, apps_allowed=who.apps)
-    # The apps release_state loaded, from the session's identity map: no second query.
-    app_rows = {r.app: r.app_row for r in state}
-    bad = _unsettled(session, [(app_rows[r.app].id, r.environment) for r in state])
+    bad = _unsettled(session, [(r.app_row.id, r.environment) for r in state])
     behind = refs.behind_default(rt.settings.workspaces)
-    shown_bad = {}
-    for release in state:
-        failed = bad.get((app_rows[release.app].id, release.environment))
-        if failed is not None and (release.live is None or failed.id > release.live.id):
-            shown_bad[(release.app, release.environment)] = failed
     rows = []
     for release, public in zip(state, schemas.release_page(session, state), strict=True):
-        app_row = app_rows[release.app]
+        app_row, environment, live = release.app_row, release.environment, release.live
+        failed = bad.get((app_row.id, environment))
         rows.append(
             {
                 **public,
                 "progress": progress(public["running"]),
-                "unsettled": shown_bad.get((release.app, release.environment)),
-                "behind": behind(app_row, release.environment, release.live.sha)
-                if release.live and release.live.sha
-                else None,
-                "defaultRef": apps.default_ref_of(app_row, release.environment),
-                "protected": apps.is_protected(app_row, release.environment),
+                # A failure stands until a later deploy finishes.
+                "unsettled": failed if failed and (live is None or failed.id > live.id) else None,
+                "behind": behind(app_row, environment, live.sha) if live and live.sha else None,
+                "defaultRef": apps.default_ref_of(app_row, environment),
+                "protected": apps.is_protected(app_row, environment),
                 "canAct": can_act(who, release.app),
             }
         )

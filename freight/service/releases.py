@@ -109,9 +109,8 @@ class AutoDeploy:
 
 @dataclass(frozen=True)
 class Release:
-    app: str
-    environment: str
     app_row: App
+    environment: str
     live: Deploy | None
     running: Deploy | None
     queued: int
@@ -119,6 +118,10 @@ class Release:
     auto_deploy: AutoDeploy | None = None
     # Its deploy windows now (None: it has none).
     window: windows.Verdict | None = None
+
+    @property
+    def app(self) -> str:
+        return self.app_row.name
 
 
 def release_state(
@@ -164,9 +167,8 @@ def release_state(
             ]
             result.append(
                 Release(
-                    app=app.name,
-                    environment=environment,
                     app_row=app,
+                    environment=environment,
                     live=live.get(key),
                     running=running.get(key),
                     queued=queued.get(key, 0),
