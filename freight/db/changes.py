@@ -27,7 +27,7 @@ from freight.db.models import (
 
 # A deploy's row changes without anything a person sees changing: its runner's beats and
 # the log's size (the log's chunks make their own change).
-_UNSEEN = frozenset({"heartbeat_at", "log_size", "date_claimed", "runner_pid", "runner_pgid"})
+_UNSEEN_COLUMNS = frozenset({"heartbeat_at", "log_size", "date_claimed", "runner_pid", "runner_pgid"})
 _ELSEWHERE = (Lock, LiveRelease, AutoDeployState, App)
 # Rows are kept this long: a page whose stream was away longer reloads what it shows.
 KEPT = timedelta(hours=1)
@@ -44,7 +44,7 @@ def _shown_change(obj: Any) -> bool:
     if not isinstance(obj, Deploy):
         return True
     state = inspect(obj)
-    return any(attr.key not in _UNSEEN and attr.history.has_changes() for attr in state.attrs)
+    return any(attr.key not in _UNSEEN_COLUMNS and attr.history.has_changes() for attr in state.attrs)
 
 
 @event.listens_for(Session, "after_flush")
@@ -70,18 +70,20 @@ def _record(session: Session, _context: Any) -> None:
         session.connection().execute(insert(Change.__table__), rows)
 
 
+# For a statement that changes nothing a person sees (a beat, a log's size; the log's chunk
+# makes its own change): `update(...).execution_options(**UNSEEN)`.
+UNSEEN = {"freight_unseen": True}
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _record_statement(state: ORMExecuteState) -> None:
     """An UPDATE or DELETE statement on what dashboards show: which deploy it touched is not
-    known here, so every open page looks again (unless it only set a beat or a log size)."""
+    known here, so every open page looks again."""
     if not (state.is_update or state.is_delete) or state.bind_mapper is None:
         return
-    entity = state.bind_mapper.class_
-    if entity is Deploy:
-        values = getattr(state.statement, "_values", None) or {}
-        if values and {getattr(column, "key", str(column)) for column in values} <= _UNSEEN:
-            return
-    elif not issubclass(entity, (*_ELSEWHERE, DeployStep, LogChunk)):
+    if state.execution_options.get("freight_unseen"):
+        return
+    if not issubclass(state.bind_mapper.class_, (*_ELSEWHERE, Deploy, DeployStep, LogChunk)):
         return
     state.session.connection().execute(
         insert(Change.__table__), [{"deploy_id": None, "log_only": False}]

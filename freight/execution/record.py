@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, Update, select, update
 
-from freight.db import Deploy, DeployStatus, session_scope, utcnow
+from freight.db import Deploy, DeployStatus, changes, session_scope, utcnow
 from freight.errors import ClaimLost
 from freight.execution import delivery
 from freight.execution.delivery import Courier
@@ -31,9 +31,8 @@ class RunRecord:
         """The monitor's look: is the claim still ours, and did someone ask to stop?"""
         with session_scope(self.engine, read_only=not beat) as session:
             if beat:
-                beaten = session.execute(
-                    self._mine(update(Deploy)).values(heartbeat_at=utcnow())
-                ).rowcount  # type: ignore[attr-defined]
+                beat = self._mine(update(Deploy)).values(heartbeat_at=utcnow())
+                beaten = session.execute(beat.execution_options(**changes.UNSEEN)).rowcount  # type: ignore[attr-defined]
                 if not beaten:
                     return Claim.LOST
             row = session.execute(

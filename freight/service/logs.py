@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from freight.db import Deploy, LogChunk
+from freight.db import Deploy, LogChunk, changes
 
 
 def storable(text: str) -> str:
@@ -31,9 +31,8 @@ def write_chunk(session: Session, deploy_id: int, text: str, *, claim: str | Non
         return False
     offset = size or 0
     session.add(LogChunk(deploy_id=deploy_id, offset=offset, size=len(text), text=text))
-    session.execute(
-        update(Deploy).where(Deploy.id == deploy_id).values(log_size=offset + len(text))
-    )
+    grown = update(Deploy).where(Deploy.id == deploy_id).values(log_size=offset + len(text))
+    session.execute(grown.execution_options(**changes.UNSEEN))
     return True
 
 

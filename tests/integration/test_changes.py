@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import cast
 
 import pytest
 from sqlalchemy import Engine, insert, make_url, select, update
 
 from freight.dashboard import stream
 from freight.db import Change, Deploy, DeployStatus, changes, session_scope, utcnow
+from freight.execution.delivery import Courier
+from freight.execution.monitor import Claim
+from freight.execution.record import RunRecord
 from freight.service import deploys, locks, logs, steps
 from freight.service.steps import StepState
 from tests.conftest import _pg_admin
@@ -41,14 +45,15 @@ def test_writes_a_page_shows_leave_a_change_and_beats_do_not(
     with session_scope(engine) as session:
         app = make_app(session, origin, command="true")
         app_id, name = app.id, app.name
-    add_deploys(engine, app_id, "staging", 1, status=DeployStatus.IN_PROGRESS)
+    add_deploys(engine, app_id, "staging", 1, status=DeployStatus.IN_PROGRESS, claim="mine")
     with session_scope(engine, read_only=True) as session:
         (made,) = deploys.list_deploys(session, deploys.DeployFilter(app=name))
         deploy_id = made.id
     mark = latest(engine)
-    # A beat and a log size are not news to anyone; the log's new chunk is, to its page only.
-    with session_scope(engine) as session:
-        session.execute(update(Deploy).where(Deploy.id == deploy_id).values(heartbeat_at=utcnow()))
+    # A runner's beat and a log's size are not news to anyone; the log's new chunk is, to its
+    # page only.
+    runner = RunRecord(engine, deploy_id, claim="mine", courier=cast(Courier, None))
+    assert runner.look(beat=True) == Claim.HELD
     assert recorded(engine, mark) == []
     with session_scope(engine) as session:
         logs.write_chunk(session, deploy_id, "line\n")
