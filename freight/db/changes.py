@@ -27,7 +27,9 @@ from freight.db.models import (
 
 # A deploy's row changes without anything a person sees changing: its runner's beats and
 # the log's size (the log's chunks make their own change).
-_UNSEEN_COLUMNS = frozenset({"heartbeat_at", "log_size", "date_claimed", "runner_pid", "runner_pgid"})
+_UNSEEN_COLUMNS = frozenset(
+    {"heartbeat_at", "log_size", "date_claimed", "runner_pid", "runner_pgid"}
+)
 _ELSEWHERE = (Lock, LiveRelease, AutoDeployState, App)
 # Rows are kept this long: a page whose stream was away longer reloads what it shows.
 KEPT = timedelta(hours=1)
@@ -44,7 +46,9 @@ def _shown_change(obj: Any) -> bool:
     if not isinstance(obj, Deploy):
         return True
     state = inspect(obj)
-    return any(attr.key not in _UNSEEN_COLUMNS and attr.history.has_changes() for attr in state.attrs)
+    return any(
+        attr.key not in _UNSEEN_COLUMNS and attr.history.has_changes() for attr in state.attrs
+    )
 
 
 @event.listens_for(Session, "after_flush")
